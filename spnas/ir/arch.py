@@ -1,0 +1,462 @@
+"""``Arch``: the typed architecture graph that carries its weights.
+
+An Arch wraps a ``networkx.DiGraph`` whose nodes are stems, blocks, fuses, adds and output taps,
+each with a frozen spec (see :mod:`spnas.ir.nodes`). Node ids are stable strings that survive
+rewrites; new ids are minted from a counter that never goes back, so an id is never reused. The
+weights live in one store keyed ``"node_id/tensor_name"``; tensors are never modified in place, so
+:meth:`Arch.clone` is a shallow, cheap copy.
+
+Nothing outside :mod:`spnas.ir` touches the DiGraph: edits go through :meth:`add_node`,
+:meth:`remove_node`, :meth:`set_input`, :meth:`set_spec` and :meth:`set_tensors`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import networkx as nx
+import torch
+
+from spnas.errors import ArchError
+from spnas.ir.nodes import BlockSpec, OutputSpec, TensorSpec, get_kind
+
+__all__ = ["Arch", "Stage", "Subnet"]
+
+
+@dataclass(frozen=True)
+class Subnet:
+    """One parallel subnet of a stage: ``x^k = blocks(add(x_prev^k, fuse(x^(k-1))))``."""
+
+    fuse: str
+    add: str
+    blocks: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A stage of the main chain (``blocks``), its parallel subnets, and its output tap."""
+
+    index: int
+    blocks: tuple[str, ...]
+    subnets: tuple[Subnet, ...]
+    tap: str | None
+
+    @property
+    def outputs(self) -> list[str]:
+        """``[x^0, x^1, …, x^K]``: the main chain's last block, then each subnet's."""
+        return [self.blocks[-1]] + [s.blocks[-1] for s in self.subnets]
+
+
+class Arch:
+    """A backbone architecture as a graph of nodes with specs, carrying its weights.
+
+    Build one with :func:`spnas.ir.parse` or :func:`spnas.ir.from_torchvision`; morphisms return new
+    ones. ``arch.weights`` maps ``"node/tensor"`` to a tensor (parameters and BN buffers).
+    """
+
+    def __init__(self) -> None:
+        self._g = nx.DiGraph()
+        self._order = 0  # insertion counter: deterministic tie-breaking in topological order
+        self.next_id = 0  # id mint; only ever grows
+        self.weights: dict[str, torch.Tensor] = {}
+
+    # ---------------------------------------------------------------- construction
+    def mint_id(self, prefix: str) -> str:
+        """A fresh node id ``prefix + N`` that no node of this Arch or its ancestors ever had."""
+        while True:
+            nid = f"{prefix}{self.next_id}"
+            self.next_id += 1
+            if nid not in self._g:
+                return nid
+
+    def add_node(
+        self,
+        node_id: str,
+        kind: str,
+        spec: Any,
+        inputs: Sequence[str] = (),
+        tensors: Mapping[str, torch.Tensor] | None = None,
+        gen: torch.Generator | None = None,
+    ) -> str:
+        """Add a node; its tensors are given, or initialised from ``gen``."""
+        k = get_kind(kind)
+        if not isinstance(node_id, str) or not node_id.replace("_", "").isalnum() or not node_id[0].isalpha():
+            raise ArchError(f"node id: expected letters, digits and '_' starting with a letter, got {node_id!r}")
+        if node_id in self._g:
+            raise ArchError(f"node {node_id!r} already exists")
+        if not isinstance(spec, k.spec_type):
+            raise ArchError(f"node {node_id!r}: expected a {k.spec_type.__name__} spec, got {type(spec).__name__}")
+        for i in inputs:
+            if i not in self._g:
+                raise ArchError(f"node {node_id!r}: input {i!r} does not exist")
+        self._g.add_node(node_id, kind=kind, spec=spec, inputs=tuple(inputs), order=self._order, meta={})
+        self._order += 1
+        for port, i in enumerate(inputs):
+            self._g.add_edge(i, node_id, port=port)
+        if tensors is None:
+            tensors = k.init(spec, gen if gen is not None else torch.Generator().manual_seed(0))
+        self.set_tensors(node_id, tensors)
+        return node_id
+
+    def remove_node(self, node_id: str) -> None:
+        self._require(node_id)
+        if any(True for _ in self._g.successors(node_id)):
+            raise ArchError(f"node {node_id!r} still feeds {sorted(self._g.successors(node_id))}")
+        self._g.remove_node(node_id)
+        self._drop_tensors(node_id)
+
+    def set_input(self, node_id: str, port: int, new_input: str) -> None:
+        """Rewire input ``port`` of ``node_id`` to ``new_input`` (fx's ``replace_input_with``)."""
+        self._require(node_id)
+        self._require(new_input)
+        inputs = list(self._g.nodes[node_id]["inputs"])
+        old = inputs[port]
+        inputs[port] = new_input
+        self._g.nodes[node_id]["inputs"] = tuple(inputs)
+        if old not in inputs:
+            self._g.remove_edge(old, node_id)
+        self._g.add_edge(new_input, node_id, port=port)
+
+    def set_spec(self, node_id: str, spec: Any, tensors: Mapping[str, torch.Tensor]) -> None:
+        """Replace a node's spec together with its tensors (they must match the new spec)."""
+        self._require(node_id)
+        k = get_kind(self.kind(node_id))
+        if not isinstance(spec, k.spec_type):
+            raise ArchError(f"node {node_id!r}: expected a {k.spec_type.__name__} spec, got {type(spec).__name__}")
+        self._g.nodes[node_id]["spec"] = spec
+        self._drop_tensors(node_id)
+        self.set_tensors(node_id, tensors)
+
+    def set_tensors(self, node_id: str, tensors: Mapping[str, torch.Tensor]) -> None:
+        for name, t in tensors.items():
+            self.weights[f"{node_id}/{name}"] = t
+
+    def _drop_tensors(self, node_id: str) -> None:
+        prefix = node_id + "/"
+        for key in [k for k in self.weights if k.startswith(prefix)]:
+            del self.weights[key]
+
+    def _require(self, node_id: str) -> None:
+        if node_id not in self._g:
+            raise ArchError(f"no node {node_id!r}")
+
+    # ---------------------------------------------------------------- queries
+    def __contains__(self, node_id: object) -> bool:
+        return node_id in self._g
+
+    def __len__(self) -> int:
+        return len(self._g)
+
+    def nodes(self) -> list[str]:
+        """Node ids in a deterministic topological order."""
+        nodes = self._g.nodes
+        return list(nx.lexicographical_topological_sort(self._g, key=lambda n: nodes[n]["order"]))
+
+    def kind(self, node_id: str) -> str:
+        self._require(node_id)
+        return self._g.nodes[node_id]["kind"]
+
+    def spec(self, node_id: str) -> Any:
+        self._require(node_id)
+        return self._g.nodes[node_id]["spec"]
+
+    def inputs(self, node_id: str) -> tuple[str, ...]:
+        self._require(node_id)
+        return self._g.nodes[node_id]["inputs"]
+
+    def users(self, node_id: str) -> list[str]:
+        """Nodes that take ``node_id`` as an input, in insertion order."""
+        nodes = self._g.nodes
+        return sorted(self._g.successors(node_id), key=lambda s: nodes[s]["order"])
+
+    def meta(self, node_id: str) -> dict[str, Any]:
+        """Scratch space of a pass (fx's ``node.meta``); not saved, not part of the fingerprint."""
+        self._require(node_id)
+        return self._g.nodes[node_id]["meta"]
+
+    def tensors(self, node_id: str) -> dict[str, torch.Tensor]:
+        prefix = node_id + "/"
+        return {k[len(prefix) :]: v for k, v in self.weights.items() if k.startswith(prefix)}
+
+    def nodes_of(self, kind: str) -> list[str]:
+        return [n for n in self.nodes() if self.kind(n) == kind]
+
+    @property
+    def stem(self) -> str:
+        stems = self.nodes_of("stem")
+        if len(stems) != 1:
+            raise ArchError(f"expected exactly one stem node, got {len(stems)}")
+        return stems[0]
+
+    def clone(self) -> Arch:
+        """A cheap copy: new graph, same (immutable-by-convention) tensors."""
+        new = Arch()
+        new._g = self._g.copy()
+        for n in new._g.nodes:
+            new._g.nodes[n]["meta"] = {}
+        new._order = self._order
+        new.next_id = self.next_id
+        new.weights = dict(self.weights)
+        return new
+
+    # ---------------------------------------------------------------- structure
+    def main_chain(self) -> list[str]:
+        """The stem's chain of blocks: each main block feeds exactly one next main block."""
+        chain: list[str] = []
+        cur = self.stem
+        while True:
+            nxt = [u for u in self.users(cur) if self.kind(u) == "block" and self.inputs(u) == (cur,)]
+            if len(nxt) > 1:
+                raise ArchError(f"node {cur!r} feeds {len(nxt)} blocks {nxt}; expected one next block on the main chain")
+            if not nxt:
+                return chain
+            cur = nxt[0]
+            chain.append(cur)
+
+    def _chain_from(self, start: str) -> list[str]:
+        chain = []
+        cur = start
+        while True:
+            nxt = [u for u in self.users(cur) if self.kind(u) == "block"]
+            if len(nxt) != 1:
+                return chain
+            cur = nxt[0]
+            chain.append(cur)
+
+    def stages(self) -> list[Stage]:
+        """Split the main chain at stride-2 blocks and attach each stage's subnets and tap."""
+        chain = self.main_chain()
+        if not chain:
+            raise ArchError(f"stem {self.stem!r} feeds no block")
+        groups: list[list[str]] = []
+        for b in chain:
+            if not groups or self.spec(b).stride == 2:
+                groups.append([])
+            groups[-1].append(b)
+        stages = []
+        for i, blocks in enumerate(groups):
+            last = blocks[-1]
+            subnets: list[Subnet] = []
+            while True:
+                fuses = [u for u in self.users(last) if self.kind(u) == "fuse"]
+                if not fuses:
+                    break
+                if len(fuses) > 1:
+                    raise ArchError(f"node {last!r} feeds {len(fuses)} fuse nodes; expected at most one")
+                fuse = fuses[0]
+                adds = [u for u in self.users(fuse) if self.kind(u) == "add"]
+                if len(adds) != 1:
+                    raise ArchError(f"fuse {fuse!r}: expected to feed one add node, got {len(adds)}")
+                sub = self._chain_from(adds[0])
+                if not sub:
+                    raise ArchError(f"add {adds[0]!r} feeds no block")
+                subnets.append(Subnet(fuse, adds[0], tuple(sub)))
+                last = sub[-1]
+            taps = [u for u in self.users(last) if self.kind(u) == "output"]
+            stages.append(Stage(i, tuple(blocks), tuple(subnets), taps[0] if taps else None))
+        return stages
+
+    def outputs(self) -> list[str]:
+        """Output tap node ids, in graph order."""
+        return self.nodes_of("output")
+
+    # ---------------------------------------------------------------- shapes and checks
+    def specs(self) -> dict[str, TensorSpec]:
+        """Shape inference: the TensorSpec each node outputs. Raises ArchError naming the node."""
+        out: dict[str, TensorSpec] = {}
+        for n in self.nodes():
+            k = get_kind(self.kind(n))
+            ins = self.inputs(n)
+            if len(ins) != k.arity:
+                raise ArchError(f"node {n!r} ({k.name}): expected {k.arity} input(s), got {len(ins)}")
+            try:
+                out[n] = k.out_spec(self.spec(n), [out[i] for i in ins])
+            except ArchError as e:
+                raise ArchError(f"node {n!r} ({k.name}): {e}") from None
+        return out
+
+    def verify(self) -> None:
+        """Check every invariant; raise :class:`ArchError` naming the offending node."""
+        if not nx.is_directed_acyclic_graph(self._g):
+            cycle = nx.find_cycle(self._g)
+            raise ArchError(f"graph has a cycle through node {cycle[0][0]!r}")
+        for n in self._g.nodes:
+            k = get_kind(self.kind(n))
+            if not isinstance(self.spec(n), k.spec_type):
+                raise ArchError(f"node {n!r}: expected a {k.spec_type.__name__} spec, got {type(self.spec(n)).__name__}")
+            preds = set(self._g.predecessors(n))
+            if preds != set(self.inputs(n)):
+                raise ArchError(f"node {n!r}: edges {sorted(preds)} disagree with inputs {list(self.inputs(n))}")
+        specs = self.specs()
+        self._verify_weights()
+        chain = self.main_chain()
+        if chain and self.spec(chain[0]).stride != 1:
+            raise ArchError(f"node {chain[0]!r}: the first block must have stride 1, got {self.spec(chain[0]).stride}")
+        outs = self.outputs()
+        if not outs:
+            raise ArchError("the graph has no output node")
+        names = [self.spec(o).name for o in outs]
+        if len(set(names)) != len(names):
+            raise ArchError(f"output names must be unique, got {names}")
+        strides = sorted((specs[o].stride, o) for o in outs)
+        for (s1, o1), (s2, o2) in zip(strides, strides[1:]):
+            if s1 == s2:
+                raise ArchError(f"outputs {o1!r} and {o2!r} both have stride {s1}; expected strictly decreasing resolution")
+        needed = set()
+        for o in outs:
+            needed |= nx.ancestors(self._g, o) | {o}
+        dead = [n for n in self.nodes() if n not in needed]
+        if dead:
+            raise ArchError(f"node {dead[0]!r} feeds no output")
+        for st in self.stages():
+            if st.tap is None:
+                raise ArchError(f"stage {st.index + 1} (last node {st.outputs[-1]!r}) has no output tap")
+
+    def _verify_weights(self) -> None:
+        seen = set()
+        for n in self._g.nodes:
+            want = get_kind(self.kind(n)).tensors(self.spec(n))
+            for name, shape in want.items():
+                key = f"{n}/{name}"
+                t = self.weights.get(key)
+                if t is None:
+                    raise ArchError(f"node {n!r}: missing tensor {name!r}")
+                if tuple(t.shape) != tuple(shape):
+                    raise ArchError(f"node {n!r}: tensor {name!r} expected shape {tuple(shape)}, got {tuple(t.shape)}")
+                seen.add(key)
+        extra = sorted(set(self.weights) - seen)
+        if extra:
+            raise ArchError(f"tensor {extra[0]!r} belongs to no node or to no field of its node's spec")
+
+    def is_valid(self) -> bool:
+        try:
+            self.verify()
+        except ArchError:
+            return False
+        return True
+
+    # ---------------------------------------------------------------- measures
+    def flops(self, size: tuple[int, int] = (224, 224)) -> int:
+        """Multiply-accumulates of the backbone for one image of ``size`` (H, W)."""
+        hw: dict[str, tuple[int, int]] = {}
+        total = 0
+        for n in self.nodes():
+            k = get_kind(self.kind(n))
+            ins = self.inputs(n)
+            macs, hw[n] = k.macs(self.spec(n), [hw[i] for i in ins] if ins else [tuple(size)])
+            total += macs
+        return total
+
+    def node_flops(self, size: tuple[int, int] = (224, 224)) -> dict[str, int]:
+        """Per-node multiply-accumulates (the parallel sampler weighs stages by them)."""
+        hw: dict[str, tuple[int, int]] = {}
+        out = {}
+        for n in self.nodes():
+            k = get_kind(self.kind(n))
+            ins = self.inputs(n)
+            out[n], hw[n] = k.macs(self.spec(n), [hw[i] for i in ins] if ins else [tuple(size)])
+        return out
+
+    def params(self) -> int:
+        """Number of trainable parameters (BN running statistics excluded), as nn.Module counts them."""
+        total = 0
+        for key, t in self.weights.items():
+            leaf = key.rsplit(".", 1)[-1]
+            if leaf not in ("running_mean", "running_var", "num_batches_tracked"):
+                total += t.numel()
+        return total
+
+    def fingerprint(self) -> str:
+        """A hash of kinds, specs and edges that ignores node ids and weights."""
+        g = nx.DiGraph()
+        for n in self._g.nodes:
+            g.add_node(n, label=f"{self.kind(n)}:{_spec_text(self.spec(n))}")
+        for u, v, d in self._g.edges(data=True):
+            g.add_edge(u, v, label=str(d["port"]))
+        with warnings.catch_warnings():  # networkx >= 3.5 notes that directed hashes changed once
+            warnings.simplefilter("ignore", UserWarning)
+            h = nx.weisfeiler_lehman_graph_hash(g, node_attr="label", edge_attr="label", iterations=max(3, len(g)))
+        return hashlib.sha256(h.encode()).hexdigest()[:16]
+
+    def encode(self) -> str:
+        """The paper's code, e.g. ``BNB(111,d111,d11111,d11)``, plus ``(0,2,1,3)`` with subnets."""
+        from spnas.ir.encoding import encode
+
+        return encode(self)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.nodes())
+
+    def __repr__(self) -> str:
+        try:
+            code = self.encode()
+        except ArchError:
+            code = "<not encodable>"
+        return f"Arch({code}, nodes={len(self)}, params={self.params():,})"
+
+    # ---------------------------------------------------------------- (de)serialisation of the graph
+    def to_dict(self) -> dict[str, Any]:
+        """Kinds, specs, inputs and ids as plain data (``arch.yaml``); weights go elsewhere."""
+        nodes = []
+        for n in self.nodes():
+            nodes.append(
+                {
+                    "id": n,
+                    "kind": self.kind(n),
+                    "spec": dataclasses.asdict(self.spec(n)),
+                    "inputs": list(self.inputs(n)),
+                }
+            )
+        return {"next_id": self.next_id, "nodes": nodes}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], weights: Mapping[str, torch.Tensor], *, where: str = "arch") -> Arch:
+        """Rebuild from :meth:`to_dict` output and a weight store; raises ArchError naming the node."""
+        if not isinstance(d, Mapping) or not isinstance(d.get("nodes"), list):
+            raise ArchError(f"{where}: expected a mapping with a 'nodes' list")
+        arch = cls()
+        for i, nd in enumerate(d["nodes"]):
+            if not isinstance(nd, Mapping) or not {"id", "kind", "spec"} <= set(nd):
+                raise ArchError(f"{where}: node #{i}: expected keys id, kind, spec, inputs")
+            nid = nd["id"]
+            try:
+                kind = get_kind(nd["kind"])
+                spec_d = nd["spec"] if isinstance(nd["spec"], Mapping) else {}
+                spec = kind.spec_from_dict(dict(spec_d))
+            except (ArchError, TypeError) as e:
+                raise ArchError(f"{where}: node {nid!r}: {e}") from None
+            prefix = f"{nid}/"
+            tensors = {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
+            try:
+                arch.add_node(nid, nd["kind"], spec, nd.get("inputs", []) or [], tensors=tensors)
+            except ArchError as e:
+                raise ArchError(f"{where}: {e}") from None
+        extra = sorted(set(weights) - set(arch.weights))
+        if extra:
+            raise ArchError(f"{where}: tensor {extra[0]!r} belongs to no node")
+        arch.next_id = max(int(d.get("next_id", 0) or 0), arch.next_id)
+        return arch
+
+
+def _spec_text(spec: Any) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(dataclasses.asdict(spec).items()))
+
+
+def block_spec(arch: Arch, node_id: str) -> BlockSpec:
+    spec = arch.spec(node_id)
+    if not isinstance(spec, BlockSpec):
+        raise ArchError(f"node {node_id!r}: expected a block, got a {arch.kind(node_id)}")
+    return spec
+
+
+def output_name(stride: int) -> str:
+    """detectron2's naming: stride 4 -> ``res2``, stride 8 -> ``res3``, …"""
+    return f"res{stride.bit_length() - 1}"
+
+
+__all__ += ["block_spec", "output_name", "OutputSpec"]

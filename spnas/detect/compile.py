@@ -254,11 +254,12 @@ def _fold(module: nn.Module) -> None:
 
 
 class InferenceBackbone(nn.Module):
-    """Eval-only export: BN folded into convs, channels-last memory format."""
+    """Eval-only export: BN folded into convs, channels-last (eager) or frozen TorchScript."""
 
-    def __init__(self, body: Backbone, folded: nn.Module) -> None:
+    def __init__(self, body: Backbone, folded: nn.Module, channels_last: bool) -> None:
         super().__init__()
         self.body = folded
+        self.channels_last = channels_last
         self.out_channels = body.out_channels
         self.channels_list = list(body.channels_list)
         self._shapes = body.output_shape()
@@ -268,12 +269,23 @@ class InferenceBackbone(nn.Module):
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
-        return self.body(x.contiguous(memory_format=torch.channels_last))
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return OrderedDict(self.body(x))
 
 
-def export_inference(body: Backbone) -> InferenceBackbone:
-    """A folded, channels-last copy of ``body`` for inference (``body`` itself is untouched)."""
+def export_inference(body: Backbone, example: torch.Tensor | None = None) -> InferenceBackbone:
+    """A BN-folded copy of ``body`` for inference (``body`` itself is untouched).
+
+    Without ``example`` the copy is an eager channels-last module. With an example batch it is
+    traced, frozen and passed through ``torch.jit.optimize_for_inference`` (oneDNN layouts on CPU),
+    the faster choice at small batch; it then expects inputs of the example's size.
+    """
     folded = copy.deepcopy(body).eval()
     _fold(folded)
-    folded = folded.to(memory_format=torch.channels_last)
-    return InferenceBackbone(body, folded).eval()
+    if example is None:
+        return InferenceBackbone(body, folded.to(memory_format=torch.channels_last), True).eval()
+    with torch.no_grad():
+        traced = torch.jit.trace(folded, example, strict=False)
+        frozen = torch.jit.optimize_for_inference(torch.jit.freeze(traced))
+    return InferenceBackbone(body, frozen, False).eval()

@@ -116,7 +116,9 @@ def decode(s: str) -> Code:
         raise _fail(s, pos - 1, f"expected at most {MAX_BLOCKS} blocks in {MAX_STAGES} stages, got {nblocks} in {len(stages)}")
     doublings = sum(st.count("d") for st in stages)
     if BASE_PLANES << doublings > MAX_PLANES:
-        raise _fail(s, s.rfind("d"), f"expected base channels <= {MAX_PLANES}, got {BASE_PLANES << doublings}")
+        allowed = (MAX_PLANES // BASE_PLANES).bit_length() - 1
+        culprit = [i for i, c in enumerate(s) if c == "d" and i > m.end()][allowed]
+        raise _fail(s, culprit, f"expected base channels <= {MAX_PLANES}, this 'd' makes {MAX_PLANES * 2}")
     parallel = [0] * len(stages)
     if pos < len(s):
         start = pos

@@ -1,0 +1,79 @@
+"""``python -m spnas.ir show CODE|DIR [--json] [--size H W]``: stages, blocks, channels, strides, FLOPs, params."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from spnas.errors import SpnasError
+from spnas.ir import Arch, load, parse
+
+
+def describe(arch: Arch, size: tuple[int, int]) -> dict:
+    specs = arch.specs()
+    flops = arch.node_flops(size)
+    stages = []
+    for st in arch.stages():
+        first = arch.spec(st.blocks[0])
+        ids = list(st.blocks) + [n for sub in st.subnets for n in (sub.fuse, sub.add, *sub.blocks)]
+        stages.append(
+            {
+                "stage": st.index + 1,
+                "blocks": len(st.blocks),
+                "subnets": len(st.subnets),
+                "in_channels": first.in_channels,
+                "out_channels": specs[st.outputs[-1]].channels,
+                "stride": specs[st.outputs[-1]].stride,
+                "output": arch.spec(st.tap).name if st.tap else None,
+                "gmacs": round(sum(flops[n] for n in ids) / 1e9, 4),
+            }
+        )
+    try:
+        code = arch.encode()
+    except SpnasError:
+        code = None
+    return {
+        "code": code,
+        "stem": arch.spec(arch.stem).style,
+        "blocks": sum(s["blocks"] for s in stages),
+        "stages": stages,
+        "size": list(size),
+        "gmacs": round(arch.flops(size) / 1e9, 4),
+        "params_m": round(arch.params() / 1e6, 4),
+        "fingerprint": arch.fingerprint(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m spnas.ir", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    show = sub.add_parser("show", help="describe an architecture code or a saved Arch directory")
+    show.add_argument("target", help="a code such as 'BNB(111,d111,d11111,d11)' or a directory with arch.yaml")
+    show.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    show.add_argument("--size", nargs=2, type=int, default=(224, 224), metavar=("H", "W"))
+    show.add_argument("--stem", default="resnet", choices=["resnet", "deep"])
+    args = p.parse_args(argv)
+    try:
+        arch = load(args.target) if Path(args.target).is_dir() else parse(args.target, stem=args.stem)
+        d = describe(arch, tuple(args.size))
+    except SpnasError as e:
+        print(f"spnas: error: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(d))
+        return 0
+    print(f"{d['code']}  stem={d['stem']}  blocks={d['blocks']}  fingerprint={d['fingerprint']}")
+    print(f"{'stage':>5} {'blocks':>6} {'subnets':>7} {'in':>6} {'out':>6} {'stride':>6} {'output':>7} {'GMACs':>8}")
+    for s in d["stages"]:
+        print(
+            f"{s['stage']:>5} {s['blocks']:>6} {s['subnets']:>7} {s['in_channels']:>6} {s['out_channels']:>6} "
+            f"{s['stride']:>6} {str(s['output']):>7} {s['gmacs']:>8.3f}"
+        )
+    print(f"total: {d['gmacs']:.3f} GMACs at {d['size'][0]}x{d['size'][1]}, {d['params_m']:.2f} M parameters")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

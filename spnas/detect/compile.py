@@ -197,14 +197,16 @@ def compile_backbone(arch: Arch) -> Backbone:
         builder = _BUILDERS.get(kind)
         if builder is None:
             raise ArchError(f"node {n!r}: no builder registered for node kind {kind!r}")
-        root.add_module(n, builder(arch.spec(n)))
+        with torch.device("meta"):  # no wasted random init: the Arch's tensors are assigned below
+            root.add_module(n, builder(arch.spec(n)))
         args = tuple(env[i] for i in arch.inputs(n)) or (x,)
         env[n] = graph.call_module(n, args)
     outs.sort()
     graph.output(graph.call_function(OrderedDict, ([(name, node) for _, name, node in outs],)))
     body = Backbone(root, graph, class_name="SpnasBackbone")
-    state = {k.replace("/", ".", 1): v for k, v in arch.weights.items()}
-    missing, unexpected = body.load_state_dict(state, strict=False)
+    # clone: subnets share tensors with the blocks they copied in the IR, never in the module
+    state = {k.replace("/", ".", 1): v.clone() for k, v in arch.weights.items()}
+    missing, unexpected = body.load_state_dict(state, strict=False, assign=True)
     if missing or unexpected:
         key = (missing or unexpected)[0]
         raise ArchError(f"node {key.split('.', 1)[0]!r}: builder and IR disagree on tensor {key!r}")

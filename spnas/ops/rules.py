@@ -201,8 +201,10 @@ def add_stage(arch: Arch, site: str, rng: np.random.Generator) -> Arch:
     """
     last = arch.main_chain()[-1]
     prev = arch.spec(last)
-    spec = BlockSpec(prev.block, prev.out_channels, prev.planes, 2, prev.groups, prev.base_width, 1, "conv_bn")
-    new = arch.add_node(arch.mint_id("b"), "block", spec, [last], gen=_gen(rng))
+    spec = BlockSpec(prev.block, prev.out_channels, prev.planes, 2, prev.groups, prev.base_width, 1, "conv")
+    t = get_kind("block").init(dataclasses.replace(spec, stride=1, shortcut="identity"), _gen(rng))
+    t["downsample.0.weight"] = identity_conv1x1(spec.out_channels, spec.in_channels)  # a subsampling shortcut
+    new = arch.add_node(arch.mint_id("b"), "block", spec, [last], tensors=t)
     stride = arch.specs()[new].stride
     name = output_name(stride)
     if name in arch:

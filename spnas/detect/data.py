@@ -1,0 +1,386 @@
+"""Detection data: COCO json (pycocotools), VOC xml, and the built-in generated shapes set.
+
+Every source becomes a :class:`DetectionDataset` over a pycocotools ``COCO`` index, so one
+evaluation path serves all of them. Annotations are checked when loaded: a box outside the image,
+of zero or negative area, of an unknown category, or an image file that is missing is reported
+with the file and id; with ``strict=True`` the first problem raises :class:`DataError`, otherwise
+the bad annotations (or images) are dropped and the problems are kept in ``dataset.problems``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import os
+import warnings
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+from pycocotools.coco import COCO
+from torch.utils.data import Dataset
+
+from spnas.errors import DataError
+
+__all__ = ["DetectionDataset", "Problem", "load_coco", "load_voc", "generate_shapes", "SHAPE_CLASSES", "collate", "tile_dataset"]
+
+SHAPE_CLASSES = ("square", "disc", "triangle", "ring")
+_IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One annotation problem: where (file and id) and what."""
+
+    file: str
+    id: Any
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: id {self.id}: {self.reason}"
+
+
+def _quiet_coco(d: dict) -> COCO:
+    coco = COCO()
+    coco.dataset = d
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+class DetectionDataset(Dataset):
+    """Images and boxes over a COCO index; labels are contiguous ``1..C`` (0 is background).
+
+    ``dataset[i] -> (image float CHW in [0, 1], {"boxes": xyxy float, "labels": int64, "image_id": int})``.
+    ``flip=True`` mirrors half of the samples horizontally (training).
+    """
+
+    def __init__(self, coco: COCO, image_dir: str | os.PathLike, *, problems: list[Problem] | None = None, flip: bool = False, seed: int = 0) -> None:
+        self.coco = coco
+        self.image_dir = Path(image_dir)
+        self.cat_ids = sorted(coco.getCatIds())
+        self.cat_to_label = {c: i + 1 for i, c in enumerate(self.cat_ids)}
+        self.label_to_cat = {v: k for k, v in self.cat_to_label.items()}
+        self.class_names = [coco.cats[c]["name"] for c in self.cat_ids]
+        self.image_ids = sorted(coco.getImgIds())
+        self.problems = list(problems or [])
+        self.flip = flip
+        self._rng = np.random.default_rng(seed)
+        self._cache: dict[int, torch.Tensor] = {}
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.cat_ids)
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def with_flip(self, flip: bool, seed: int = 0) -> DetectionDataset:
+        ds = DetectionDataset(self.coco, self.image_dir, problems=self.problems, flip=flip, seed=seed)
+        ds._cache = self._cache
+        return ds
+
+    def subset(self, image_ids: list[int]) -> DetectionDataset:
+        d = self.coco.dataset
+        keep = set(image_ids)
+        sub = {
+            "images": [im for im in d["images"] if im["id"] in keep],
+            "annotations": [a for a in d["annotations"] if a["image_id"] in keep],
+            "categories": d["categories"],
+        }
+        ds = DetectionDataset(_quiet_coco(sub), self.image_dir, problems=self.problems, flip=self.flip)
+        ds._cache = self._cache
+        return ds
+
+    def load_image(self, image_id: int) -> torch.Tensor:
+        img = self._cache.get(image_id)
+        if img is None:
+            info = self.coco.imgs[image_id]
+            path = self.image_dir / info["file_name"]
+            with Image.open(path) as im:
+                arr = np.asarray(im.convert("RGB"))
+            img = torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+            if "crop" in info:  # a tile of a larger image
+                x0, y0, x1, y1 = info["crop"]
+                img = img[:, y0:y1, x0:x1].contiguous()
+            self._cache[image_id] = img
+        return img
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        image_id = self.image_ids[i]
+        img = self.load_image(image_id).float().div_(255.0)
+        anns = self.coco.imgToAnns.get(image_id, [])
+        boxes = torch.tensor([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]] for a in anns], dtype=torch.float32).reshape(-1, 4)
+        labels = torch.tensor([self.cat_to_label[a["category_id"]] for a in anns], dtype=torch.int64)
+        if self.flip and self._rng.random() < 0.5:
+            img = img.flip(-1)
+            w = img.shape[-1]
+            boxes = torch.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], 1)
+        return img, {"boxes": boxes, "labels": labels, "image_id": torch.tensor(image_id)}
+
+
+def collate(batch: list) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
+    imgs, targets = zip(*batch)
+    return list(imgs), list(targets)
+
+
+def _check(d: dict, image_dir: Path, where: str, strict: bool) -> tuple[dict, list[Problem]]:
+    """Validate a COCO dict: returns a cleaned copy and the problems found."""
+    problems: list[Problem] = []
+
+    def report(file: str, id_: Any, reason: str) -> None:
+        p = Problem(file, id_, reason)
+        if strict:
+            raise DataError(str(p))
+        problems.append(p)
+
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(d.get(key), list):
+            raise DataError(f"{where}: expected a list under {key!r}, got {type(d.get(key)).__name__}")
+    cats = {c["id"] for c in d["categories"]}
+    images = {}
+    for im in d["images"]:
+        path = image_dir / str(im.get("file_name", ""))
+        if not path.is_file():
+            report(str(path), im.get("id"), "image file is missing")
+            continue
+        images[im["id"]] = im
+    anns = []
+    for a in d["annotations"]:
+        im = images.get(a.get("image_id"))
+        if im is None:
+            if a.get("image_id") not in {i.get("id") for i in d["images"]}:
+                report(where, a.get("id"), f"annotation refers to unknown image id {a.get('image_id')}")
+            continue
+        if a.get("category_id") not in cats:
+            report(where, a.get("id"), f"unknown category id {a.get('category_id')}")
+            continue
+        bbox = a.get("bbox")
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, (int, float)) and math.isfinite(v) for v in bbox)):
+            report(where, a.get("id"), f"expected bbox [x, y, w, h] of finite numbers, got {bbox!r}")
+            continue
+        x, y, w, h = bbox
+        if w <= 0 or h <= 0:
+            report(where, a.get("id"), f"box of zero or negative size, w={w} h={h}")
+            continue
+        W, H = im.get("width"), im.get("height")
+        if W and H and (x < -1 or y < -1 or x + w > W + 1 or y + h > H + 1):
+            report(where, a.get("id"), f"box {bbox} lies outside the {W}x{H} image {im.get('file_name')}")
+            continue
+        if a.get("iscrowd", 0):
+            continue  # crowd regions are not trained on; pycocotools still uses them to evaluate
+        anns.append(a)
+    clean = {**d, "images": list(images.values()), "annotations": anns}
+    return clean, problems
+
+
+def _warn(problems: list[Problem], where: str) -> None:
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        warnings.warn(f"{where}: dropped {len(problems)} bad annotation(s): " + "; ".join(map(str, problems[:3])) + more, stacklevel=3)
+
+
+def load_coco(json_path: str | os.PathLike, image_dir: str | os.PathLike | None = None, *, strict: bool = False) -> DetectionDataset:
+    """A COCO-json data set; ``image_dir`` defaults to the json's folder (or its ``images/``)."""
+    jp = Path(json_path)
+    try:
+        d = json.loads(jp.read_text())
+    except FileNotFoundError:
+        raise DataError(f"{jp}: no such annotation file") from None
+    except json.JSONDecodeError as e:
+        raise DataError(f"{jp}: line {e.lineno}: not valid JSON ({e.msg})") from None
+    if image_dir is None:
+        image_dir = jp.parent / "images" if (jp.parent / "images").is_dir() else jp.parent
+    clean, problems = _check(d, Path(image_dir), str(jp), strict)
+    _warn(problems, str(jp))
+    return DetectionDataset(_quiet_coco(clean), image_dir, problems=problems)
+
+
+def load_voc(
+    xml_files: list[str | os.PathLike] | str | os.PathLike,
+    image_dir: str | os.PathLike | None = None,
+    *,
+    classes: list[str] | None = None,
+    strict: bool = False,
+) -> DetectionDataset:
+    """VOC xml annotations (a directory or a list of files) as a COCO-indexed data set.
+
+    ``classes`` fixes the category order (else sorted names found); a name outside it is an
+    unknown class. ``difficult`` objects become crowd regions: evaluated as ignore, not trained on.
+    An image is looked up by ``<filename>``, then by the xml's stem with a common extension.
+    """
+    if isinstance(xml_files, (str, os.PathLike)):
+        p = Path(xml_files)
+        files = sorted(p.glob("*.xml")) if p.is_dir() else [p]
+    else:
+        files = [Path(f) for f in xml_files]
+    if not files:
+        raise DataError(f"{xml_files}: no VOC xml files found")
+    parsed = []
+    names = set()
+    for f in files:
+        try:
+            root = ET.parse(f).getroot()
+        except (ET.ParseError, OSError) as e:
+            raise DataError(f"{f}: not a readable VOC xml file ({e})") from None
+        objs = []
+        for i, o in enumerate(root.findall("object")):
+            name = (o.findtext("name") or "").strip()
+            bb = o.find("bndbox")
+            try:
+                box = [float(bb.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")]
+            except (TypeError, ValueError, AttributeError):
+                box = None
+            objs.append((i, name, box, int(float(o.findtext("difficult") or 0))))
+            names.add(name)
+        parsed.append((f, root, objs))
+    classes = list(classes) if classes else sorted(names)
+    cat_of = {n: i + 1 for i, n in enumerate(classes)}
+    images, anns, problems = [], [], []
+    img_dir = Path(image_dir) if image_dir else None
+    for img_id, (f, root, objs) in enumerate(parsed, start=1):
+        base = img_dir or f.parent
+        fname = (root.findtext("filename") or "").strip()
+        path = base / fname
+        if not path.is_file():
+            alt = [base / (f.stem + e) for e in _IMAGE_EXTS if (base / (f.stem + e)).is_file()]
+            if not alt:
+                p = Problem(str(f), fname or f.stem, f"image file {path} is missing")
+                if strict:
+                    raise DataError(str(p))
+                problems.append(p)
+                continue
+            path = alt[0]
+        try:
+            w = int(float(root.findtext("size/width")))
+            h = int(float(root.findtext("size/height")))
+        except (TypeError, ValueError):
+            with Image.open(path) as im:
+                w, h = im.size
+        images.append({"id": img_id, "file_name": os.path.relpath(path, base), "width": w, "height": h})
+        for i, name, box, difficult in objs:
+            aid = len(anns) + len(problems) + 1
+            if name not in cat_of:
+                p = Problem(str(f), f"object #{i}", f"unknown class {name!r}, expected one of {classes}")
+            elif box is None:
+                p = Problem(str(f), f"object #{i}", "missing or non-numeric bndbox")
+            elif box[2] <= box[0] or box[3] <= box[1]:
+                p = Problem(str(f), f"object #{i}", f"box {box} has zero or negative size")
+            elif box[0] < -1 or box[1] < -1 or box[2] > w + 1 or box[3] > h + 1:
+                p = Problem(str(f), f"object #{i}", f"box {box} lies outside the {w}x{h} image")
+            else:
+                x0, y0, x1, y1 = box
+                anns.append({"id": aid, "image_id": img_id, "category_id": cat_of[name], "bbox": [x0, y0, x1 - x0, y1 - y0],
+                             "area": (x1 - x0) * (y1 - y0), "iscrowd": difficult, "ignore": difficult})
+                continue
+            if strict:
+                raise DataError(str(p))
+            problems.append(p)
+    d = {"images": images, "annotations": anns, "categories": [{"id": i + 1, "name": n} for i, n in enumerate(classes)]}
+    _warn(problems, str(files[0].parent))
+    common = img_dir or files[0].parent
+    return DetectionDataset(_quiet_coco(d), common, problems=problems)
+
+
+def tile_dataset(ds: DetectionDataset, tile: int, *, min_visible: float = 0.5) -> DetectionDataset:
+    """Cut every image into ``tile`` x ``tile`` crops (edge tiles shifted inside); boxes are clipped,
+    and kept when at least ``min_visible`` of their area lies in the tile."""
+    d = ds.coco.dataset
+    images, anns = [], []
+    for im in d["images"]:
+        W, H = im["width"], im["height"]
+        xs = sorted({min(x, max(W - tile, 0)) for x in range(0, max(W - tile, 0) + tile, tile)})
+        ys = sorted({min(y, max(H - tile, 0)) for y in range(0, max(H - tile, 0) + tile, tile)})
+        for y0 in ys:
+            for x0 in xs:
+                x1, y1 = min(x0 + tile, W), min(y0 + tile, H)
+                tid = len(images) + 1
+                images.append({"id": tid, "file_name": im["file_name"], "width": x1 - x0, "height": y1 - y0,
+                               "crop": [x0, y0, x1, y1], "source_id": im["id"]})
+                for a in ds.coco.imgToAnns.get(im["id"], []):
+                    bx, by, bw, bh = a["bbox"]
+                    cx0, cy0 = max(bx, x0), max(by, y0)
+                    cx1, cy1 = min(bx + bw, x1), min(by + bh, y1)
+                    if cx1 <= cx0 or cy1 <= cy0 or (cx1 - cx0) * (cy1 - cy0) < min_visible * bw * bh:
+                        continue
+                    anns.append({**a, "id": len(anns) + 1, "image_id": tid, "bbox": [cx0 - x0, cy0 - y0, cx1 - cx0, cy1 - cy0],
+                                 "area": (cx1 - cx0) * (cy1 - cy0)})
+    out = DetectionDataset(_quiet_coco({"images": images, "annotations": anns, "categories": d["categories"]}), ds.image_dir, problems=ds.problems)
+    return out
+
+
+# ------------------------------------------------------------------------------ the generated set
+def _draw_shape(draw: ImageDraw.ImageDraw, cls: int, box: tuple[int, int, int, int], colour: tuple[int, int, int]) -> None:
+    x0, y0, x1, y1 = box
+    if cls == 0:
+        draw.rectangle(box, fill=colour)
+    elif cls == 1:
+        draw.ellipse(box, fill=colour)
+    elif cls == 2:
+        draw.polygon([((x0 + x1) / 2, y0), (x1, y1), (x0, y1)], fill=colour)
+    else:
+        t = max(2, (x1 - x0) // 5)
+        draw.ellipse(box, outline=colour, width=t)
+
+
+def _covered(old: list[int], new: tuple[int, int, int, int]) -> float:
+    """Fraction of box ``old`` (x, y, w, h) that ``new`` covers."""
+    ix = max(0, min(old[0] + old[2], new[0] + new[2]) - max(old[0], new[0]))
+    iy = max(0, min(old[1] + old[3], new[1] + new[3]) - max(old[1], new[1]))
+    return ix * iy / max(old[2] * old[3], 1)
+
+
+def generate_shapes(
+    out_dir: str | os.PathLike, *, n_images: int = 64, size: int = 256, seed: int = 0, split: str = "train"
+) -> Path:
+    """Write the built-in data set: ``out_dir/<split>.json`` (COCO) and ``out_dir/images/<split>_*.png``.
+
+    Four classes (square, disc, triangle, ring) of 12-110 px in random colours, 2-7 per image,
+    overlapping (the later one occludes), over a textured background with distractor lines.
+    The same seed writes the same files. Returns the json path; an existing one is reused.
+    """
+    out = Path(out_dir)
+    jp = out / f"{split}.json"
+    if jp.is_file():
+        return jp
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    images, anns = [], []
+    for i in range(n_images):
+        bg = rng.integers(40, 200, size=3)
+        arr = (bg + rng.normal(0, 18, size=(size, size, 3))).clip(0, 255).astype(np.uint8)
+        img = Image.fromarray(arr)
+        draw = ImageDraw.Draw(img)
+        for _ in range(int(rng.integers(2, 6))):  # clutter: lines that are no object
+            pts = [tuple(int(v) for v in rng.integers(0, size, 2)) for _ in range(2)]
+            draw.line(pts, fill=tuple(int(v) for v in rng.integers(0, 256, 3)), width=int(rng.integers(1, 4)))
+        placed = []
+        for _ in range(int(rng.integers(2, 8))):
+            s = int(np.exp(rng.uniform(np.log(12), np.log(110))))
+            w = int(s * rng.uniform(0.75, 1.33))
+            h = s
+            x0 = int(rng.integers(0, max(1, size - w)))
+            y0 = int(rng.integers(0, max(1, size - h)))
+            if any(_covered(b, (x0, y0, w, h)) > 0.6 for _, b in placed):
+                continue  # would hide an earlier object: occlusion, yes; invisible objects, no
+            cls = int(rng.integers(0, len(SHAPE_CLASSES)))
+            colour = tuple(int(v) for v in (bg + rng.choice([-1, 1], 3) * rng.integers(60, 120, 3)).clip(0, 255))
+            _draw_shape(draw, cls, (x0, y0, x0 + w, y0 + h), colour)
+            placed.append((cls, [x0, y0, w + 1, h + 1]))
+        fname = f"{split}_{i:05d}.png"
+        img.save(out / "images" / fname)
+        images.append({"id": i + 1, "file_name": fname, "width": size, "height": size})
+        for cls, bbox in placed:
+            bbox = [float(bbox[0]), float(bbox[1]), float(min(bbox[2], size - bbox[0])), float(min(bbox[3], size - bbox[1]))]
+            anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": cls + 1, "bbox": bbox, "area": bbox[2] * bbox[3], "iscrowd": 0})
+    d = {"images": images, "annotations": anns, "categories": [{"id": i + 1, "name": n} for i, n in enumerate(SHAPE_CLASSES)]}
+    tmp = jp.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(d))
+    os.replace(tmp, jp)
+    return jp

@@ -1,0 +1,230 @@
+"""Training and evaluation of a detector: the paper's fast and full schemes (§4.1).
+
+Fast scheme: SGD (momentum 0.9, weight decay 1e-4), cosine learning rate from ``base_lr`` to
+``min_lr`` (both scaled linearly to the batch, quoted at batch 16), linear warm-up, horizontal
+flip, 3 epochs. Full scheme: 24 epochs, step decay x0.1 at 2/3 and 11/12 of training. AMP on
+CUDA. A non-finite loss stops training with :class:`EvalError` saying where.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from spnas.detect.data import DetectionDataset, collate
+from spnas.detect.metrics import coco_evaluate, detections_to_coco, voc_eval
+from spnas.errors import EvalError
+
+__all__ = ["TrainConfig", "FAST", "FULL", "train_detector", "evaluate", "save_checkpoint", "load_checkpoint", "TrainResult"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A training schedule; :data:`FAST` and :data:`FULL` are the paper's two."""
+
+    epochs: int = 3
+    batch_size: int = 2
+    base_lr: float = 0.02
+    min_lr: float = 1e-4
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"  # or "step"
+    steps: tuple[float, ...] = (2 / 3, 11 / 12)
+    warmup_iters: int = 100
+    warmup_factor: float = 0.001
+    flip: bool = True
+    amp: bool = True
+    eval_every: int = 0  # evaluate every N epochs (0: only at the end)
+    max_iters_per_epoch: int = 0  # 0: the whole data set
+    grad_clip: float = 0.0
+    seed: int = 0
+
+    def lr_at(self, it: int, total: int) -> float:
+        """The learning rate at iteration ``it`` of ``total``, scaled to ``batch_size``."""
+        scale = self.batch_size / 16
+        base, low = self.base_lr * scale, self.min_lr * scale
+        if self.schedule == "cosine":
+            lr = low + 0.5 * (base - low) * (1 + math.cos(math.pi * it / max(total, 1)))
+        elif self.schedule == "step":
+            lr = base * 0.1 ** sum(it >= s * total for s in self.steps)
+        else:
+            raise ValueError(f"schedule: expected 'cosine' or 'step', got {self.schedule!r}")
+        warm = min(self.warmup_iters, max(total // 5, 1))
+        if it < warm:
+            alpha = it / warm
+            lr *= self.warmup_factor * (1 - alpha) + alpha
+        return lr
+
+
+FAST = TrainConfig(epochs=3, schedule="cosine")
+FULL = TrainConfig(epochs=24, schedule="step")
+
+
+@dataclass
+class TrainResult:
+    metrics: dict[str, float]
+    history: list[dict[str, float]] = field(default_factory=list)
+    seconds: float = 0.0
+    iterations: int = 0
+
+
+def _progress(iterable, **kw):
+    return tqdm(iterable, disable=not sys.stderr.isatty() or kw.pop("quiet", False), leave=False, **kw)
+
+
+def train_detector(
+    model: nn.Module,
+    train_ds: DetectionDataset,
+    val_ds: DetectionDataset | None,
+    cfg: TrainConfig = FAST,
+    *,
+    device: str | torch.device = "cpu",
+    writer: Any = None,
+    tag: str = "",
+    quiet: bool = False,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+) -> TrainResult:
+    """Train ``model`` on ``train_ds``; evaluate on ``val_ds`` every ``cfg.eval_every`` epochs and at the end."""
+    device = torch.device(device)
+    model.to(device)
+    g = torch.Generator().manual_seed(cfg.seed)
+    loader = DataLoader(train_ds.with_flip(cfg.flip, cfg.seed), batch_size=cfg.batch_size, shuffle=True, generator=g, collate_fn=collate, num_workers=0)
+    per_epoch = len(loader) if not cfg.max_iters_per_epoch else min(len(loader), cfg.max_iters_per_epoch)
+    total = per_epoch * cfg.epochs
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() > 1]
+    no_decay = [p for p in params if p.dim() <= 1]
+    opt = torch.optim.SGD(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr_at(0, total),
+        momentum=cfg.momentum,
+    )
+    use_amp = cfg.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    history: list[dict[str, float]] = []
+    metrics: dict[str, float] = {}
+    it = 0
+    t0 = time.perf_counter()
+    for epoch in range(cfg.epochs):
+        model.train()
+        running = 0.0
+        bar = _progress(loader, total=per_epoch, desc=f"{tag}epoch {epoch + 1}/{cfg.epochs}", quiet=quiet)
+        for bi, (imgs, targets) in enumerate(bar):
+            if bi >= per_epoch:
+                break
+            lr = cfg.lr_at(it, total)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            imgs = [im.to(device, non_blocking=True) for im in imgs]
+            targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
+            with torch.autocast(device.type, enabled=use_amp):
+                losses = model(imgs, targets)
+            loss = sum(losses.values())
+            if not torch.isfinite(loss):
+                bad = {k: float(v) for k, v in losses.items()}
+                raise EvalError(f"non-finite loss at epoch {epoch + 1}, iteration {it}: {bad}")
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if cfg.grad_clip:
+                scaler.unscale_(opt)
+                nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            scaler.step(opt)
+            scaler.update()
+            running += loss.item()
+            if writer is not None and it % 10 == 0:
+                writer.add_scalar(f"{tag}train/loss", loss.item(), it)
+                writer.add_scalar(f"{tag}train/lr", lr, it)
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+            it += 1
+        rec = {"epoch": epoch + 1, "loss": running / max(per_epoch, 1), "lr": cfg.lr_at(min(it, total - 1), total)}
+        last = epoch + 1 == cfg.epochs
+        if val_ds is not None and (last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0)):
+            metrics = evaluate(model, val_ds, device=device, batch_size=cfg.batch_size, quiet=quiet)
+            rec.update(metrics)
+            if writer is not None:
+                for k, v in metrics.items():
+                    writer.add_scalar(f"{tag}val/{k}", v, epoch + 1)
+        history.append(rec)
+        if on_epoch is not None:
+            on_epoch(epoch + 1, rec)
+    return TrainResult(metrics, history, time.perf_counter() - t0, it)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, ds: DetectionDataset, *, device: str | torch.device = "cpu", batch_size: int = 2, quiet: bool = True) -> list[dict[str, torch.Tensor]]:
+    """Model outputs for every image of ``ds``, in ``ds.image_ids`` order, on the CPU."""
+    device = torch.device(device)
+    model.eval().to(device)
+    loader = DataLoader(ds.with_flip(False), batch_size=batch_size, shuffle=False, collate_fn=collate)
+    outs = []
+    for imgs, _ in _progress(loader, desc="evaluate", quiet=quiet):
+        for o in model([im.to(device) for im in imgs]):
+            outs.append({k: v.to("cpu") for k, v in o.items()})
+    return outs
+
+
+def evaluate(model: nn.Module, ds: DetectionDataset, *, device: str | torch.device = "cpu", batch_size: int = 2, quiet: bool = True) -> dict[str, float]:
+    """COCO AP family (pycocotools) and VOC AP50 (VOC2010+ area) of ``model`` on ``ds``."""
+    outs = predict(model, ds, device=device, batch_size=batch_size, quiet=quiet)
+    results = detections_to_coco(outs, ds.image_ids, ds.label_to_cat)
+    metrics = coco_evaluate(ds.coco, results, image_ids=ds.image_ids)
+    gts, dets = {}, {}
+    for img_id, o in zip(ds.image_ids, outs):
+        anns = ds.coco.imgToAnns.get(img_id, [])
+        boxes = np.array([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]] for a in anns]).reshape(-1, 4)
+        gts[img_id] = {"boxes": boxes, "labels": np.array([ds.cat_to_label[a["category_id"]] for a in anns]),
+                       "difficult": np.array([bool(a.get("iscrowd", 0) or a.get("ignore", 0)) for a in anns], bool)}
+        dets[img_id] = {"boxes": o["boxes"].numpy(), "scores": o["scores"].numpy(), "labels": o["labels"].numpy()}
+    metrics["VOC_AP50"] = float(voc_eval(gts, dets)["AP50"])
+    return metrics
+
+
+def save_checkpoint(model: nn.Module, directory: str | os.PathLike, state: dict[str, Any] | None = None) -> Path:
+    """``model.safetensors`` (every tensor of the state dict) + ``state.json`` (plain data)."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    tmp = d / "model.safetensors.tmp"
+    save_file(tensors, str(tmp))
+    os.replace(tmp, d / "model.safetensors")
+    (d / "state.json").write_text(json.dumps(state or {}, indent=1, default=float))
+    return d
+
+
+def load_checkpoint(model: nn.Module, directory: str | os.PathLike) -> dict[str, Any]:
+    """Load ``model.safetensors`` into ``model`` (strict) and return ``state.json``; never unpickles."""
+    d = Path(directory)
+    try:
+        tensors = load_file(str(d / "model.safetensors"))
+    except Exception as e:  # safetensors raises several kinds on a bad file
+        raise EvalError(f"{d / 'model.safetensors'}: cannot read checkpoint ({e})") from None
+    model.load_state_dict(tensors, strict=True)
+    p = d / "state.json"
+    return json.loads(p.read_text()) if p.is_file() else {}
+
+
+def config_from_dict(d: dict[str, Any], base: TrainConfig = FAST) -> TrainConfig:
+    from spnas.errors import ConfigError
+
+    names = {f for f in asdict(base)}
+    bad = sorted(set(d) - names)
+    if bad:
+        raise ConfigError(f"training option {bad[0]!r} is unknown; expected one of {sorted(names)}")
+    if "steps" in d:
+        d = {**d, "steps": tuple(d["steps"])}
+    return replace(base, **d)

@@ -1,0 +1,7 @@
+"""The search: serial (1+λ) hill climbing with reignite, the parallel level, evaluators, journal."""
+
+from spnas.search.config import SearchConfig, config_from_dict, load_config
+from spnas.search.journal import Journal
+from spnas.search.runner import Candidate, Search, sample_parallel_code, stage_flops
+
+__all__ = ["SearchConfig", "config_from_dict", "load_config", "Journal", "Search", "Candidate", "sample_parallel_code", "stage_flops"]

@@ -1,0 +1,265 @@
+"""Evaluating candidates: the one evaluation function, and the pools that run it.
+
+:func:`evaluate_candidate` takes a request (plain data: the candidate's directory, the parent's
+detector weights, data/detector/training settings, device, seed) and returns a result dict; it
+never raises for a candidate's own failure (an error or a non-finite loss comes back as
+``{"status": "failed", "reason": ...}``). :class:`LocalPool` runs it in worker processes, one per
+device, spawned once and fed requests by path; a worker that dies is reported as a failed
+candidate and replaced. :class:`RayPool` runs the same function as Ray tasks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import queue
+import time
+import traceback
+import zlib
+from pathlib import Path
+from typing import Any
+
+__all__ = ["evaluate_candidate", "LocalPool", "RayPool", "make_pool", "candidate_seed"]
+
+_DATA_CACHE: dict[str, Any] = {}
+
+
+def candidate_seed(run_seed: int, cid: str) -> int:
+    return (run_seed * 1_000_003 + zlib.crc32(cid.encode())) % (2**31)
+
+
+def load_datasets(data: dict[str, Any]) -> tuple[Any, Any]:
+    """Train and validation sets of a resolved data request (cached per process)."""
+    key = json.dumps(data, sort_keys=True)
+    if key in _DATA_CACHE:
+        return _DATA_CACHE[key]
+    from spnas.detect.data import load_coco, load_voc, tile_dataset
+
+    fmt = data["format"]
+    sets = []
+    for split in ("train", "val"):
+        spec = data[split]
+        if fmt in ("coco", "shapes"):
+            ds = load_coco(spec["json"], spec.get("images"), strict=data.get("strict", False))
+        else:
+            ds = load_voc(spec["xml"], spec.get("images"), classes=list(data.get("classes") or []) or None, strict=data.get("strict", False))
+        if data.get("tile"):
+            ds = tile_dataset(ds, int(data["tile"]))
+        if spec.get("image_ids"):
+            ds = ds.subset(list(spec["image_ids"]))
+        sets.append(ds)
+    _DATA_CACHE[key] = tuple(sets)
+    return _DATA_CACHE[key]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def evaluate_candidate(req: dict[str, Any]) -> dict[str, Any]:
+    """Train the candidate in ``req["dir"]`` with the fast scheme and measure it; see the module doc."""
+    t0 = time.perf_counter()
+    cid = req["id"]
+    try:
+        return _evaluate(req, t0)
+    except Exception as e:  # the candidate failed, not the search
+        from spnas.errors import SpnasError
+
+        reason = str(e) if isinstance(e, SpnasError) else f"{type(e).__name__}: {e}"
+        tb = traceback.format_exc(limit=6)
+        try:
+            (Path(req["dir"]) / "error.txt").write_text(tb)
+        except OSError:
+            pass
+        return {"id": cid, "status": "failed", "reason": reason, "seconds": round(time.perf_counter() - t0, 3)}
+
+
+def _evaluate(req: dict[str, Any], t0: float) -> dict[str, Any]:
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from spnas.detect import lift
+    from spnas.detect.detector import build_detector, carry_over
+    from spnas.detect.train import config_from_dict, train_detector
+    from spnas.errors import EvalError
+    from spnas.ir import load, save
+
+    fault = os.environ.get("SPNAS_FAULT", "")  # test hook: "<candidate id>:raise|nan|kill"
+    if fault.partition(":")[0] == req["id"]:
+        kind = fault.partition(":")[2]
+        if kind == "kill":
+            os._exit(9)
+        if kind == "raise":
+            raise RuntimeError("injected fault")
+    if req.get("threads"):
+        torch.set_num_threads(int(req["threads"]))
+    d = Path(req["dir"])
+    seed = int(req["seed"])
+    torch.manual_seed(seed)
+    arch = load(d / "input")
+    train_ds, val_ds = load_datasets(req["data"])
+    if req.get("reignite"):
+        from spnas.detect.pretrain import reignite
+
+        arch = reignite(arch, req["reignite"], device=req["device"], seed=seed)
+    det = req["detector"]
+    model = build_detector(arch, train_ds.num_classes, det["head"], preset=det["preset"], **det.get("options", {}))
+    if req.get("parent_detector"):
+        carry_over(load_file(req["parent_detector"]), model)
+    cfg = config_from_dict(dict(req["train"]))
+    cfg = type(cfg)(**{**cfg.__dict__, "seed": seed})
+    if fault.partition(":")[0] == req["id"] and fault.endswith(":nan"):
+        with torch.no_grad():
+            next(model.backbone.body.parameters()).fill_(float("nan"))
+    try:
+        res = train_detector(model, train_ds, val_ds, cfg, device=req["device"], quiet=True)
+    except EvalError:
+        raise
+    metric = res.metrics.get(req["metric"])
+    if metric is None or metric != metric:
+        raise EvalError(f"metric {req['metric']!r} is missing or NaN: {res.metrics}")
+    trained = lift(arch, model.backbone.body)
+    save(trained, d / "trained")
+    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    save_file(state, str(d / "detector.safetensors"))
+    out = {
+        "id": req["id"],
+        "status": "ok",
+        "metric": float(metric),
+        "metrics": {k: round(float(v), 6) for k, v in res.metrics.items()},
+        "loss": round(float(res.history[-1]["loss"]), 6) if res.history else None,
+        "iterations": res.iterations,
+        "seconds": round(time.perf_counter() - t0, 3),
+        "weights": str((d / "trained" / "weights.safetensors").relative_to(d.parent.parent)),
+        "sha256": _sha256(d / "trained" / "weights.safetensors"),
+    }
+    (d / "metrics.json").write_text(json.dumps(out, indent=1))
+    return out
+
+
+# --------------------------------------------------------------------------------------- pools
+def _worker(device: str, threads: int, tasks: mp.Queue, results: mp.Queue) -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads or 1))
+    while True:
+        item = tasks.get()
+        if item is None:
+            return
+        tid, req = item
+        req = {**req, "device": device, "threads": threads}
+        results.put((tid, evaluate_candidate(req)))
+
+
+class LocalPool:
+    """Worker processes, one per device slot, spawned once; ``map`` keeps the request order."""
+
+    def __init__(self, devices: list[str], *, threads: int = 0, timeout_s: float = 0.0) -> None:
+        self.devices = list(devices)
+        self.threads = threads or max(1, (os.cpu_count() or 1) // len(self.devices))
+        self.timeout_s = timeout_s
+        self._ctx = mp.get_context("spawn")
+        self._results: mp.Queue = self._ctx.Queue()
+        self._procs: list[Any] = [None] * len(self.devices)
+        self._tasks: list[Any] = [None] * len(self.devices)
+        for i in range(len(self.devices)):
+            self._spawn(i)
+
+    def _spawn(self, i: int) -> None:
+        self._tasks[i] = self._ctx.Queue()
+        p = self._ctx.Process(target=_worker, args=(self.devices[i], self.threads, self._tasks[i], self._results), daemon=True)
+        p.start()
+        self._procs[i] = p
+
+    def map(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        out: list[dict[str, Any] | None] = [None] * len(requests)
+        pending = list(range(len(requests)))
+        busy: dict[int, tuple[int, float]] = {}  # worker -> (request index, start time)
+        while pending or busy:
+            for w in range(len(self._procs)):
+                if w not in busy and pending:
+                    r = pending.pop(0)
+                    self._tasks[w].put((r, requests[r]))
+                    busy[w] = (r, time.time())
+            try:
+                r, res = self._results.get(timeout=0.5)
+                out[r] = res
+                for w, (rr, _) in list(busy.items()):
+                    if rr == r:
+                        del busy[w]
+                continue
+            except queue.Empty:
+                pass
+            for w, (r, started) in list(busy.items()):
+                p = self._procs[w]
+                timed_out = self.timeout_s and time.time() - started > self.timeout_s
+                if not p.is_alive() or timed_out:
+                    if timed_out:
+                        p.kill()
+                        p.join()
+                    reason = f"timed out after {self.timeout_s:.0f} s" if timed_out else f"worker process died (exit code {p.exitcode})"
+                    out[r] = {"id": requests[r]["id"], "status": "failed", "reason": reason, "seconds": round(time.time() - started, 3)}
+                    del busy[w]
+                    self._spawn(w)
+        return out  # type: ignore[return-value]
+
+    def close(self) -> None:
+        for q in self._tasks:
+            try:
+                q.put(None)
+            except (OSError, ValueError):
+                pass
+        for p in self._procs:
+            p.join(timeout=5)
+            if p.is_alive():
+                p.kill()
+
+
+class RayPool:
+    """The same evaluation as Ray tasks, one GPU each on CUDA devices (``workers.backend: ray``)."""
+
+    def __init__(self, devices: list[str], *, threads: int = 0, address: str | None = None) -> None:
+        try:
+            import ray
+        except ImportError:
+            from spnas.errors import ConfigError
+
+            raise ConfigError("workers.backend: ray needs the 'ray' package: pip install 'spnas[cluster]'") from None
+        self.ray = ray
+        if not ray.is_initialized():
+            ray.init(address=address or os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False,
+                     ignore_reinit_error=True)
+        self.gpu = any(d.startswith("cuda") for d in devices)
+        self.threads = threads or 1
+        opts = {"num_gpus": 1} if self.gpu else {"num_cpus": self.threads}
+        self._fn = ray.remote(max_retries=0, **opts)(_ray_task)
+
+    def map(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        device = "cuda" if self.gpu else "cpu"
+        refs = [self._fn.remote({**r, "device": device, "threads": self.threads}) for r in requests]
+        out = []
+        for r, ref in zip(requests, refs):
+            try:
+                out.append(self.ray.get(ref))
+            except Exception as e:  # the task's worker died
+                out.append({"id": r["id"], "status": "failed", "reason": f"ray task failed: {type(e).__name__}: {e}"})
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+def _ray_task(req: dict[str, Any]) -> dict[str, Any]:
+    return evaluate_candidate(req)
+
+
+def make_pool(backend: str, devices: list[str], n: int, threads: int, timeout_s: float = 0.0):
+    """``n`` slots over ``devices`` (round-robin) for the local backend, or a Ray pool."""
+    slots = [devices[i % len(devices)] for i in range(n)]
+    if backend == "ray":
+        return RayPool(slots, threads=threads)
+    return LocalPool(slots, threads=threads, timeout_s=timeout_s)

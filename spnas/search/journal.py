@@ -1,0 +1,83 @@
+"""The run journal: append-only JSON lines, each flushed and fsync'd (optuna's JournalStorage).
+
+Events: ``start``, ``proposed``, ``evaluated``, ``failed``, ``accepted``, ``rejected``,
+``reignited``, ``generation``, ``phase``, ``done``. Resume replays the file: the search runs its
+deterministic loop again, and every candidate that already has a result takes it from here.
+A torn last line (a kill mid-write) is ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Journal"]
+
+
+class Journal:
+    """``journal.jsonl`` of a run directory; ``results`` maps candidate id to its outcome event."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.events: list[dict[str, Any]] = []
+        self.results: dict[str, dict[str, Any]] = {}
+        self.proposed: dict[str, dict[str, Any]] = {}
+        self._keys: set[str] = set()
+        if self.path.is_file():
+            self._replay()
+        self._f = open(self.path, "a", encoding="utf-8")
+
+    def _replay(self) -> None:
+        raw = self.path.read_bytes()
+        lines = raw.split(b"\n")
+        good = 0
+        for line in lines:
+            if not line.strip():
+                good += len(line) + 1
+                continue
+            try:
+                ev = json.loads(line)
+            except json.JSONDecodeError:
+                break  # a torn write at the end of a killed run
+            self._index(ev)
+            good += len(line) + 1
+        if good < len(raw):  # drop the torn tail so new lines start clean
+            with open(self.path, "r+b") as f:
+                f.truncate(min(good, len(raw)))
+
+    def _index(self, ev: dict[str, Any]) -> None:
+        self.events.append(ev)
+        kind, cid = ev.get("event"), ev.get("id")
+        if kind in ("evaluated", "failed") and cid:
+            self.results[cid] = ev
+        elif kind == "proposed" and cid:
+            self.proposed[cid] = ev
+        self._keys.add(self._key(ev))
+
+    @staticmethod
+    def _key(ev: dict[str, Any]) -> str:
+        return f"{ev.get('event')}|{ev.get('id')}|{ev.get('generation')}|{ev.get('phase')}"
+
+    def has(self, event: str, **ids: Any) -> bool:
+        return self._key({"event": event, **ids}) in self._keys
+
+    def append(self, event: str, **data: Any) -> dict[str, Any]:
+        """Write one event (with a timestamp) durably; returns it."""
+        ev = {"event": event, **data, "time": round(time.time(), 3)}
+        self._f.write(json.dumps(ev, sort_keys=False) + "\n")
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        self._index(ev)
+        return ev
+
+    def append_once(self, event: str, **data: Any) -> dict[str, Any] | None:
+        """Append unless an event of this kind for the same id/generation/phase is already there."""
+        if self.has(event, id=data.get("id"), generation=data.get("generation"), phase=data.get("phase")):
+            return None
+        return self.append(event, **data)
+
+    def close(self) -> None:
+        self._f.close()

@@ -90,13 +90,13 @@ def _evaluate(req: dict[str, Any], t0: float) -> dict[str, Any]:
     from spnas.errors import EvalError
     from spnas.ir import load, save
 
-    fault = os.environ.get("SPNAS_FAULT", "")  # test hook: "<candidate id>:raise|nan|kill"
-    if fault.partition(":")[0] == req["id"]:
-        kind = fault.partition(":")[2]
-        if kind == "kill":
-            os._exit(9)
-        if kind == "raise":
-            raise RuntimeError("injected fault")
+    # test hook: SPNAS_FAULT="<candidate id>:raise|nan|kill[,…]" makes real workers fail on purpose
+    faults = dict(f.split(":", 1) for f in os.environ.get("SPNAS_FAULT", "").split(",") if ":" in f)
+    fault = faults.get(req["id"], "")
+    if fault == "kill":
+        os._exit(9)
+    if fault == "raise":
+        raise RuntimeError("injected fault")
     if req.get("threads"):
         torch.set_num_threads(int(req["threads"]))
     d = Path(req["dir"])
@@ -114,7 +114,7 @@ def _evaluate(req: dict[str, Any], t0: float) -> dict[str, Any]:
         carry_over(load_file(req["parent_detector"]), model)
     cfg = config_from_dict(dict(req["train"]))
     cfg = type(cfg)(**{**cfg.__dict__, "seed": seed})
-    if fault.partition(":")[0] == req["id"] and fault.endswith(":nan"):
+    if fault == "nan":
         with torch.no_grad():
             next(model.backbone.body.parameters()).fill_(float("nan"))
     try:
@@ -144,8 +144,18 @@ def _evaluate(req: dict[str, Any], t0: float) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------- pools
+def _orphan_watchdog(parent: int) -> None:
+    """End this worker when the search process is gone (killed), so no orphan keeps writing."""
+    while True:
+        time.sleep(1.0)
+        if os.getppid() != parent:
+            os._exit(1)
+
+
 def _worker(device: str, threads: int, tasks: mp.Queue, results: mp.Queue) -> None:
-    os.environ.setdefault("OMP_NUM_THREADS", str(threads or 1))
+    import threading
+
+    threading.Thread(target=_orphan_watchdog, args=(os.getppid(),), daemon=True).start()
     while True:
         item = tasks.get()
         if item is None:

@@ -1,0 +1,166 @@
+"""End-to-end search tests on the tiny config, with real worker processes and real files."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from spnas.ir import parse
+from spnas.search import sample_parallel_code, stage_flops
+
+TINY = Path(__file__).with_name("tiny.yaml")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_search(out, *extra, env=None, check=True):
+    cmd = [sys.executable, "-m", "spnas.search", "--ir", str(TINY), "--out", str(out), "--quiet", *extra]
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=600)
+    if check:
+        assert p.returncode == 0, p.stderr[-3000:]
+    return p
+
+
+def journal(out):
+    events = []
+    for line in (Path(out) / "journal.jsonl").read_text().splitlines():
+        e = json.loads(line)
+        e.pop("time", None)
+        e.pop("seconds", None)
+        events.append(e)
+    return events
+
+
+def summary(out):
+    return json.loads((Path(out) / "best" / "summary.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref") / "run"
+    run_search(out)
+    return out
+
+
+def test_same_seed_same_journal(reference, tmp_path):
+    run_search(tmp_path / "again")
+    assert journal(tmp_path / "again") == journal(reference)
+
+
+def test_run_directory_layout(reference):
+    for p in ("config.yaml", "journal.jsonl", "best/arch/arch.yaml", "best/arch/weights.safetensors", "best/detector.safetensors",
+              "best/summary.json", "trajectory.png", "candidates/start/input/arch.yaml", "candidates/start/metrics.json"):
+        assert (reference / p).is_file(), p
+    events = journal(reference)
+    kinds = {e["event"] for e in events}
+    assert {"start", "proposed", "evaluated", "accepted", "generation", "done"} <= kinds
+    proposed = [e for e in events if e["event"] == "proposed"]
+    for e in proposed:
+        assert {"encoding", "parent", "morphisms", "gmacs", "params_m", "fingerprint"} <= set(e)
+    for e in events:
+        if e["event"] == "evaluated":
+            assert len(e["sha256"]) == 64 and e["weights"].startswith("candidates/")
+    assert len({e["fingerprint"] for e in proposed}) == len(proposed)  # no architecture trained twice
+    s = summary(reference)
+    assert s["best_metric"] >= s["start_metric"]
+
+
+def test_resume_after_sigkill_at_random_points(reference, tmp_path):
+    rng = np.random.default_rng(int(os.environ.get("SPNAS_TEST_SEED", "1")))
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "spnas.search", "--ir", str(TINY), "--out", str(out), "--quiet"]
+    kills = 0
+    for attempt in range(3):
+        args = cmd + (["--resume"] if (out / "journal.jsonl").exists() else [])
+        p = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        time.sleep(float(rng.uniform(4, 14)))
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            kills += 1
+        p.wait()
+    assert kills >= 2
+    run_search(out, "--resume")
+    ref, got = summary(reference), summary(out)
+    assert (got["best_code"], got["best_metric"]) == (ref["best_code"], ref["best_metric"])
+    results = [e for e in journal(out) if e["event"] in ("evaluated", "failed")]
+    ids = [e["id"] for e in results]
+    assert len(ids) == len(set(ids)), "a candidate was evaluated twice"
+    ref_ids = {e["id"] for e in journal(reference) if e["event"] in ("evaluated", "failed")}
+    assert set(ids) == ref_ids, "a candidate was lost"
+
+
+def test_resume_refuses_other_config(reference, tmp_path):
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(reference, out)
+    text = TINY.read_text().replace("seed: 3", "seed: 4")
+    other = tmp_path / "other.yaml"
+    other.write_text(text)
+    p = subprocess.run([sys.executable, "-m", "spnas.search", "--ir", str(other), "--out", str(out), "--resume"], cwd=ROOT,
+                       capture_output=True, text=True)
+    assert p.returncode == 2 and "another config" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_failures_are_journaled_and_search_goes_on(tmp_path):
+    out = tmp_path / "faulty"
+    run_search(out, env={"SPNAS_FAULT": "g001c0:raise,g001c1:nan,g002c0:kill"})
+    failed = {e["id"]: e["reason"] for e in journal(out) if e["event"] == "failed"}
+    assert "injected fault" in failed["g001c0"]
+    assert "non-finite loss" in failed["g001c1"]
+    assert "worker process died" in failed["g002c0"]
+    assert (out / "best" / "summary.json").is_file()
+
+
+def test_tensorboard_tags(reference):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(reference / "tb"), size_guidance={"tensors": 0, "images": 0, "scalars": 0})
+    acc.Reload()
+    tags = acc.Tags()
+    for t in ("candidate/metric", "search/best_so_far", "candidate/gmacs", "candidate/params_m"):
+        assert t in tags["scalars"], t
+    assert len(acc.Scalars("candidate/metric")) == summary(reference)["candidates"] - summary(reference)["failed"]
+    assert any(t.startswith("accepted/encoding") for t in tags["tensors"])
+    assert any(t.startswith("summary") for t in tags["tensors"])
+    assert "trajectory" in tags["images"]
+    hp_runs = [p for p in (reference / "tb").rglob("events.out.tfevents.*")]
+    assert any(b"_hparams_" in p.read_bytes() for p in hp_runs)
+
+
+def test_bad_config_is_one_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(TINY.read_text().replace("lam: 2", "lam: 0"))
+    p = subprocess.run([sys.executable, "-m", "spnas.search", "--ir", str(bad), "--out", str(tmp_path / "x")], cwd=ROOT,
+                       capture_output=True, text=True)
+    assert p.returncode == 2
+    assert p.stderr.strip().count("\n") == 0
+    assert "search.lam: expected an int >= 1, got 0" in p.stderr
+    bad.write_text(TINY.read_text().replace("lam: 2", "lamda: 2"))
+    p = subprocess.run([sys.executable, "-m", "spnas.search", "--ir", str(bad)], cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode == 2 and "search.lamda: unknown key" in p.stderr
+    bad.write_text("search: [\n")
+    p = subprocess.run([sys.executable, "-m", "spnas.search", "--ir", str(bad)], cwd=ROOT, capture_output=True, text=True)
+    assert p.returncode == 2 and "bad.yaml: line" in p.stderr
+
+
+def test_parallel_sampler_follows_inverse_flops():
+    arch = parse("BNB(111,d111,d11111,d11)")
+    flops = stage_flops(arch, (224, 224))
+    rng = np.random.default_rng(0)
+    n = 10_000
+    counts = np.zeros(len(flops))
+    for _ in range(n):
+        c = sample_parallel_code(flops, [0] * len(flops), 3, 1, rng)
+        counts += np.array(c)
+    assert counts[0] == 0 and counts.sum() == n
+    inv = np.array([0.0] + [1.0 / f for f in flops[1:]])
+    expected = n * inv / inv.sum()
+    chi2 = (((counts[1:] - expected[1:]) ** 2) / expected[1:]).sum()
+    assert chi2 < 13.8, (counts, expected)  # chi-square, 2 degrees of freedom, p = 0.001
+    assert sample_parallel_code(flops, [0, 3, 3, 3], 3, 2, rng) == [0, 3, 3, 3]

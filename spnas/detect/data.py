@@ -115,7 +115,7 @@ class DetectionDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         image_id = self.image_ids[i]
         img = self.load_image(image_id).float().div_(255.0)
-        anns = self.coco.imgToAnns.get(image_id, [])
+        anns = [a for a in self.coco.imgToAnns.get(image_id, []) if not a.get("iscrowd", 0)]
         boxes = torch.tensor([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]] for a in anns], dtype=torch.float32).reshape(-1, 4)
         labels = torch.tensor([self.cat_to_label[a["category_id"]] for a in anns], dtype=torch.int64)
         if self.flip and self._rng.random() < 0.5:
@@ -173,9 +173,7 @@ def _check(d: dict, image_dir: Path, where: str, strict: bool) -> tuple[dict, li
         if W and H and (x < -1 or y < -1 or x + w > W + 1 or y + h > H + 1):
             report(where, a.get("id"), f"box {bbox} lies outside the {W}x{H} image {im.get('file_name')}")
             continue
-        if a.get("iscrowd", 0):
-            continue  # crowd regions are not trained on; pycocotools still uses them to evaluate
-        anns.append(a)
+        anns.append(a)  # crowd regions stay: pycocotools evaluates them as ignore; training skips them
     clean = {**d, "images": list(images.values()), "annotations": anns}
     return clean, problems
 

@@ -135,7 +135,7 @@ def train_detector(
                 losses = model(imgs, targets)
             loss = sum(losses.values())
             if not torch.isfinite(loss):
-                bad = {k: float(v) for k, v in losses.items()}
+                bad = {k: v.item() for k, v in losses.items()}
                 raise EvalError(f"non-finite loss at epoch {epoch + 1}, iteration {it}: {bad}")
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()

@@ -1,0 +1,88 @@
+import json
+
+import pytest
+
+from spnas.detect.data import generate_shapes, load_coco, load_voc, tile_dataset
+from spnas.errors import DataError
+
+
+def test_generated_set_is_seeded(tmp_path):
+    a = generate_shapes(tmp_path / "a", n_images=6, size=96, seed=5)
+    b = generate_shapes(tmp_path / "b", n_images=6, size=96, seed=5)
+    c = generate_shapes(tmp_path / "c", n_images=6, size=96, seed=6)
+    assert a.read_bytes() == b.read_bytes() and a.read_bytes() != c.read_bytes()
+    assert (tmp_path / "a/images/train_00000.png").read_bytes() == (tmp_path / "b/images/train_00000.png").read_bytes()
+    ds = load_coco(a)
+    assert ds.num_classes == 4 and len(ds) == 6 and not ds.problems
+    img, t = ds[0]
+    assert img.shape == (3, 96, 96) and 0 <= float(img.min()) and float(img.max()) <= 1
+    assert (t["boxes"][:, 2:] > t["boxes"][:, :2]).all() and t["labels"].min() >= 1
+
+
+def _bad_coco(tmp_path):
+    jp = generate_shapes(tmp_path, n_images=3, size=64, seed=0)
+    d = json.loads(jp.read_text())
+    d["annotations"][0]["bbox"][2] = 0  # zero width
+    d["annotations"][1]["bbox"] = [60, 60, 30, 30]  # outside the 64x64 image
+    d["annotations"][2]["category_id"] = 99
+    d["images"].append({"id": 77, "file_name": "gone.png", "width": 64, "height": 64})
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(d))
+    return bad, d
+
+
+def test_bad_annotations_reported_with_file_and_id(tmp_path):
+    bad, d = _bad_coco(tmp_path)
+    with pytest.warns(UserWarning, match="dropped 4 bad annotation"):
+        ds = load_coco(bad, tmp_path / "images")
+    text = [str(p) for p in ds.problems]
+    assert any("gone.png: id 77: image file is missing" in t for t in text)
+    assert any(f"bad.json: id {d['annotations'][0]['id']}: box of zero or negative size" in t for t in text)
+    assert any("lies outside the 64x64 image" in t for t in text)
+    assert any("unknown category id 99" in t for t in text)
+    assert len(ds.coco.anns) == len(d["annotations"]) - 3
+
+
+def test_strict_raises(tmp_path):
+    bad, d = _bad_coco(tmp_path)
+    with pytest.raises(DataError, match=r"gone.png: id 77: image file is missing"):
+        load_coco(bad, tmp_path / "images", strict=True)
+
+
+def test_bad_json_names_line(tmp_path):
+    p = tmp_path / "x.json"
+    p.write_text('{"images": [\n  1,\n  }')
+    with pytest.raises(DataError, match="x.json: line 3: not valid JSON"):
+        load_coco(p)
+
+
+VOC = """<annotation><filename>{f}</filename><size><width>64</width><height>64</height><depth>3</depth></size>
+<object><name>tree</name><difficult>0</difficult><bndbox><xmin>1</xmin><ymin>2</ymin><xmax>20</xmax><ymax>30</ymax></bndbox></object>
+<object><name>{cls}</name><difficult>1</difficult><bndbox><xmin>30</xmin><ymin>30</ymin><xmax>40</xmax><ymax>40</ymax></bndbox></object>
+</annotation>"""
+
+
+def test_voc_loader(tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (64, 64)).save(tmp_path / "a.png")
+    (tmp_path / "a.xml").write_text(VOC.format(f="a.tif", cls="tree"))  # the file is found by the xml's stem
+    ds = load_voc(tmp_path)
+    assert ds.class_names == ["tree"] and len(ds) == 1
+    assert sum(a["iscrowd"] for a in ds.coco.anns.values()) == 1  # difficult -> crowd: evaluated as ignore
+    img, t = ds[0]
+    assert t["boxes"].tolist() == [[1.0, 2.0, 20.0, 30.0]]
+    (tmp_path / "a.xml").write_text(VOC.format(f="a.png", cls="car"))
+    with pytest.raises(DataError, match=r"a.xml: id object #1: unknown class 'car'"):
+        load_voc(tmp_path, classes=["tree"], strict=True)
+
+
+def test_tiles_clip_boxes(tmp_path):
+    ds = load_coco(generate_shapes(tmp_path, n_images=2, size=96, seed=1))
+    tiles = tile_dataset(ds, 48)
+    assert len(tiles) == 8
+    for i in range(len(tiles)):
+        img, t = tiles[i]
+        assert img.shape == (3, 48, 48)
+        if len(t["boxes"]):
+            assert float(t["boxes"].min()) >= 0 and float(t["boxes"].max()) <= 48

@@ -33,7 +33,7 @@ from spnas.search.config import SearchConfig
 from spnas.search.evaluator import candidate_seed, make_pool
 from spnas.search.journal import Journal
 
-__all__ = ["Search", "Candidate", "sample_parallel_code", "stage_flops"]
+__all__ = ["Search", "Candidate", "sample_parallel_code", "stage_flops", "resolve_data"]
 
 if not hasattr(creator, "SpnasFitness"):
     creator.create("SpnasFitness", base.Fitness, weights=(1.0,))
@@ -123,22 +123,7 @@ class Search:
 
     # ------------------------------------------------------------------------------ set-up
     def _data_request(self) -> dict[str, Any]:
-        c = self.cfg.data
-        if c.format == "shapes":
-            from spnas.detect.data import generate_shapes
-
-            root = self.cfg.path(c.root) if c.root else self.out / "data"
-            tr = generate_shapes(root, n_images=c.n_train, size=c.size, seed=self.cfg.seed, split="train")
-            va = generate_shapes(root, n_images=c.n_val, size=c.size, seed=self.cfg.seed + 1, split="val")
-            return {"format": "shapes", "train": {"json": str(tr)}, "val": {"json": str(va)}, "strict": c.strict, "tile": c.tile}
-
-        def res(d: dict[str, str]) -> dict[str, Any]:
-            out: dict[str, Any] = {}
-            for k, v in d.items():
-                out[k] = str(self.cfg.path(v)) if isinstance(v, str) else v
-            return out
-
-        return {"format": c.format, "train": res(c.train), "val": res(c.val), "classes": list(c.classes), "strict": c.strict, "tile": c.tile}
+        return resolve_data(self.cfg, self.out)
 
     def _start_arch(self) -> Arch:
         st = self.cfg.start
@@ -431,6 +416,23 @@ class Search:
         if self.tb is not None:
             self.tb.finish(self.cfg, summary, list(self.candidates.values()), self.journal.events)
         return summary
+
+
+def resolve_data(cfg: SearchConfig, out: Path) -> dict[str, Any]:
+    """The data section as a plain request for the evaluators; writes the generated set if asked."""
+    c = cfg.data
+    if c.format == "shapes":
+        from spnas.detect.data import generate_shapes
+
+        root = cfg.path(c.root) if c.root else out / "data"
+        tr = generate_shapes(root, n_images=c.n_train, size=c.size, seed=cfg.seed, split="train")
+        va = generate_shapes(root, n_images=c.n_val, size=c.size, seed=cfg.seed + 1, split="val")
+        return {"format": "shapes", "train": {"json": str(tr)}, "val": {"json": str(va)}, "strict": c.strict, "tile": c.tile}
+
+    def res(d: dict[str, Any]) -> dict[str, Any]:
+        return {k: str(cfg.path(v)) if isinstance(v, str) else v for k, v in d.items()}
+
+    return {"format": c.format, "train": res(c.train), "val": res(c.val), "classes": list(c.classes), "strict": c.strict, "tile": c.tile}
 
 
 def _code(arch: Arch) -> str:

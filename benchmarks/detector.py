@@ -73,7 +73,7 @@ def cascade(args) -> None:
     root = Path(args.data_dir)
     train = load_coco(generate_shapes(root, n_images=args.n_train, size=args.size, seed=0, split="train"))
     val = load_coco(generate_shapes(root, n_images=args.n_val, size=args.size, seed=1, split="val"))
-    cfg = TrainConfig(epochs=args.epochs, batch_size=4, base_lr=args.lr, warmup_iters=20, schedule="cosine")
+    cfg = TrainConfig(epochs=args.epochs, batch_size=4, base_lr=args.lr, warmup_iters=50, schedule="cosine", grad_clip=args.clip)
     rows = []
     for head in ("faster", "cascade"):
         res = _train_eval(args.code, head, train, val, cfg, args.size)
@@ -105,7 +105,7 @@ def deepforest(args) -> None:
     n_val = max(1, int(len(ids) * 0.2))
     val, train = tiles.subset(sorted(ids[:n_val].tolist())), tiles.subset(sorted(ids[n_val:].tolist()))
     n_boxes = len(full.coco.anns)
-    cfg = TrainConfig(epochs=args.epochs, batch_size=4, base_lr=args.lr, warmup_iters=20)
+    cfg = TrainConfig(epochs=args.epochs, batch_size=4, base_lr=args.lr, warmup_iters=50, grad_clip=args.clip)
     res = _train_eval(args.code, args.head, train, val, cfg, args.tile)
     m = res.metrics
     rows = [{"images": len(full), "boxes": n_boxes, "tiles_train": len(train), "tiles_val": len(val), "head": args.head, "epochs": args.epochs,
@@ -121,7 +121,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=8)
     p.add_argument("--code", default="BB(11,d1,d1,d1)")
     p.add_argument("--epochs", type=int, default=12)
-    p.add_argument("--lr", type=float, default=0.16)
+    p.add_argument("--lr", type=float, default=0.08)
+    p.add_argument("--clip", type=float, default=10.0, help="gradient-norm clip (0: off)")
     p.add_argument("--n-train", type=int, default=256)
     p.add_argument("--n-val", type=int, default=64)
     p.add_argument("--data-dir", default="runs/bench_shapes")

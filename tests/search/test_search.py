@@ -164,3 +164,27 @@ def test_parallel_sampler_follows_inverse_flops():
     chi2 = (((counts[1:] - expected[1:]) ** 2) / expected[1:]).sum()
     assert chi2 < 13.8, (counts, expected)  # chi-square, 2 degrees of freedom, p = 0.001
     assert sample_parallel_code(flops, [0, 3, 3, 3], 3, 2, rng) == [0, 3, 3, 3]
+
+
+def test_reignite_when_stuck(tmp_path):
+    # exact rules only and no learning: children can't beat their parent, so the search gets stuck
+    cfg = TINY.read_text().replace("morphisms: [expand, swap, widen, add_stage]", "morphisms: [expand]")
+    cfg = cfg.replace("base_lr: 0.16", "base_lr: 0.0").replace("n_stuck: 2", "n_stuck: 1\n  n_reignite: 1")
+    cfg = cfg.replace("enabled: true", "enabled: false") + "reignite: {data: generated, epochs: 1, n_images: 16, image_size: 32, batch_size: 8}\n"
+    y = tmp_path / "stuck.yaml"
+    y.write_text(cfg)
+    p = subprocess.run([sys.executable, "-m", "spnas.search", "--ir", str(y), "--out", str(tmp_path / "run"), "--quiet"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    events = journal(tmp_path / "run")
+    reignited = [e for e in events if e["event"] == "reignited"]
+    assert len(reignited) == 1 and reignited[0]["id"] == "r1"
+    assert any(e["event"] == "evaluated" and e["id"] == "r1" for e in events)
+    stopped = [e for e in events if e["event"] == "stopped"]
+    assert stopped and "stuck" in stopped[-1]["reason"]
+    import torch
+    from spnas.ir import load
+
+    before = load(tmp_path / "run" / "candidates" / "r1" / "input")
+    after = load(tmp_path / "run" / "candidates" / "r1" / "trained")
+    assert not torch.equal(before.weights["b0/conv1.weight"], after.weights["b0/conv1.weight"])  # pre-training moved them

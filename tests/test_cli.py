@@ -1,0 +1,36 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def test_ir_show_json():
+    p = run("spnas.ir", "show", "BNB(111,d111,d11111,d11)", "--json")
+    assert p.returncode == 0, p.stderr
+    d = json.loads(p.stdout)
+    assert d["code"] == "BNB(111,d111,d11111,d11)" and d["blocks"] == 16 and abs(d["gmacs"] - 4.087) < 1e-3
+    assert [s["stride"] for s in d["stages"]] == [4, 8, 16, 32]
+
+
+def test_ir_show_bad_code_one_line():
+    p = run("spnas.ir", "show", "BB(11,,d1)")
+    assert p.returncode == 2 and "position 6" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_train_cli(tmp_path):
+    data = tmp_path / "data.yaml"
+    data.write_text("data:\n  format: shapes\n  n_train: 4\n  n_val: 2\n  size: 64\n")
+    p = run("spnas.train", "--ir", "BB(1,d1,d1,d1)", "--data", str(data), "--out", str(tmp_path / "out"), "--scheme", "fast",
+            "--epochs", "1", "--batch-size", "2", "--size", "64", "--head", "faster")
+    assert p.returncode == 0, p.stderr[-2000:]
+    m = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert "AP" in m["metrics"] and m["iterations"] == 2
+    for f in ("arch/arch.yaml", "checkpoint/model.safetensors", "checkpoint/state.json"):
+        assert (tmp_path / "out" / f).is_file()
+    assert list((tmp_path / "out" / "tb").glob("events.out.tfevents.*"))

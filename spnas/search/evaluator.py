@@ -240,8 +240,8 @@ class RayPool:
 
             raise ConfigError("workers.backend: ray needs the 'ray' package: pip install 'spnas[cluster]'") from None
         self.ray = ray
-        if not ray.is_initialized():
-            ray.init(address=address or os.environ.get("RAY_ADDRESS"), include_dashboard=False, log_to_driver=False,
+        if not ray.is_initialized():  # RAY_ADDRESS names a running cluster; without it a local one starts
+            ray.init(address=address or os.environ.get("RAY_ADDRESS") or None, include_dashboard=False, log_to_driver=False,
                      ignore_reinit_error=True)
         self.gpu = any(d.startswith("cuda") for d in devices)
         self.threads = threads or 1
@@ -260,7 +260,7 @@ class RayPool:
         return out
 
     def close(self) -> None:
-        pass
+        self.ray.shutdown()
 
 
 def _ray_task(req: dict[str, Any]) -> dict[str, Any]:

@@ -188,3 +188,11 @@ def test_reignite_when_stuck(tmp_path):
     before = load(tmp_path / "run" / "candidates" / "r1" / "input")
     after = load(tmp_path / "run" / "candidates" / "r1" / "trained")
     assert not torch.equal(before.weights["b0/conv1.weight"], after.weights["b0/conv1.weight"])  # pre-training moved them
+
+
+def test_ray_backend_matches_local(reference, tmp_path):
+    pytest.importorskip("ray")
+    out = tmp_path / "ray"
+    p = run_search(out, "--backend", "ray", env={"RAY_ADDRESS": "", "RAY_DISABLE_USAGE_STATS": "1"}, check=False)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert journal(out) == journal(reference)  # the same evaluation function, run as Ray tasks on a local cluster

@@ -34,3 +34,10 @@ def test_train_cli(tmp_path):
     for f in ("arch/arch.yaml", "checkpoint/model.safetensors", "checkpoint/state.json"):
         assert (tmp_path / "out" / f).is_file()
     assert list((tmp_path / "out" / "tb").glob("events.out.tfevents.*"))
+
+
+def test_bench_cli():
+    p = run("spnas.bench", "BB(1,d1,d1,d1)", "--size", "64", "--repeats", "2", "--classes", "3")
+    assert p.returncode == 0, p.stderr[-2000:]
+    row = json.loads(p.stdout.strip().splitlines()[-1])["rows"][0]
+    assert row["code"] == "BB(1,d1,d1,d1)" and row["backbone_ms"] > 0 and row["detector_ms"] > 0 and row["frozen_ms"] > 0

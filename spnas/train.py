@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=None, help="min and max image size of the detector")
     p.add_argument("--device", default="cuda" if _cuda() else "cpu")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--strict", action="store_true", help="a bad annotation is an error, not a dropped annotation")
     args = p.parse_args(argv)
     from spnas.errors import SpnasError
 
@@ -76,6 +77,8 @@ def _run(args: argparse.Namespace) -> int:
     except (OSError, yaml.YAMLError) as e:
         raise ConfigError(f"{dp}: cannot read YAML ({e})") from None
     doc = doc if isinstance(doc, dict) and "data" in doc else {"data": doc}
+    if args.strict and isinstance(doc["data"], dict):
+        doc["data"] = {**doc["data"], "strict": True}
     cfg = config_from_dict({"data": doc["data"], "seed": args.seed}, where=str(dp), base_dir=dp.parent.resolve())
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -95,6 +95,12 @@ class Search:
         jpath = self.out / "journal.jsonl"
         import yaml
 
+        for p in cfg.search.plugins:
+            load_plugin(str(cfg.path(p)))
+        try:
+            self.rules = [get_morphism(n) for n in cfg.search.morphisms]
+        except SpnasError as e:
+            raise ConfigError(f"search.morphisms: {e}") from None
         if jpath.exists() and not resume:
             raise ConfigError(f"{self.out}: holds a run already; pass --resume to continue it or choose another --out")
         self.out.mkdir(parents=True, exist_ok=True)
@@ -103,9 +109,6 @@ class Search:
             raise ConfigError(f"{cfg_file}: the run was started with another config; resume without changing it")
         cfg_file.write_text(resolved)
         self.journal = Journal(jpath)
-        for p in cfg.search.plugins:
-            load_plugin(str(cfg.path(p)))
-        self.rules = [get_morphism(n) for n in cfg.search.morphisms]  # unknown name: an error now
         s = cfg.search
         self.space = Space(min_blocks=s.min_blocks, max_blocks=s.max_blocks, max_stages=s.max_stages, max_subnets=cfg.parallel.K)
         self.rng = np.random.default_rng(cfg.seed)

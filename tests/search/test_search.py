@@ -196,3 +196,20 @@ def test_ray_backend_matches_local(reference, tmp_path):
     p = run_search(out, "--backend", "ray", env={"RAY_ADDRESS": "", "RAY_DISABLE_USAGE_STATS": "1"}, check=False)
     assert p.returncode == 0, p.stderr[-3000:]
     assert journal(out) == journal(reference)  # the same evaluation function, run as Ray tasks on a local cluster
+
+
+def test_config_can_name_a_user_rule(tmp_path):
+    from spnas.search import Search, load_config
+
+    y = tmp_path / "plug.yaml"
+    y.write_text(TINY.read_text().replace("morphisms: [expand, swap, widen, add_stage]",
+                                          f"plugins: [{ROOT / 'examples/morphisms/dilate.py'}]\n  morphisms: [expand, dilate]"))
+    s = Search(load_config(y), tmp_path / "run")
+    assert [m.name for m in s.rules] == ["expand", "dilate"]
+    s.journal.close()
+    y.write_text(TINY.read_text().replace("morphisms: [expand, swap, widen, add_stage]", "morphisms: [expand, nope]"))
+    from spnas.errors import SpnasError
+
+    with pytest.raises(SpnasError, match="search.morphisms: unknown morphism 'nope'"):
+        Search(load_config(y), tmp_path / "run2")
+    assert not (tmp_path / "run2").exists()  # nothing written for a config that cannot run

@@ -327,6 +327,18 @@ def _draw_shape(draw: ImageDraw.ImageDraw, cls: int, box: tuple[int, int, int, i
         draw.ellipse(box, outline=colour, width=t)
 
 
+def textured_background(rng: np.random.Generator, size: int) -> tuple[np.ndarray, Image.Image]:
+    """A random base colour with Gaussian texture; returns (base colour, image)."""
+    bg = rng.integers(40, 200, size=3)
+    arr = (bg + rng.normal(0, 18, size=(size, size, 3))).clip(0, 255).astype(np.uint8)
+    return bg, Image.fromarray(arr)
+
+
+def contrasting_colour(rng: np.random.Generator, bg: np.ndarray) -> tuple[int, int, int]:
+    """A colour 60-120 levels away from ``bg`` in each channel."""
+    return tuple(int(v) for v in (bg + rng.choice([-1, 1], 3) * rng.integers(60, 120, 3)).clip(0, 255))
+
+
 def _covered(old: list[int], new: tuple[int, int, int, int]) -> float:
     """Fraction of box ``old`` (x, y, w, h) that ``new`` covers."""
     ix = max(0, min(old[0] + old[2], new[0] + new[2]) - max(old[0], new[0]))
@@ -351,9 +363,7 @@ def generate_shapes(
     rng = np.random.default_rng(seed)
     images, anns = [], []
     for i in range(n_images):
-        bg = rng.integers(40, 200, size=3)
-        arr = (bg + rng.normal(0, 18, size=(size, size, 3))).clip(0, 255).astype(np.uint8)
-        img = Image.fromarray(arr)
+        bg, img = textured_background(rng, size)
         draw = ImageDraw.Draw(img)
         for _ in range(int(rng.integers(2, 6))):  # clutter: lines that are no object
             pts = [tuple(int(v) for v in rng.integers(0, size, 2)) for _ in range(2)]
@@ -368,8 +378,7 @@ def generate_shapes(
             if any(_covered(b, (x0, y0, w, h)) > 0.6 for _, b in placed):
                 continue  # would hide an earlier object: occlusion, yes; invisible objects, no
             cls = int(rng.integers(0, len(SHAPE_CLASSES)))
-            colour = tuple(int(v) for v in (bg + rng.choice([-1, 1], 3) * rng.integers(60, 120, 3)).clip(0, 255))
-            _draw_shape(draw, cls, (x0, y0, x0 + w, y0 + h), colour)
+            _draw_shape(draw, cls, (x0, y0, x0 + w, y0 + h), contrasting_colour(rng, bg))
             placed.append((cls, [x0, y0, w + 1, h + 1]))
         fname = f"{split}_{i:05d}.png"
         img.save(out / "images" / fname)

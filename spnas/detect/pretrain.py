@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw
+from PIL import ImageDraw
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
@@ -43,19 +43,16 @@ class ClassifierNet(nn.Module):
 
 
 def _generated(n: int, size: int, seed: int) -> TensorDataset:
-    from spnas.detect.data import SHAPE_CLASSES, _draw_shape
+    from spnas.detect.data import SHAPE_CLASSES, _draw_shape, contrasting_colour, textured_background
 
     rng = np.random.default_rng(seed)
     xs, ys = [], []
     for _ in range(n):
-        bg = rng.integers(40, 200, size=3)
-        arr = (bg + rng.normal(0, 18, size=(size, size, 3))).clip(0, 255).astype(np.uint8)
-        img = Image.fromarray(arr)
+        bg, img = textured_background(rng, size)
         cls = int(rng.integers(len(SHAPE_CLASSES)))
         s = int(rng.integers(size // 3, size - 4))
         x0, y0 = (int(v) for v in rng.integers(0, size - s, 2))
-        colour = tuple(int(v) for v in (bg + rng.choice([-1, 1], 3) * rng.integers(60, 120, 3)).clip(0, 255))
-        _draw_shape(ImageDraw.Draw(img), cls, (x0, y0, x0 + s, y0 + s), colour)
+        _draw_shape(ImageDraw.Draw(img), cls, (x0, y0, x0 + s, y0 + s), contrasting_colour(rng, bg))
         xs.append(torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1))
         ys.append(cls)
     return TensorDataset(torch.stack(xs).float().div(255), torch.tensor(ys))

@@ -120,3 +120,24 @@ def test_reignite_changes_backbone_only():
     new = reignite(arch, {"data": "generated", "epochs": 1, "n_images": 32, "image_size": 32, "batch_size": 16})
     assert new.fingerprint() == arch.fingerprint()
     assert not torch.equal(new.weights["b0/conv1.weight"], arch.weights["b0/conv1.weight"])
+
+
+def test_reignite_on_fashion_mnist():
+    from pathlib import Path
+
+    from spnas.detect.pretrain import FASHION_DIRS, ClassifierNet, classification_data, reignite
+
+    if not any(Path(d, "train-images-idx3-ubyte.gz").is_file() for d in FASHION_DIRS):
+        pytest.skip("Debian's dataset-fashion-mnist is not installed")
+    ds, n = classification_data("fashion-mnist", n=256, size=32)
+    x, y = ds.tensors
+    assert n == 10 and x.shape == (256, 3, 32, 32) and set(y.tolist()) <= set(range(10)) and len(set(y.tolist())) == 10
+    arch = parse("BB(1,d1,d1,d1)")
+    new = reignite(arch, {"data": "fashion-mnist", "epochs": 2, "n_images": 256, "image_size": 32, "batch_size": 32, "lr": 0.05})
+    net = ClassifierNet(new, 10)
+    # the lifted backbone is the trained one: its features now separate the classes better than chance
+    with torch.no_grad():
+        feats = torch.nn.functional.adaptive_avg_pool2d(list(net.body(x).values())[-1], 1).flatten(1)
+    centroids = torch.stack([feats[y == c].mean(0) for c in range(10)])
+    nearest = torch.cdist(feats, centroids).argmin(1)
+    assert (nearest == y).float().mean() > 0.3

@@ -384,7 +384,8 @@ class Search:
 
     def _log_candidate(self, c: Candidate) -> None:
         if self.tb is not None:
-            self.tb.candidate(c, self._input_size(), best=max([x.metric for x in self.candidates.values() if x.ok], default=c.metric))
+            best = max([x.metric for x in self.candidates.values() if x.ok], default=c.metric)
+            self.tb.candidate(c, self._input_size(), best=best, step=len(self.journal.results))
 
     def _log_accept(self, c: Candidate) -> None:
         if self.tb is not None:

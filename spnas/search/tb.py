@@ -26,8 +26,9 @@ class TBLogger:
         self.w = SummaryWriter(str(self.logdir))
         self.step = 0
 
-    def candidate(self, c: Any, size: tuple[int, int], best: float) -> None:
-        self.step += 1
+    def candidate(self, c: Any, size: tuple[int, int], best: float, step: int) -> None:
+        """Log one result at ``step`` (its position among the journal's results, stable across resumes)."""
+        self.step = step
         if c.ok:
             self.w.add_scalar("candidate/metric", c.metric, self.step)
             self.w.add_scalar("search/best_so_far", best, self.step)

@@ -53,11 +53,18 @@ def detections_to_coco(
 
 
 def coco_evaluate(coco_gt: COCO, results: list[dict], *, image_ids: Sequence[int] | None = None) -> dict[str, float]:
-    """COCO box metrics of ``results`` against ``coco_gt`` (no detections: every stat 0)."""
-    if not results:
-        return {k: 0.0 for k in COCO_STAT_NAMES}
+    """COCO box metrics of ``results`` against ``coco_gt``.
+
+    With no detections every stat is 0, except -1 where the ground truth has nothing to find
+    (pycocotools' convention; its ``loadRes`` refuses an empty list, so an empty index stands in).
+    """
     with contextlib.redirect_stdout(io.StringIO()):
-        dt = coco_gt.loadRes(results)
+        if results:
+            dt = coco_gt.loadRes(results)
+        else:
+            dt = COCO()
+            dt.dataset = {"images": list(coco_gt.dataset["images"]), "annotations": [], "categories": list(coco_gt.dataset["categories"])}
+            dt.createIndex()
         ev = COCOeval(coco_gt, dt, "bbox")
         if image_ids is not None:
             ev.params.imgIds = list(image_ids)

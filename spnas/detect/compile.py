@@ -25,7 +25,6 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from spnas.errors import ArchError
 from spnas.ir import Arch, BlockSpec, FuseSpec, StemSpec
-from spnas.ir.nodes import AddSpec
 
 __all__ = [
     "compile_backbone",

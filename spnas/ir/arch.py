@@ -23,7 +23,7 @@ import networkx as nx
 import torch
 
 from spnas.errors import ArchError
-from spnas.ir.nodes import BlockSpec, OutputSpec, TensorSpec, get_kind
+from spnas.ir.nodes import TensorSpec, get_kind
 
 __all__ = ["Arch", "Stage", "Subnet"]
 
@@ -447,16 +447,9 @@ def _spec_text(spec: Any) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(dataclasses.asdict(spec).items()))
 
 
-def block_spec(arch: Arch, node_id: str) -> BlockSpec:
-    spec = arch.spec(node_id)
-    if not isinstance(spec, BlockSpec):
-        raise ArchError(f"node {node_id!r}: expected a block, got a {arch.kind(node_id)}")
-    return spec
-
-
 def output_name(stride: int) -> str:
     """detectron2's naming: stride 4 -> ``res2``, stride 8 -> ``res3``, …"""
     return f"res{stride.bit_length() - 1}"
 
 
-__all__ += ["block_spec", "output_name", "OutputSpec"]
+__all__ += ["output_name"]

@@ -81,10 +81,7 @@ class Morphism:
     def apply(self, arch: Arch, site: Hashable, rng: np.random.Generator | None = None, space: Space = DEFAULT_SPACE) -> Arch:
         """A new Arch with the rule applied at ``site``; ``arch`` is left untouched."""
         rng = rng if rng is not None else np.random.default_rng(0)
-        try:
-            allowed = self.sites(arch, space)
-        except MorphismError:
-            raise
+        allowed = self.sites(arch, space)
         if site not in allowed:
             raise MorphismError(f"morphism {self.name!r}: {site!r} is not a site on {_code(arch)}; sites are {allowed[:8]}")
         try:

@@ -117,10 +117,7 @@ def _evaluate(req: dict[str, Any], t0: float) -> dict[str, Any]:
     if fault == "nan":
         with torch.no_grad():
             next(model.backbone.body.parameters()).fill_(float("nan"))
-    try:
-        res = train_detector(model, train_ds, val_ds, cfg, device=req["device"], quiet=True)
-    except EvalError:
-        raise
+    res = train_detector(model, train_ds, val_ds, cfg, device=req["device"], quiet=True)
     metric = res.metrics.get(req["metric"])
     if metric is None or metric != metric:
         raise EvalError(f"metric {req['metric']!r} is missing or NaN: {res.metrics}")

@@ -64,7 +64,7 @@ def main() -> None:
             times.append(time.perf_counter() - t0)
         child = m.apply(arch, picks[0], rng)
         ctimes = []
-        for _ in range(max(3, args.repeats // 4)):
+        for _ in range(max(5, args.repeats // 2)):
             t0 = time.perf_counter()
             compile_backbone(child)
             ctimes.append(time.perf_counter() - t0)

@@ -196,13 +196,20 @@ def _add_stage_sites(arch: Arch, space: Space) -> list[str]:
 def add_stage(arch: Arch, site: str, rng: np.random.Generator) -> Arch:
     """Append a stage of one stride-2 block with the last stage's channels (code ``,1``).
 
-    Every existing output is unchanged; the new, coarser output is fresh (its FPN lateral starts
-    at zero in the detector).
+    Every existing output is unchanged; the new, coarser output is new (its FPN lateral starts at
+    zero in the detector). The block starts from the last block's trained weights where the shapes
+    agree (else a fresh initialisation) with an exactly subsampling 1x1 shortcut.
     """
     last = arch.main_chain()[-1]
     prev = arch.spec(last)
     spec = BlockSpec(prev.block, prev.out_channels, prev.planes, 2, prev.groups, prev.base_width, 1, "conv")
-    t = get_kind("block").init(dataclasses.replace(spec, stride=1, shortcut="identity"), _gen(rng))
+    body = dataclasses.replace(spec, stride=1, shortcut="identity")
+    shapes = get_kind("block").tensors(body)
+    src = arch.tensors(last)
+    if all(k in src and tuple(src[k].shape) == s for k, s in shapes.items()):
+        t = {k: src[k] for k in shapes}  # shared by reference: tensors are never modified in place
+    else:
+        t = get_kind("block").init(body, _gen(rng))
     t["downsample.0.weight"] = identity_conv1x1(spec.out_channels, spec.in_channels)  # a subsampling shortcut
     new = arch.add_node(arch.mint_id("b"), "block", spec, [last], tensors=t)
     stride = arch.specs()[new].stride

@@ -343,14 +343,7 @@ class Arch:
     # ---------------------------------------------------------------- measures
     def flops(self, size: tuple[int, int] = (224, 224)) -> int:
         """Multiply-accumulates of the backbone for one image of ``size`` (H, W)."""
-        hw: dict[str, tuple[int, int]] = {}
-        total = 0
-        for n in self.nodes():
-            k = get_kind(self.kind(n))
-            ins = self.inputs(n)
-            macs, hw[n] = k.macs(self.spec(n), [hw[i] for i in ins] if ins else [tuple(size)])
-            total += macs
-        return total
+        return sum(self.node_flops(size).values())
 
     def node_flops(self, size: tuple[int, int] = (224, 224)) -> dict[str, int]:
         """Per-node multiply-accumulates (the parallel sampler weighs stages by them)."""

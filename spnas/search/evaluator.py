@@ -10,7 +10,6 @@ candidate and replaced. :class:`RayPool` runs the same function as Ray tasks.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import multiprocessing as mp
 import os
@@ -54,14 +53,6 @@ def load_datasets(data: dict[str, Any]) -> tuple[Any, Any]:
     return _DATA_CACHE[key]
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def evaluate_candidate(req: dict[str, Any]) -> dict[str, Any]:
     """Train the candidate in ``req["dir"]`` with the fast scheme and measure it; see the module doc."""
     t0 = time.perf_counter()
@@ -89,6 +80,7 @@ def _evaluate(req: dict[str, Any], t0: float) -> dict[str, Any]:
     from spnas.detect.train import config_from_dict, train_detector
     from spnas.errors import EvalError
     from spnas.ir import load, save
+    from spnas.ir.io import sha256_file
 
     # test hook: SPNAS_FAULT="<candidate id>:raise|nan|kill[,…]" makes real workers fail on purpose
     faults = dict(f.split(":", 1) for f in os.environ.get("SPNAS_FAULT", "").split(",") if ":" in f)
@@ -134,7 +126,7 @@ def _evaluate(req: dict[str, Any], t0: float) -> dict[str, Any]:
         "iterations": res.iterations,
         "seconds": round(time.perf_counter() - t0, 3),
         "weights": str((d / "trained" / "weights.safetensors").relative_to(d.parent.parent)),
-        "sha256": _sha256(d / "trained" / "weights.safetensors"),
+        "sha256": sha256_file(d / "trained" / "weights.safetensors"),
     }
     (d / "metrics.json").write_text(json.dumps(out, indent=1))
     return out

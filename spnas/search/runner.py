@@ -55,7 +55,7 @@ class Candidate:
 
     @property
     def ok(self) -> bool:
-        return bool(self.result) and self.result.get("status") == "ok"
+        return bool(self.result) and self.result.get("event") == "evaluated"
 
     @property
     def metric(self) -> float:
@@ -183,7 +183,7 @@ class Search:
         r = self.journal.results.get(c.id)
         if r is None:
             return None
-        if r.get("status") == "ok":
+        if r.get("event") == "evaluated":
             w = self.out / r["weights"]
             from spnas.ir.io import sha256_file
 
@@ -206,14 +206,9 @@ class Search:
             results = self.pool.map([self._request(c) for c in todo])
             for c, r in zip(todo, results):
                 body = {k: v for k, v in r.items() if k not in ("id", "status")}
-                ev = self.journal.append("evaluated" if r["status"] == "ok" else "failed", id=c.id, phase=c.phase, **body)
-                c.result = {**ev, "status": r["status"]}
+                c.result = self.journal.append("evaluated" if r["status"] == "ok" else "failed", id=c.id, phase=c.phase, **body)
                 self._log_candidate(c)
         for c in cands:
-            if c.result.get("event") == "evaluated":
-                c.result = {**c.result, "status": "ok"}
-            elif c.result.get("event") == "failed":
-                c.result = {**c.result, "status": "failed"}
             self.phase_seconds[c.phase] = self.phase_seconds.get(c.phase, 0.0) + float(c.result.get("seconds") or 0.0)
             ind = creator.SpnasIndividual(id=c.id, fingerprint=c.arch.fingerprint(), encoding=_code(c.arch))
             ind.fitness.values = (c.metric,)

@@ -224,3 +224,16 @@ def test_config_can_name_a_user_rule(tmp_path):
     with pytest.raises(SpnasError, match="search.morphisms: unknown morphism 'nope'"):
         Search(load_config(y), tmp_path / "run2")
     assert not (tmp_path / "run2").exists()  # nothing written for a config that cannot run
+
+
+def test_resume_retrains_a_candidate_whose_weights_were_damaged(reference, tmp_path):
+    import shutil
+
+    out = tmp_path / "damaged"
+    shutil.copytree(reference, out)
+    w = out / "candidates" / "g001c0" / "trained" / "weights.safetensors"
+    w.write_bytes(w.read_bytes()[:-8] + b"\0" * 8)
+    run_search(out, "--resume")
+    evaluated = [e["id"] for e in journal(out) if e["event"] == "evaluated"]
+    assert evaluated.count("g001c0") == 2 and all(evaluated.count(i) == 1 for i in set(evaluated) - {"g001c0"})
+    assert summary(out)["best_metric"] == summary(reference)["best_metric"]

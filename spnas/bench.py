@@ -1,7 +1,8 @@
 """``python -m spnas.bench ARCH [--size 512] [--batch 1] [--device cpu] [--repeats 20]``
 
 Benchmark a found net: GMACs and parameters of the backbone, latency of the compiled backbone,
-of its inference export (BN folded; eager channels-last and frozen TorchScript) and of the whole
+of its inference export (BN folded, channels-last; eager, frozen TorchScript on CPU, and frozen
+under torch.compile/inductor unless ``--no-inductor``) and of the whole
 detector in eval mode, medians of interleaved runs, printed as a table and a JSON line. ``ARCH``
 is a saved Arch directory (``runs/x/best/arch``) or a code.
 """
@@ -25,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--classes", type=int, default=80, help="object classes of the detector head")
     p.add_argument("--head", default="cascade", choices=["cascade", "faster"])
+    p.add_argument("--no-inductor", action="store_true", help="skip the torch.compile export (needs a C++ compiler; ~5-10 s to compile)")
     args = p.parse_args(argv)
     import torch
 
@@ -43,7 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     body = compile_backbone(arch).eval().to(dev)
     runs = {"backbone": body, "export": export_inference(body)}
     if dev.type == "cpu":
-        runs["frozen"] = export_inference(body, example=x)
+        runs["torchscript"] = export_inference(body, example=x, backend="torchscript")
+    if not args.no_inductor:
+        try:
+            runs["inductor"] = export_inference(body, example=x, backend="inductor")
+        except SpnasError as e:
+            print(f"spnas: warning: {e}", file=sys.stderr)
     det = build_detector(arch, args.classes, args.head, min_size=args.size, max_size=args.size).eval().to(dev)
     fns = {k: (lambda m=m: m(x)) for k, m in runs.items()}
     fns["detector"] = lambda: det(list(x))

@@ -4,7 +4,7 @@
 submodule named by its node id, then writes a straight-line ``forward`` with torch.fx: no networkx
 at run time. State-dict keys are ``<node_id>.<tensor>``, the IR's ``<node_id>/<tensor>``, so
 ``lift`` writes trained weights back by name. ``export_inference`` folds BatchNorm into the
-convolutions and runs channels-last.
+convolutions and runs channels-last, eagerly, as frozen TorchScript, or frozen under inductor.
 
 >>> body = compile_backbone(parse("BB(11,d1,d1,d1)"))
 >>> list(body(torch.zeros(1, 3, 64, 64)))
@@ -13,6 +13,7 @@ convolutions and runs channels-last.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections import OrderedDict
 from collections.abc import Callable
@@ -23,7 +24,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from spnas.errors import ArchError
+from spnas.errors import ArchError, ConfigError
 from spnas.ir import Arch, BlockSpec, FuseSpec, StemSpec
 
 __all__ = [
@@ -255,12 +256,19 @@ def _fold(module: nn.Module) -> None:
 
 
 class InferenceBackbone(nn.Module):
-    """Eval-only export: BN folded into convs, channels-last (eager) or frozen TorchScript."""
+    """Eval-only export of a :class:`Backbone`: BN folded into the convs, run by one of three backends.
 
-    def __init__(self, body: Backbone, folded: nn.Module, channels_last: bool) -> None:
+    ``eager`` is the folded module in channels-last; ``torchscript`` a traced, frozen TorchScript
+    module; ``inductor`` the folded channels-last module under ``torch.compile`` with inductor's
+    *freezing* (weights constant-folded and prepacked for oneDNN, ReLU and residual adds fused into
+    the convolutions). Every call runs without autograd and outside inference mode: inductor only
+    freezes graphs compiled with grad off, and a graph compiled under ``inference_mode`` is not frozen.
+    """
+
+    def __init__(self, body: Backbone, folded: nn.Module, backend: str) -> None:
         super().__init__()
         self.body = folded
-        self.channels_last = channels_last
+        self.backend = backend
         self.out_channels = body.out_channels
         self.channels_list = list(body.channels_list)
         self._shapes = body.output_shape()
@@ -268,25 +276,54 @@ class InferenceBackbone(nn.Module):
     def output_shape(self) -> dict[str, tuple[int, int]]:
         return dict(self._shapes)
 
-    @torch.no_grad()
     def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
-        if self.channels_last:
+        if self.backend != "torchscript":
             x = x.contiguous(memory_format=torch.channels_last)
-        return OrderedDict(self.body(x))
+        with contextlib.ExitStack() as stack:
+            if self.backend == "inductor":
+                # the patch is read at (re)compile time: a new input size is compiled frozen too
+                import torch._inductor.config as inductor_config
+
+                stack.enter_context(inductor_config.patch(freezing=True))
+            stack.enter_context(torch.inference_mode(False))
+            stack.enter_context(torch.no_grad())
+            return OrderedDict(self.body(x))
 
 
-def export_inference(body: Backbone, example: torch.Tensor | None = None) -> InferenceBackbone:
+EXPORT_BACKENDS = ("eager", "torchscript", "inductor")
+
+
+def export_inference(body: Backbone, example: torch.Tensor | None = None, *, backend: str = "eager") -> InferenceBackbone:
     """A BN-folded copy of ``body`` for inference (``body`` itself is untouched).
 
-    Without ``example`` the copy is an eager channels-last module. With an example batch it is
-    traced, frozen and passed through ``torch.jit.optimize_for_inference`` (oneDNN layouts on CPU),
-    the faster choice at small batch; it then expects inputs of the example's size.
+    ``backend`` (see :class:`InferenceBackbone`): ``eager`` takes any input size; ``torchscript``
+    needs ``example`` and then expects inputs of its size; ``inductor`` compiles on ``example`` when
+    given (else on the first call), recompiles once per new input size, and needs a C++ compiler.
+    On 2 CPU cores at batch 1 ``inductor`` is the fastest (``benchmarks/backbone_latency.py``).
     """
+    if backend not in EXPORT_BACKENDS:
+        raise ConfigError(f"export_inference: backend {backend!r} is not one of {', '.join(EXPORT_BACKENDS)}")
     folded = copy.deepcopy(body).eval()
     _fold(folded)
-    if example is None:
-        return InferenceBackbone(body, folded.to(memory_format=torch.channels_last), True).eval()
-    with torch.no_grad():
-        traced = torch.jit.trace(folded, example, strict=False)
-        frozen = torch.jit.optimize_for_inference(torch.jit.freeze(traced))
-    return InferenceBackbone(body, frozen, False).eval()
+    for p in folded.parameters():
+        p.requires_grad_(False)
+    if backend == "eager":
+        return InferenceBackbone(body, folded.to(memory_format=torch.channels_last), "eager").eval()
+    if backend == "torchscript":
+        if example is None:
+            raise ConfigError("export_inference: backend 'torchscript' needs an example input (it traces at that size)")
+        with torch.inference_mode(False), torch.no_grad():
+            traced = torch.jit.trace(folded, example, strict=False)
+            frozen = torch.jit.optimize_for_inference(torch.jit.freeze(traced))
+        return InferenceBackbone(body, frozen, "torchscript").eval()
+    compiled = torch.compile(folded.to(memory_format=torch.channels_last), dynamic=False)
+    out = InferenceBackbone(body, compiled, "inductor").eval()
+    if example is not None:
+        try:
+            out(example)
+        except Exception as e:  # noqa: BLE001 - any compiler failure becomes one clear line
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ConfigError(
+                f"export_inference: torch.compile (inductor) failed: {first[:200]}; use backend 'eager' or 'torchscript'"
+            ) from e
+    return out

@@ -1,9 +1,13 @@
+import os
+import shutil
+
 import pytest
 import torch
 import torchvision
 from torch.utils.flop_counter import FlopCounterMode
 
 from spnas.detect import compile_backbone, export_inference, lift
+from spnas.errors import ConfigError
 from spnas.ir import from_torchvision, parse
 
 TV = {
@@ -124,3 +128,36 @@ def test_export_inference_matches():
         assert (a[k] - b[k]).abs().max() <= 1e-4 * a[k].abs().max()
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in ex.modules())
     assert body.training is False and any(isinstance(m, torch.nn.BatchNorm2d) for m in body.modules())
+
+
+def _close(a, b):
+    return all((a[k] - b[k]).abs().max() <= 1e-4 * a[k].abs().max() for k in a) and list(a) == list(b)
+
+
+def test_export_torchscript_matches_and_needs_an_example():
+    body = compile_backbone(parse("BB(1,d1,d1)(0,1,1)", seed=3)).eval()
+    x = torch.randn(1, 3, 96, 96)
+    ex = export_inference(body, example=x, backend="torchscript")
+    with torch.inference_mode():
+        assert _close(body(x), ex(x))
+    with pytest.raises(ConfigError, match="needs an example"):
+        export_inference(body, backend="torchscript")
+    with pytest.raises(ConfigError, match="backend 'onnx' is not one of eager, torchscript, inductor"):
+        export_inference(body, backend="onnx")
+
+
+@pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None, reason="inductor needs a C++ compiler")
+def test_export_inductor_matches_at_two_sizes_in_inference_mode():
+    arch = parse("BNB(1,d1,d1)(0,1,1)", seed=4)
+    body = compile_backbone(arch).eval()
+    x = torch.randn(1, 3, 96, 96)
+    ex = export_inference(body, example=x, backend="inductor")
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in ex.modules())
+    y = torch.randn(2, 3, 64, 128)  # a new size: compiled again, frozen again
+    with torch.inference_mode():
+        ref_x, ref_y = body(x), body(y)
+        out_x, out_y = ex(x), ex(y)
+    assert _close(ref_x, out_x) and _close(ref_y, out_y)
+    assert ex.output_shape() == body.output_shape()
+    assert not out_x["res4"].is_inference()  # run outside inference mode: what inductor freezes
+    assert all(p.requires_grad for p in body.parameters())  # the source module is untouched

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -312,7 +313,9 @@ def export_inference(body: Backbone, example: torch.Tensor | None = None, *, bac
     if backend == "torchscript":
         if example is None:
             raise ConfigError("export_inference: backend 'torchscript' needs an example input (it traces at that size)")
-        with torch.inference_mode(False), torch.no_grad():
+        with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+            # TorchScript is deprecated in favour of torch.compile (our 'inductor' backend); still supported
+            warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
             traced = torch.jit.trace(folded, example, strict=False)
             frozen = torch.jit.optimize_for_inference(torch.jit.freeze(traced))
         return InferenceBackbone(body, frozen, "torchscript").eval()

@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--classes", type=int, default=80, help="object classes of the detector head")
     p.add_argument("--head", default="cascade", choices=["cascade", "faster"])
-    p.add_argument("--no-inductor", action="store_true", help="skip the torch.compile export (needs a C++ compiler; ~5-10 s to compile)")
+    p.add_argument("--no-inductor", action="store_true", help="skip the torch.compile export (needs a C++ compiler; 2-10 s to compile)")
     args = p.parse_args(argv)
     import torch
 

@@ -161,3 +161,13 @@ def test_export_inductor_matches_at_two_sizes_in_inference_mode():
     assert ex.output_shape() == body.output_shape()
     assert not out_x["res4"].is_inference()  # run outside inference mode: what inductor freezes
     assert all(p.requires_grad for p in body.parameters())  # the source module is untouched
+
+
+def test_export_inductor_compiler_failure_is_one_config_error():
+    import torch._inductor.config as inductor_config
+
+    body = compile_backbone(parse("BB(1,d1,d1)", seed=5)).eval()
+    with inductor_config.patch({"cpp.cxx": ("/nonexistent/c++",), "fx_graph_cache": False}):
+        with pytest.raises(ConfigError, match=r"torch.compile \(inductor\) failed: .*; use backend 'eager' or 'torchscript'$") as info:
+            export_inference(body, example=torch.randn(1, 3, 72, 72), backend="inductor")
+    assert "\n" not in str(info.value)

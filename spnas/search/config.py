@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from spnas.errors import ConfigError
+from spnas.ops.registry import DEFAULT_SPACE
 
 __all__ = [
     "SearchConfig",
@@ -70,9 +71,9 @@ class SerialConfig:
     n_stuck: int = 2
     n_reignite: int = 0
     max_generations: int = 4
-    min_blocks: int = 8
-    max_blocks: int = 60
-    max_stages: int = 7
+    min_blocks: int = DEFAULT_SPACE.min_blocks
+    max_blocks: int = DEFAULT_SPACE.max_blocks
+    max_stages: int = DEFAULT_SPACE.max_stages
     flops_budget: float | None = None  # GMACs at the detector's input size
     params_budget: float | None = None  # millions of parameters
     max_tries: int = 50
@@ -81,7 +82,7 @@ class SerialConfig:
 @dataclass(frozen=True)
 class ParallelConfig:
     enabled: bool = True
-    K: int = 3
+    K: int = DEFAULT_SPACE.max_subnets
     n_stuck_p: int = 2
     max_candidates: int = 4
     max_additions: int = 3

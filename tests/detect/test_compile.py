@@ -9,19 +9,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from spnas.detect import compile_backbone, export_inference, lift
 from spnas.errors import ConfigError
 from spnas.ir import from_torchvision, parse
+from tests.codes import TORCHVISION_CODES
 
-TV = {
-    "resnet18": "BB(11,d1,d1,d1)",
-    "resnet34": "BB(111,d111,d11111,d11)",
-    "resnet50": "BNB(111,d111,d11111,d11)",
-    "resnet101": "BNB(111,d111,d" + "1" * 22 + ",d11)",
-    "resnet152": "BNB(111,d1111111,d" + "1" * 35 + ",d11)",
-    "resnext50_32x4d": "XB(111,d111,d11111,d11)",
-    "resnext101_32x8d": "XB32x8d(111,d111,d" + "1" * 22 + ",d11)",
-    "resnext101_64x4d": "XB64x4d(111,d111,d" + "1" * 22 + ",d11)",
-    "wide_resnet50_2": "XB1x128d(111,d111,d11111,d11)",
-    "wide_resnet101_2": "XB1x128d(111,d111,d" + "1" * 22 + ",d11)",
-}
+TV = TORCHVISION_CODES
 
 
 def _randomise(model, seed=0):

@@ -4,16 +4,10 @@ from hypothesis import strategies as st
 
 from spnas.errors import EncodingError, SpnasError
 from spnas.ir import decode, parse
+from tests.codes import TORCHVISION_CODES
 
-RESNETS = {
-    "resnet18": "BB(11,d1,d1,d1)",
-    "resnet34": "BB(111,d111,d11111,d11)",
-    "resnet50": "BNB(111,d111,d11111,d11)",
-    "resnet101": "BNB(111,d111,d" + "1" * 22 + ",d11)",
-    "resnet152": "BNB(111,d1111111,d" + "1" * 35 + ",d11)",
-    "resnext50": "XB(111,d111,d11111,d11)",
-    "resnext101": "XB(111,d111,d" + "1" * 22 + ",d11)",
-}
+# plus ResNeXt-101 32x4d, which torchvision does not ship
+RESNETS = {**TORCHVISION_CODES, "resnext101": "XB(111,d111,d" + "1" * 22 + ",d11)"}
 PAPER = [
     "BB(11d,1111,d11111111,d111,1,1111)",
     "BNB(111d1111,d1111,11d,1111,1111)",

@@ -316,6 +316,7 @@ def export_inference(body: Backbone, example: torch.Tensor | None = None, *, bac
         with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
             # TorchScript is deprecated in favour of torch.compile (our 'inductor' backend); still supported
             warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)  # size-specialised: documented above
             traced = torch.jit.trace(folded, example, strict=False)
             frozen = torch.jit.optimize_for_inference(torch.jit.freeze(traced))
         return InferenceBackbone(body, frozen, "torchscript").eval()

@@ -77,6 +77,7 @@ class SerialConfig:
     flops_budget: float | None = None  # GMACs at the detector's input size
     params_budget: float | None = None  # millions of parameters
     max_tries: int = 50
+    keep_inputs: bool = False  # keep each evaluated candidate's input weights (they can be rebuilt)
 
 
 @dataclass(frozen=True)

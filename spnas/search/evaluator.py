@@ -1,7 +1,7 @@
 """Evaluating candidates: the one evaluation function, and the pools that run it.
 
 :func:`evaluate_candidate` takes a request (plain data: the candidate's directory, the parent's
-detector weights, data/detector/training settings, device, seed) and returns a result dict; it
+head weights, data/detector/training settings, device, seed) and returns a result dict; it
 never raises for a candidate's own failure (an error or a non-finite loss comes back as
 ``{"status": "failed", "reason": ...}``). :class:`LocalPool` runs it in worker processes, one per
 device, spawned once and fed requests by path; a worker that dies is reported as a failed
@@ -20,9 +20,11 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-__all__ = ["evaluate_candidate", "LocalPool", "RayPool", "make_pool", "candidate_seed"]
+__all__ = ["evaluate_candidate", "detector_state", "HEAD_FILE", "LocalPool", "RayPool", "make_pool", "candidate_seed"]
 
 _DATA_CACHE: dict[str, Any] = {}
+HEAD_FILE = "head.safetensors"  # a candidate's detector weights outside the backbone body
+BODY = "backbone.body."
 
 
 def candidate_seed(run_seed: int, cid: str) -> int:
@@ -51,6 +53,14 @@ def load_datasets(data: dict[str, Any]) -> tuple[Any, Any]:
         sets.append(ds)
     _DATA_CACHE[key] = tuple(sets)
     return _DATA_CACHE[key]
+
+
+def detector_state(arch: Any, head: dict[str, Any]) -> dict[str, Any]:
+    """The whole detector's state dict: the body's weights from ``arch`` and the rest from ``head``."""
+    from spnas.detect import compile_backbone
+
+    body = {BODY + k: v.detach().contiguous().clone() for k, v in compile_backbone(arch).state_dict().items()}
+    return {**head, **body}
 
 
 def evaluate_candidate(req: dict[str, Any]) -> dict[str, Any]:
@@ -102,8 +112,8 @@ def _evaluate(req: dict[str, Any], t0: float) -> dict[str, Any]:
         arch = reignite(arch, req["reignite"], device=req["device"], seed=seed)
     det = req["detector"]
     model = build_detector(arch, train_ds.num_classes, det["head"], preset=det["preset"], **det.get("options", {}))
-    if req.get("parent_detector"):
-        carry_over(load_file(req["parent_detector"]), model)
+    if req.get("parent_head"):
+        carry_over(load_file(req["parent_head"]), model)
     cfg = config_from_dict(dict(req["train"]))
     cfg = type(cfg)(**{**cfg.__dict__, "seed": seed})
     if fault == "nan":
@@ -115,8 +125,9 @@ def _evaluate(req: dict[str, Any], t0: float) -> dict[str, Any]:
         raise EvalError(f"metric {req['metric']!r} is missing or NaN: {res.metrics}")
     trained = lift(arch, model.backbone.body)
     save(trained, d / "trained")
-    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-    save_file(state, str(d / "detector.safetensors"))
+    # the body's weights are in trained/; the head file holds the rest (what a child carries over)
+    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items() if not k.startswith(BODY)}
+    save_file(state, str(d / HEAD_FILE))
     out = {
         "id": req["id"],
         "status": "ok",

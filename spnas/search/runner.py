@@ -24,13 +24,15 @@ from typing import Any
 
 import numpy as np
 from deap import base, creator, tools
+from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from spnas.errors import ConfigError, SpnasError
 from spnas.ir import Arch, load, parse, save
+from spnas.ir.io import WEIGHTS_FILE
 from spnas.ops import Space, get_morphism, load_plugin
 from spnas.search.config import SearchConfig
-from spnas.search.evaluator import candidate_seed, make_pool
+from spnas.search.evaluator import HEAD_FILE, candidate_seed, detector_state, make_pool
 from spnas.search.journal import Journal
 
 __all__ = ["Search", "Candidate", "sample_parallel_code", "stage_flops", "resolve_data"]
@@ -137,12 +139,12 @@ class Search:
 
     def _request(self, c: Candidate) -> dict[str, Any]:
         parent = self.candidates.get(c.parent) if c.parent else None
-        pd = self.out / "candidates" / parent.id / "detector.safetensors" if parent is not None and parent.ok else None
+        pd = self.out / "candidates" / parent.id / HEAD_FILE if parent is not None and parent.ok else None
         det = self.cfg.detector
         return {
             "id": c.id,
             "dir": str(self.out / "candidates" / c.id),
-            "parent_detector": str(pd) if pd is not None and pd.is_file() else None,
+            "parent_head": str(pd) if pd is not None and pd.is_file() else None,
             "data": self.data,
             "detector": {"head": det.head, "preset": det.preset, "options": dict(det.options)},
             "train": dict(self.cfg.train),
@@ -187,7 +189,7 @@ class Search:
             w = self.out / r["weights"]
             from spnas.ir.io import sha256_file
 
-            if not w.is_file() or sha256_file(w) != r.get("sha256") or not (self.out / "candidates" / c.id / "detector.safetensors").is_file():
+            if not w.is_file() or sha256_file(w) != r.get("sha256") or not (self.out / "candidates" / c.id / HEAD_FILE).is_file():
                 return None  # the files are gone or damaged: evaluate again
         return r
 
@@ -203,10 +205,17 @@ class Search:
             if self.pool is None:
                 self.pool = make_pool(self.cfg.workers.backend, list(self.cfg.workers.devices), self.cfg.workers.n,
                                       self.cfg.workers.threads, self.cfg.workers.timeout_s)
+            for c in todo:  # a resumed candidate may have had its input weights dropped
+                d = self.out / "candidates" / c.id / "input"
+                if not (d / WEIGHTS_FILE).is_file():
+                    save(c.arch, d)
             results = self.pool.map([self._request(c) for c in todo])
             for c, r in zip(todo, results):
                 body = {k: v for k, v in r.items() if k not in ("id", "status")}
                 c.result = self.journal.append("evaluated" if r["status"] == "ok" else "failed", id=c.id, phase=c.phase, **body)
+                if c.ok and not self.cfg.search.keep_inputs:
+                    # the input is the parent's trained weights under the journaled morphisms: rebuilt on demand
+                    (self.out / "candidates" / c.id / "input" / WEIGHTS_FILE).unlink(missing_ok=True)
                 self._log_candidate(c)
         for c in cands:
             self.phase_seconds[c.phase] = self.phase_seconds.get(c.phase, 0.0) + float(c.result.get("seconds") or 0.0)
@@ -392,7 +401,8 @@ class Search:
         if best_dir.exists():
             shutil.rmtree(best_dir)
         shutil.copytree(self.out / "candidates" / best.id / "trained", best_dir / "arch")
-        shutil.copy2(self.out / "candidates" / best.id / "detector.safetensors", best_dir / "detector.safetensors")
+        head = load_file(str(self.out / "candidates" / best.id / HEAD_FILE))
+        save_file(detector_state(load(best_dir / "arch"), head), str(best_dir / "detector.safetensors"))
         evaluated = [c for c in self.candidates.values() if c.result is not None]
         summary = {
             "best_id": best.id,

@@ -70,6 +70,32 @@ def test_run_directory_layout(reference):
     assert s["best_metric"] >= s["start_metric"]
 
 
+def test_run_directory_stores_each_body_once(reference):
+    """Body weights live in trained/ only; best/detector.safetensors is the whole detector, strict-loadable."""
+    import torch
+    from safetensors.torch import load_file
+
+    from spnas.detect import build_detector
+    from spnas.ir import load
+
+    for e in journal(reference):
+        if e["event"] == "evaluated":
+            d = reference / "candidates" / e["id"]
+            head = load_file(str(d / "head.safetensors"))
+            assert head and not any(k.startswith("backbone.body.") for k in head)
+            assert not (d / "input" / "weights.safetensors").exists()  # dropped once the result is journaled
+            assert (d / "input" / "arch.yaml").is_file()
+    best = load(reference / "best" / "arch")
+    model = build_detector(best, 4, "faster", preset="lean", min_size=64, max_size=64, representation_size=64, fpn_channels=32)
+    state = load_file(str(reference / "best" / "detector.safetensors"))
+    model.load_state_dict(state, strict=True)
+    body = model.backbone.body.state_dict()
+    arch_w = {k.replace("/", ".", 1): v for k, v in load_file(str(reference / "best" / "arch" / "weights.safetensors")).items()}
+    assert set(arch_w) == set(body) and all(torch.equal(body[k], v) for k, v in arch_w.items())
+    head = load_file(str(reference / "candidates" / summary(reference)["best_id"] / "head.safetensors"))
+    assert all(torch.equal(state[k], v) for k, v in head.items())
+
+
 def test_resume_after_sigkill_at_random_points(reference, tmp_path):
     rng = np.random.default_rng(int(os.environ.get("SPNAS_TEST_SEED", "1")))
     out = tmp_path / "killed"
@@ -179,7 +205,7 @@ def test_parallel_sampler_follows_inverse_flops():
 
 def test_reignite_when_stuck(tmp_path):
     # APl of 64-px images is always -1 (no large objects): no child can beat its parent, so the search gets stuck
-    cfg = TINY.read_text().replace("metric: AP50", "metric: APl").replace("n_stuck: 2", "n_stuck: 1\n  n_reignite: 1")
+    cfg = TINY.read_text().replace("metric: AP50", "metric: APl").replace("n_stuck: 2", "n_stuck: 1\n  n_reignite: 1\n  keep_inputs: true")
     cfg = cfg.replace("APl\"", "APl")
     cfg = cfg.replace("enabled: true", "enabled: false") + "reignite: {data: generated, epochs: 1, n_images: 16, image_size: 32, batch_size: 8}\n"
     y = tmp_path / "stuck.yaml"

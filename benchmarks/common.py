@@ -9,15 +9,20 @@ from collections.abc import Callable
 
 
 def interleaved_times(fns: dict[str, Callable[[], object]], *, repeats: int, warmup: int = 3) -> dict[str, list[float]]:
-    """Time each function ``repeats`` times, round-robin, so drifts of the machine hit all alike."""
+    """Time each function ``repeats`` times, round-robin, so drifts of the machine hit all alike.
+
+    Each round starts one function later than the last, so no function always follows the same
+    neighbour (what a predecessor leaves in the caches and the allocator is spread over all).
+    """
     for _ in range(warmup):
         for f in fns.values():
             f()
+    keys = list(fns)
     times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, f in fns.items():
+    for r in range(repeats):
+        for k in keys[r % len(keys):] + keys[: r % len(keys)]:
             t0 = time.perf_counter()
-            f()
+            fns[k]()
             times[k].append(time.perf_counter() - t0)
     return times
 

@@ -31,6 +31,7 @@ from spnas.ir import Arch, BlockSpec, FuseSpec, StemSpec
 __all__ = [
     "compile_backbone",
     "lift",
+    "module_key",
     "export_inference",
     "register_builder",
     "Backbone",
@@ -182,6 +183,11 @@ class Backbone(fx.GraphModule):
         return dict(self._shapes)
 
 
+def module_key(ir_key: str) -> str:
+    """The compiled module's state-dict key of an IR weight key: ``node/param`` -> ``node.param``."""
+    return ir_key.replace("/", ".", 1)
+
+
 def compile_backbone(arch: Arch) -> Backbone:
     """Lower an Arch to a :class:`Backbone` loaded with the Arch's weights (copied, never shared)."""
     arch.verify()
@@ -208,7 +214,7 @@ def compile_backbone(arch: Arch) -> Backbone:
     graph.output(graph.call_function(OrderedDict, ([(name, node) for _, name, node in outs],)))
     body = Backbone(root, graph, class_name="SpnasBackbone")
     # clone: subnets share tensors with the blocks they copied in the IR, never in the module
-    state = {k.replace("/", ".", 1): v.clone() for k, v in arch.weights.items()}
+    state = {module_key(k): v.clone() for k, v in arch.weights.items()}
     missing, unexpected = body.load_state_dict(state, strict=False, assign=True)
     if missing or unexpected:
         key = (missing or unexpected)[0]

@@ -55,12 +55,11 @@ def load_datasets(data: dict[str, Any]) -> tuple[Any, Any]:
     return _DATA_CACHE[key]
 
 
-def detector_state(arch: Any, head: dict[str, Any]) -> dict[str, Any]:
-    """The whole detector's state dict: the body's weights from ``arch`` and the rest from ``head``."""
-    from spnas.detect import compile_backbone
+def detector_state(weights: dict[str, Any], head: dict[str, Any]) -> dict[str, Any]:
+    """The whole detector's state dict: the body from an Arch's ``weights`` (IR keys), the rest from ``head``."""
+    from spnas.detect.compile import module_key
 
-    body = {BODY + k: v.detach().contiguous().clone() for k, v in compile_backbone(arch).state_dict().items()}
-    return {**head, **body}
+    return {**head, **{BODY + module_key(k): v for k, v in weights.items()}}
 
 
 def evaluate_candidate(req: dict[str, Any]) -> dict[str, Any]:

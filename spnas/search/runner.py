@@ -402,7 +402,8 @@ class Search:
             shutil.rmtree(best_dir)
         shutil.copytree(self.out / "candidates" / best.id / "trained", best_dir / "arch")
         head = load_file(str(self.out / "candidates" / best.id / HEAD_FILE))
-        save_file(detector_state(load(best_dir / "arch"), head), str(best_dir / "detector.safetensors"))
+        body = load_file(str(best_dir / "arch" / WEIGHTS_FILE))
+        save_file(detector_state(body, head), str(best_dir / "detector.safetensors"))
         evaluated = [c for c in self.candidates.values() if c.result is not None]
         summary = {
             "best_id": best.id,

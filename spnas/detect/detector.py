@@ -28,7 +28,11 @@ from spnas.detect.compile import Backbone, compile_backbone
 from spnas.errors import ConfigError
 from spnas.ir import Arch
 
-__all__ = ["DetectorOptions", "PRESETS", "build_detector", "DetectionBackbone", "carry_over"]
+__all__ = ["DetectorOptions", "PRESETS", "IMAGE_MEAN", "IMAGE_STD", "build_detector", "DetectionBackbone", "carry_over"]
+
+# The detector's input normalisation (torchvision's, ImageNet statistics); reignite pre-trains with the same.
+IMAGE_MEAN = (0.485, 0.456, 0.406)
+IMAGE_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -147,6 +151,8 @@ def _faster(backbone: DetectionBackbone, num_classes: int, anchors: AnchorGenera
         num_classes=None,
         min_size=o.min_size,
         max_size=o.max_size,
+        image_mean=list(IMAGE_MEAN),
+        image_std=list(IMAGE_STD),
         rpn_anchor_generator=anchors,
         rpn_pre_nms_top_n_train=o.rpn_pre_nms_top_n_train,
         rpn_post_nms_top_n_train=o.rpn_post_nms_top_n_train,

@@ -30,15 +30,24 @@ FASHION_DIRS = ("/usr/share/dataset-fashion-mnist", "/usr/share/fashion-mnist", 
 
 
 class ClassifierNet(nn.Module):
-    """Backbone, global average pool of its last stage, linear classifier."""
+    """Input normalisation, backbone, global average pool of its last stage, linear classifier.
+
+    Images come in as [0, 1]; they are normalised with the detector's mean and std
+    (:data:`~spnas.detect.detector.IMAGE_MEAN`), so the pre-trained backbone sees the inputs it will
+    see in the detector.
+    """
 
     def __init__(self, arch: Arch, num_classes: int) -> None:
         super().__init__()
+        from spnas.detect.detector import IMAGE_MEAN, IMAGE_STD
+
         self.body = compile_backbone(arch)
         self.fc = nn.Linear(self.body.out_channels, num_classes)
+        self.register_buffer("mean", torch.tensor(IMAGE_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGE_STD).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        feats = self.body(x)
+        feats = self.body((x - self.mean) / self.std)
         return self.fc(F.adaptive_avg_pool2d(next(reversed(feats.values())), 1).flatten(1))
 
 

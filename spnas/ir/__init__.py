@@ -7,7 +7,8 @@
 """
 
 from spnas.ir.arch import Arch, Stage, Subnet
-from spnas.ir.encoding import Code, add_subnet, decode, encode, parse
+from spnas.ir.build import add_subnet, build, parse
+from spnas.ir.encoding import Code, decode, encode
 from spnas.ir.io import load, save
 from spnas.ir.nodes import (
     AddSpec,
@@ -31,6 +32,7 @@ __all__ = [
     "decode",
     "encode",
     "parse",
+    "build",
     "add_subnet",
     "save",
     "load",

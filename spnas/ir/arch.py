@@ -23,9 +23,10 @@ import networkx as nx
 import torch
 
 from spnas.errors import ArchError
-from spnas.ir.nodes import TensorSpec, get_kind
+from spnas.ir.encoding import encode as _encode
+from spnas.ir.nodes import TensorSpec, get_kind, output_name
 
-__all__ = ["Arch", "Stage", "Subnet"]
+__all__ = ["Arch", "Stage", "Subnet", "output_name"]
 
 
 @dataclass(frozen=True)
@@ -378,9 +379,7 @@ class Arch:
 
     def encode(self) -> str:
         """The paper's code, e.g. ``BNB(111,d111,d11111,d11)``, plus ``(0,2,1,3)`` with subnets."""
-        from spnas.ir.encoding import encode
-
-        return encode(self)
+        return _encode(self)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.nodes())
@@ -438,11 +437,3 @@ class Arch:
 
 def _spec_text(spec: Any) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(dataclasses.asdict(spec).items()))
-
-
-def output_name(stride: int) -> str:
-    """detectron2's naming: stride 4 -> ``res2``, stride 8 -> ``res3``, …"""
-    return f"res{stride.bit_length() - 1}"
-
-
-__all__ += ["output_name"]

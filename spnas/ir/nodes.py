@@ -29,6 +29,7 @@ __all__ = [
     "register_kind",
     "get_kind",
     "list_kinds",
+    "output_name",
 ]
 
 
@@ -125,6 +126,11 @@ class OutputSpec:
     """A stage output fed to the FPN; ``name`` is its key in the backbone's OrderedDict."""
 
     name: str
+
+
+def output_name(stride: int) -> str:
+    """detectron2's naming of a stage output: stride 4 -> ``res2``, stride 8 -> ``res3``, …"""
+    return f"res{stride.bit_length() - 1}"
 
 
 def _bn(prefix: str, c: int) -> dict[str, tuple[int, ...]]:

@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from spnas.errors import ArchError
-from spnas.ir.arch import Arch, output_name
+from spnas.ir.arch import Arch
+from spnas.ir.nodes import output_name
 from spnas.ir.nodes import BlockSpec, OutputSpec, StemSpec
 
 __all__ = ["from_torchvision", "to_torchvision_state_dict"]

@@ -29,12 +29,17 @@ __all__ = ["Morphism", "register_morphism", "unregister_morphism", "get_morphism
 
 @dataclass(frozen=True)
 class Space:
-    """Bounds the rules refuse to leave (paper §4: 8-60 blocks, at most 7 stages, K <= 3 subnets)."""
+    """Bounds the rules refuse to leave (paper §4: 8-60 blocks, at most 7 stages, K <= 3 subnets).
+
+    ``max_shift``: how many blocks one ``swap`` may move a stage boundary (the paper's Figure 2 moves
+    it by up to 3).
+    """
 
     min_blocks: int = 8
     max_blocks: int = 60
     max_stages: int = 7
     max_subnets: int = 3
+    max_shift: int = 1
 
 
 DEFAULT_SPACE = Space()

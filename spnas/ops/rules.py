@@ -3,8 +3,8 @@
 | rule         | guarantee   | site                         | what it does |
 |--------------|-------------|------------------------------|--------------|
 | ``expand``     | exact       | a main-chain block id        | insert an identity block after it (last BN gamma = beta = 0) |
-| ``swap``       | approximate | ``(gainer, loser)`` block ids  | move a stage boundary by one block; strides swap, weights stay |
-| ``widen``      | exact       | a ``d`` block id               | move its channel doubling one block earlier (Net2WiderNet) |
+| ``swap``       | approximate | ``(gainer, loser)`` block ids  | move a stage boundary by 1..``space.max_shift`` blocks; strides swap, weights stay |
+| ``widen``      | exact       | a ``d`` block id               | move its channel doubling one block earlier (Net2WiderNet, random split) |
 | ``add_stage``  | exact       | ``"end"``                      | append a stride-2 stage; existing outputs unchanged |
 | ``add_subnet`` | exact       | a stage index (0-based)      | add a parallel subnet copying the stage, zero fuse |
 
@@ -21,9 +21,9 @@ import torch
 
 from spnas.errors import MorphismError
 from spnas.ir import Arch, BlockSpec, OutputSpec, add_subnet as _ir_add_subnet, get_kind
-from spnas.ir.arch import output_name
+from spnas.ir.nodes import output_name
 from spnas.ops.registry import Space, register_morphism
-from spnas.ops.weights import identity_conv1x1, replicate, replicate_bn, split, wider_map, zero_bn
+from spnas.ops.weights import identity_conv1x1, random_shares, replicate, replicate_bn, split, wider_map, zero_bn
 
 __all__ = ["retap", "pristine"]
 
@@ -77,10 +77,11 @@ def _swap_sites(arch: Arch, space: Space) -> list[tuple[str, str]]:
     stages = arch.stages()
     out = []
     for prev, st in zip(stages, stages[1:]):
-        if len(prev.blocks) >= 2:  # boundary moves left: prev's last block takes the stride
-            out.append((prev.blocks[-1], st.blocks[0]))
-        if len(st.blocks) >= 2:  # boundary moves right: st's second block takes the stride
-            out.append((st.blocks[1], st.blocks[0]))
+        for k in range(1, space.max_shift + 1):
+            if len(prev.blocks) > k:  # boundary moves left by k: prev's k-th last block takes the stride
+                out.append((prev.blocks[-k], st.blocks[0]))
+            if len(st.blocks) > k:  # boundary moves right by k: st's (k+1)-th block takes the stride
+                out.append((st.blocks[k], st.blocks[0]))
     return out
 
 
@@ -96,7 +97,9 @@ def _with_stride(arch: Arch, node: str, stride: int) -> None:
 
 @register_morphism("swap", exact=False, sites=_swap_sites)
 def swap(arch: Arch, site: tuple[str, str], rng: np.random.Generator) -> Arch:
-    """Swap the strides of two neighbouring blocks across a stage boundary; weights stay.
+    """Move a stage boundary: ``loser`` (a stage's first block) gives its stride 2 to ``gainer``; weights stay.
+
+    ``gainer`` lies up to ``space.max_shift`` blocks before or after the boundary (paper Figure 2).
 
     The block that gains stride 2 and had an identity shortcut gets a 1x1 stride-2 conv shortcut
     initialised to the identity (pure subsampling).
@@ -126,8 +129,13 @@ def _widen_sites(arch: Arch, space: Space) -> list[str]:
     return out
 
 
-def _widened_block(spec: BlockSpec, t: dict[str, torch.Tensor]) -> tuple[BlockSpec, dict[str, torch.Tensor]]:
-    """Net2WiderNet on one block: planes doubled, every new channel a replica of an old one."""
+def _widened_block(spec: BlockSpec, t: dict[str, torch.Tensor], gen: torch.Generator) -> tuple[BlockSpec, dict[str, torch.Tensor], torch.Tensor]:
+    """Net2WiderNet on one block: planes doubled, every new channel a replica of an old one.
+
+    Each replicated channel's outgoing weights are split in random shares (``random_shares``), so
+    the replicas get different gradients and diverge under training. Returns the new spec, its
+    tensors, and the shares of the block's output channels (the next block splits its inputs by them).
+    """
     new = dataclasses.replace(spec, planes=spec.planes * 2, shortcut="conv" if spec.shortcut == "identity" else spec.shortcut)
     w_map = wider_map(spec.width, new.width, spec.groups)
     o_map = wider_map(spec.out_channels, new.out_channels)
@@ -135,15 +143,15 @@ def _widened_block(spec: BlockSpec, t: dict[str, torch.Tensor]) -> tuple[BlockSp
     if spec.block == "basic":
         out["conv1.weight"] = replicate(t["conv1.weight"], w_map)
         out.update(replicate_bn(t, "bn1", w_map))
-        out["conv2.weight"] = split(replicate(t["conv2.weight"], o_map), w_map, dim=1)
+        out["conv2.weight"] = split(replicate(t["conv2.weight"], o_map), w_map, dim=1, shares=random_shares(w_map, gen))
         out.update(replicate_bn(t, "bn2", o_map))
     else:
         out["conv1.weight"] = replicate(t["conv1.weight"], w_map)
         out.update(replicate_bn(t, "bn1", w_map))
         local = wider_map(spec.width // spec.groups, new.width // new.groups)
-        out["conv2.weight"] = split(replicate(t["conv2.weight"], w_map), local, dim=1)
+        out["conv2.weight"] = split(replicate(t["conv2.weight"], w_map), local, dim=1, shares=random_shares(local, gen))
         out.update(replicate_bn(t, "bn2", w_map))
-        out["conv3.weight"] = split(replicate(t["conv3.weight"], o_map), w_map, dim=1)
+        out["conv3.weight"] = split(replicate(t["conv3.weight"], o_map), w_map, dim=1, shares=random_shares(w_map, gen))
         out.update(replicate_bn(t, "bn3", o_map))
     if spec.shortcut == "identity":
         out["downsample.0.weight"] = identity_conv1x1(new.out_channels, spec.in_channels, t["conv1.weight"].dtype)
@@ -151,20 +159,20 @@ def _widened_block(spec: BlockSpec, t: dict[str, torch.Tensor]) -> tuple[BlockSp
         out["downsample.0.weight"] = replicate(t["downsample.0.weight"], o_map)
         if spec.shortcut == "conv_bn":
             out.update(replicate_bn(t, "downsample.1", o_map))
-    return new, out
+    return new, out, random_shares(o_map, gen)
 
 
-def _split_inputs(spec: BlockSpec, t: dict[str, torch.Tensor], new_in: int) -> tuple[BlockSpec, dict[str, torch.Tensor]]:
-    """The consumer side of Net2WiderNet: inputs replicated, incoming weights divided among replicas."""
+def _split_inputs(spec: BlockSpec, t: dict[str, torch.Tensor], new_in: int, shares: torch.Tensor) -> tuple[BlockSpec, dict[str, torch.Tensor]]:
+    """The consumer side of Net2WiderNet: inputs replicated, incoming weights split by ``shares``."""
     i_map = wider_map(spec.in_channels, new_in)
     out = dict(t)
-    out["conv1.weight"] = split(t["conv1.weight"], i_map, dim=1)
+    out["conv1.weight"] = split(t["conv1.weight"], i_map, dim=1, shares=shares)
     shortcut = spec.shortcut
     if shortcut == "identity":  # cannot happen for a 'd' block, kept for completeness
         shortcut = "conv"
-        out["downsample.0.weight"] = split(identity_conv1x1(spec.out_channels, spec.in_channels), i_map, dim=1)
+        out["downsample.0.weight"] = split(identity_conv1x1(spec.out_channels, spec.in_channels), i_map, dim=1, shares=shares)
     else:
-        out["downsample.0.weight"] = split(t["downsample.0.weight"], i_map, dim=1)
+        out["downsample.0.weight"] = split(t["downsample.0.weight"], i_map, dim=1, shares=shares)
     return dataclasses.replace(spec, in_channels=new_in, shortcut=shortcut), out
 
 
@@ -178,9 +186,10 @@ def widen(arch: Arch, site: str, rng: np.random.Generator) -> Arch:
     chain = arch.main_chain()
     j = site
     i = chain[chain.index(j) - 1]
-    spec_i, t_i = _widened_block(arch.spec(i), arch.tensors(i))
+    gen = _gen(rng)
+    spec_i, t_i, shares = _widened_block(arch.spec(i), arch.tensors(i), gen)
     arch.set_spec(i, spec_i, t_i)
-    spec_j, t_j = _split_inputs(arch.spec(j), arch.tensors(j), spec_i.out_channels)
+    spec_j, t_j = _split_inputs(arch.spec(j), arch.tensors(j), spec_i.out_channels, shares)
     arch.set_spec(j, spec_j, t_j)
     return arch
 
@@ -251,7 +260,7 @@ def _add_subnet_sites(arch: Arch, space: Space) -> list[int]:
     n_blocks = len(arch.nodes_of("block"))
     return [
         st.index
-        for st in stages[1:]
+        for st in stages
         if len(st.subnets) < space.max_subnets and n_blocks + len(st.blocks) <= space.max_blocks * (space.max_subnets + 1)
     ]
 

@@ -15,6 +15,7 @@ __all__ = [
     "wider_map",
     "replicate",
     "split",
+    "random_shares",
     "replicate_bn",
     "zero_bn",
     "identity_conv1x1",
@@ -44,16 +45,39 @@ def replicate(t: torch.Tensor, mapping: torch.Tensor, dim: int = 0) -> torch.Ten
     return t.index_select(dim, mapping.to(t.device))
 
 
-def split(t: torch.Tensor, mapping: torch.Tensor, dim: int = 1) -> torch.Tensor:
-    """Replicate along ``dim`` and divide each copy by its number of replicas (a conv's inputs).
+def split(t: torch.Tensor, mapping: torch.Tensor, dim: int = 1, shares: torch.Tensor | None = None) -> torch.Tensor:
+    """Replicate along ``dim`` and give each copy its share of the weight (a conv's inputs).
 
-    With inputs replicated by ``mapping``, ``conv(x_new, split(W)) == conv(x_old, W)``.
+    ``shares[i]`` is new channel ``i``'s fraction of old channel ``mapping[i]``; the shares of one old
+    channel sum to 1, so with inputs replicated by ``mapping``, ``conv(x_new, split(W)) ==
+    conv(x_old, W)``. Without ``shares`` each of ``n`` replicas gets ``1/n`` (Net2WiderNet's split),
+    which leaves the replicas with identical gradients forever: use :func:`random_shares`.
     """
-    counts = torch.bincount(mapping).to(t.dtype)
-    scale = (1.0 / counts[mapping]).to(t.device)
+    if shares is None:
+        counts = torch.bincount(mapping).to(t.dtype)
+        shares = 1.0 / counts[mapping]
     shape = [1] * t.dim()
     shape[dim] = -1
-    return t.index_select(dim, mapping.to(t.device)) * scale.view(shape)
+    return t.index_select(dim, mapping.to(t.device)) * shares.to(t.dtype).to(t.device).view(shape)
+
+
+def random_shares(mapping: torch.Tensor, gen: torch.Generator, low: float = 0.25) -> torch.Tensor:
+    """Per new channel, a random share of its old channel; the shares of one old channel sum to 1.
+
+    A channel copied twice gets ``(a, 1 - a)`` with ``a`` uniform in ``[low, 1 - low]``; more copies get
+    positive weights normalised to sum 1. Unequal shares give the replicas different gradients, so
+    they diverge under training and the widening adds capacity, while the rewrite stays exact.
+
+    >>> m = wider_map(2, 4)
+    >>> s = random_shares(m, torch.Generator().manual_seed(0))
+    >>> torch.allclose(torch.zeros(2).index_add_(0, m, s), torch.ones(2))
+    True
+    """
+    raw = low + (1 - 2 * low) * torch.rand(len(mapping), generator=gen, dtype=torch.float64)
+    total = torch.zeros(int(mapping.max()) + 1, dtype=torch.float64).index_add_(0, mapping, raw)
+    counts = torch.bincount(mapping)
+    shares = raw / total[mapping]
+    return torch.where(counts[mapping] == 1, torch.ones_like(shares), shares)
 
 
 def replicate_bn(tensors: dict[str, torch.Tensor], prefix: str, mapping: torch.Tensor) -> dict[str, torch.Tensor]:

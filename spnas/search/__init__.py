@@ -2,6 +2,6 @@
 
 from spnas.search.config import SearchConfig, config_from_dict, load_config
 from spnas.search.journal import Journal
-from spnas.search.runner import Candidate, Search, sample_parallel_code, stage_flops
+from spnas.search.runner import Candidate, Search, code_of, sample_parallel_code, stage_flops
 
-__all__ = ["SearchConfig", "config_from_dict", "load_config", "Journal", "Search", "Candidate", "sample_parallel_code", "stage_flops"]
+__all__ = ["SearchConfig", "config_from_dict", "load_config", "Journal", "Search", "Candidate", "code_of", "sample_parallel_code", "stage_flops"]

@@ -1,13 +1,12 @@
-"""``python -m spnas.search --ir start.yaml [--out DIR] [--resume] [--seed N] [--workers N] [--backend local|ray]``
+"""``python -m spnas.search --ir start.yaml [--out DIR] [--resume] [--seed N] [--workers N] [--backend local|ray|inline]``
 
-Runs the SP-NAS search described by ``start.yaml`` and prints a summary table. Bad input prints one
-line (what, where, what to do) and exits 2.
+Runs the SP-NAS search described by ``start.yaml`` and prints the logbook and a summary. Bad input
+prints one line (what, where, what to do) and exits 2; ``--schema`` prints the config's JSON schema.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -17,42 +16,54 @@ from spnas.errors import SpnasError
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m spnas.search", description=__doc__.split("\n\n")[1])
-    p.add_argument("--ir", required=True, help="the search config (start.yaml); see examples/quickstart.yaml")
+    p.add_argument("--ir", help="the search config (start.yaml); see examples/quickstart.yaml and examples/paper.yaml")
     p.add_argument("--out", default=None, help="run directory (default: runs/<config name>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its journal")
     p.add_argument("--seed", type=int, default=None, help="override the config's seed")
     p.add_argument("--workers", type=int, default=None, help="override workers.n")
-    p.add_argument("--backend", choices=["local", "ray"], default=None, help="override workers.backend")
+    p.add_argument("--backend", choices=["local", "ray", "inline"], default=None, help="override workers.backend")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--schema", action="store_true", help="print the JSON schema of the config and exit")
     args = p.parse_args(argv)
+    if args.schema:
+        from spnas.search.config import schema
+
+        print(json.dumps(schema(), indent=1))
+        return 0
+    if not args.ir:
+        p.error("--ir start.yaml is required")
     try:
         from spnas.search.config import load_config
         from spnas.search.runner import Search
 
         cfg = load_config(args.ir)
-        if args.seed is not None:
-            cfg = dataclasses.replace(cfg, seed=args.seed)
-        w = cfg.workers
-        if args.workers is not None:
-            w = dataclasses.replace(w, n=args.workers)
-        if args.backend is not None:
-            w = dataclasses.replace(w, backend=args.backend)
-        cfg = dataclasses.replace(cfg, workers=w)
+        changes = {k: v for k, v in {"n": args.workers, "backend": args.backend}.items() if v is not None}
+        if changes or args.seed is not None:
+            cfg = cfg.replace(**({"workers": changes} if changes else {}), **({"seed": args.seed} if args.seed is not None else {}))
         out = Path(args.out) if args.out else Path("runs") / Path(args.ir).stem
-        summary = Search(cfg, out, resume=args.resume, quiet=True if args.quiet else None).run()
+        search = Search(cfg, out, resume=args.resume, quiet=True if args.quiet else None)
+        summary = search.run()
     except SpnasError as e:
         print(f"spnas: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("spnas: interrupted; continue with --resume", file=sys.stderr)
         return 130
-    width = max(len(k) for k in summary)
+    print(search.logbook)
     print(f"SP-NAS search finished: {out}")
+    width = max(len(k) for k in summary)
     for k, v in summary.items():
-        if k != "metrics":
+        if k not in ("metrics", "accepted"):
             print(f"  {k.ljust(width)}  {v}")
+    noise = summary.get("noise_std")
+    for a in summary["accepted"]:
+        vs = f"{a['gain']:+.4f} over {a['baseline']}" if a.get("gain") is not None else "n/a"
+        within = "" if noise is None or a.get("gain") is None else (" (within the noise)" if a["gain"] <= noise else " (above the noise)")
+        print(f"  accepted {a['id']}: {a['code']}  {summary['metric']} {a['metric']:.4f}, gain {vs}"
+              f"{f', noise std {noise:.4f}' if noise is not None else ''}{within}")
     verdict = "beats" if summary["improved"] else "does NOT beat"
-    print(f"  the best net {verdict} the start net: {summary['best_metric']:.4f} vs {summary['start_metric']:.4f} {summary['metric']}")
+    print(f"  the best net {verdict} the start net: {summary['best_metric']:.4f} vs {summary['start_metric']:.4f} {summary['metric']}"
+          " (after more training; the gains above compare equal training)")
     print(json.dumps({"summary": summary}))
     return 0
 

@@ -1,273 +1,457 @@
-"""``start.yaml``: parsed once, at the edge, into frozen and validated config objects.
+"""``start.yaml``: parsed once, at the edge, into frozen, validated pydantic models.
 
-An unknown key or a bad value raises a one-line :class:`ConfigError` naming the file and the
-field (``start.yaml: search.lam: expected an int >= 1, got 0``). Paths are resolved against the
-config file's folder. See ``examples/quickstart.yaml`` for every section.
+Every section is typed (``start``, ``data``, ``detector`` with its preset and options, ``train``,
+``search``, ``parallel``, ``reignite``, ``workers``, ``seed``): types, ranges, choices, unknown keys,
+devices against this machine, files that must exist, morphism names. The whole file is checked when
+it is read, before anything is written; the first problem raises a one-line :class:`ConfigError`
+naming the file, the line and the field::
+
+    start.yaml: line 17: search.lam: Input should be greater than or equal to 1, got 0
+
+``python -m spnas.search --schema`` prints the JSON schema. Scalars are strict (``epochs: "3"`` is
+an error, not 3); a float field takes an int. Defaults are the paper's where it states them
+(``examples/paper.yaml`` spells them out); the defaults of ``train`` and ``detector.options`` are
+those of :data:`spnas.detect.train.FAST` and :class:`spnas.detect.detector.DetectorOptions`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass, field
+import re
+import reprlib
+import typing
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
-from spnas.errors import ConfigError
-from spnas.ops.registry import DEFAULT_SPACE
+from spnas.errors import ConfigError, SpnasError
 
 __all__ = [
     "SearchConfig",
     "StartConfig",
     "DataConfig",
     "DetectorConfig",
+    "TrainSection",
     "SerialConfig",
     "ParallelConfig",
     "ReigniteConfig",
     "WorkersConfig",
+    "METRICS",
     "load_config",
     "config_from_dict",
+    "schema",
 ]
 
-
-@dataclass(frozen=True)
-class StartConfig:
-    code: str | None = "BB(11,d1,d1,d1)"
-    ir: str | None = None  # a directory written by spnas.ir.save
-    stem: str = "resnet"
-    weights: str | None = None  # torchvision checkpoint (.pth/.pt, loaded weights_only) or .safetensors
+METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "VOC_AP50")
 
 
-@dataclass(frozen=True)
-class DataConfig:
-    format: str = "shapes"  # shapes | coco | voc
-    train: dict[str, str] = field(default_factory=dict)  # coco: {json, images}; voc: {xml, images}
-    val: dict[str, str] = field(default_factory=dict)
-    classes: tuple[str, ...] = ()
-    strict: bool = False
-    tile: int = 0  # cut images into tiles of this size (0: off)
-    n_train: int = 48  # shapes only
-    n_val: int = 16
-    size: int = 128
-    root: str | None = None  # shapes: where to write them (default: <run>/data)
+def _number(v: Any) -> Any:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ValueError(f"expected a number, got {type(v).__name__}")
+    return float(v)
 
 
-@dataclass(frozen=True)
-class DetectorConfig:
-    head: str = "cascade"
-    preset: str = "lean"
-    options: dict[str, Any] = field(default_factory=dict)
+Int = StrictInt
+Bool = StrictBool
+Str = StrictStr
+Float = Annotated[float, BeforeValidator(_number)]
+Count = Annotated[StrictInt, Field(ge=1, le=1_000_000)]
 
 
-@dataclass(frozen=True)
-class SerialConfig:
-    metric: str = "AP"
-    lam: int = 2
-    morphisms: tuple[str, ...] = ("expand", "swap", "widen", "add_stage")
-    plugins: tuple[str, ...] = ()
-    mutations: tuple[int, int] = (1, 3)
-    n_stuck: int = 2
-    n_reignite: int = 0
-    max_generations: int = 4
-    min_blocks: int = DEFAULT_SPACE.min_blocks
-    max_blocks: int = DEFAULT_SPACE.max_blocks
-    max_stages: int = DEFAULT_SPACE.max_stages
-    flops_budget: float | None = None  # GMACs at the detector's input size
-    params_budget: float | None = None  # millions of parameters
-    max_tries: int = 50
-    keep_inputs: bool = False  # keep each evaluated candidate's input weights (they can be rebuilt)
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-@dataclass(frozen=True)
-class ParallelConfig:
-    enabled: bool = True
-    K: int = DEFAULT_SPACE.max_subnets
-    n_stuck_p: int = 2
-    max_candidates: int = 4
-    max_additions: int = 3
+class StartConfig(_Section):
+    """The start network: a code or a saved IR, the stem, optional weights you bring."""
+
+    code: Str | None = "BB(11,d1,d1,d1)"
+    ir: Str | None = None  # a directory written by spnas.ir.save
+    stem: Literal["resnet", "deep"] = "resnet"
+    weights: Str | None = None  # torchvision checkpoint (.pth/.pt, loaded weights_only) or .safetensors
+    train_epochs: Annotated[StrictInt, Field(ge=1, le=1000)] | None = None  # the start net's own training (default: train.epochs)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _ir_replaces_code(cls, d: Any) -> Any:
+        if isinstance(d, dict) and d.get("ir") is not None and "code" not in d:
+            return {**d, "code": None}
+        return d
+
+    @model_validator(mode="after")
+    def _one_source(self) -> StartConfig:
+        if (self.code is None) == (self.ir is None):
+            raise ValueError("code: expected exactly one of start.code and start.ir")
+        if self.code is not None:
+            from spnas.ir import decode
+
+            try:
+                decode(self.code)
+            except SpnasError as e:  # EncodingError names the position
+                raise ValueError(f"code: {e}") from None
+        return self
 
 
-@dataclass(frozen=True)
-class ReigniteConfig:
-    data: str = "generated"  # generated | fashion-mnist | an ImageFolder directory
-    epochs: int = 1
-    batch_size: int = 32
-    lr: float = 0.05
-    image_size: int = 64
-    n_images: int = 512
+class DataConfig(_Section):
+    format: Literal["shapes", "coco", "voc"] = "shapes"
+    train: dict[Str, Any] = Field(default_factory=dict)  # coco: {json, images}; voc: {xml, images}
+    val: dict[Str, Any] = Field(default_factory=dict)
+    classes: tuple[Str, ...] = ()
+    strict: Bool = False
+    tile: Annotated[StrictInt, Field(ge=0, le=16384)] = 0  # cut images into tiles of this size (0: off)
+    n_train: Annotated[StrictInt, Field(ge=2, le=1_000_000)] = 48  # shapes only
+    n_val: Annotated[StrictInt, Field(ge=1, le=1_000_000)] = 16
+    size: Annotated[StrictInt, Field(ge=32, le=4096)] = 128
+    root: Str | None = None  # shapes: where to write them (default: <run>/data)
+
+    @model_validator(mode="after")
+    def _splits(self) -> DataConfig:
+        if self.format == "shapes":
+            return self
+        key = "json" if self.format == "coco" else "xml"
+        for split in ("train", "val"):
+            spec = getattr(self, split)
+            if not isinstance(spec.get(key), str):
+                raise ValueError(f"{split}.{key}: expected the path of the {self.format} annotations, got {_short.repr(spec.get(key))}")
+            unknown = sorted(set(spec) - {key, "images", "image_ids"})
+            if unknown:
+                raise ValueError(f"{split}.{unknown[0]}: unknown key; expected some of {[key, 'images', 'image_ids']}")
+        return self
 
 
-@dataclass(frozen=True)
-class WorkersConfig:
-    n: int = 1
-    devices: tuple[str, ...] = ("cpu",)
-    threads: int = 0  # torch threads per worker (0: cores / workers)
-    backend: str = "local"  # local | ray
-    timeout_s: float = 0.0  # per candidate (0: none)
+def _options_model() -> type[BaseModel]:
+    """Every :class:`DetectorOptions` field, optional (unset: the preset's value), typed and bounded."""
+    from spnas.detect.detector import DetectorOptions
+
+    hints = typing.get_type_hints(DetectorOptions)
+    fields: dict[str, Any] = {}
+    for f in dataclasses.fields(DetectorOptions):
+        t = hints[f.name]
+        if t is int:
+            ann: Any = Annotated[StrictInt, Field(ge=1, le=100_000)]
+        elif t is float:
+            ann = Annotated[Float, Field(ge=0.0, le=1.0)]
+        else:  # tuple[float, ...]
+            ann = Annotated[tuple[Annotated[Float, Field(gt=0.0)], ...], Field(min_length=1, max_length=8)]
+        fields[f.name] = (ann | None, None)
+    return create_model("DetectorOptionsModel", __config__=ConfigDict(extra="forbid"), **fields)
 
 
-@dataclass(frozen=True)
-class SearchConfig:
-    start: StartConfig = field(default_factory=StartConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    detector: DetectorConfig = field(default_factory=DetectorConfig)
-    train: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields (spnas.detect.train)
-    search: SerialConfig = field(default_factory=SerialConfig)
-    parallel: ParallelConfig = field(default_factory=ParallelConfig)
-    reignite: ReigniteConfig = field(default_factory=ReigniteConfig)
-    workers: WorkersConfig = field(default_factory=WorkersConfig)
-    seed: int = 0
-    base_dir: str = "."
+_DetectorOptions = _options_model()
+
+
+class DetectorConfig(_Section):
+    head: Literal["cascade", "faster"] = "cascade"
+    preset: Literal["lean", "default"] = "lean"
+    options: dict[Str, Any] = Field(default_factory=dict)  # DetectorOptions fields over the preset's
+
+    @field_validator("options", mode="before")
+    @classmethod
+    def _typed_options(cls, v: Any) -> Any:
+        if not isinstance(v, dict):
+            return v
+        return _DetectorOptions.model_validate(v).model_dump(exclude_none=True)
+
+    @model_validator(mode="after")
+    def _sizes(self) -> DetectorConfig:
+        from spnas.detect.detector import resolve_options
+
+        o = resolve_options(self.preset, **self.options)
+        if o.min_size > o.max_size:
+            raise ValueError(f"options.min_size: expected <= max_size, got {o.min_size} > {o.max_size}")
+        return self
+
+
+_TRAIN_BOUNDS: dict[str, Any] = {
+    "epochs": Annotated[StrictInt, Field(ge=1, le=1000)],
+    "batch_size": Annotated[StrictInt, Field(ge=1, le=4096)],
+    "base_lr": Annotated[Float, Field(gt=0.0, le=100.0)],
+    "min_lr": Annotated[Float, Field(ge=0.0, le=100.0)],
+    "momentum": Annotated[Float, Field(ge=0.0, lt=1.0)],
+    "weight_decay": Annotated[Float, Field(ge=0.0, le=1.0)],
+    "schedule": Literal["cosine", "step"],
+    "steps": Annotated[tuple[Annotated[Float, Field(gt=0.0, lt=1.0)], ...], Field(max_length=8)],
+    "warmup_iters": Annotated[StrictInt, Field(ge=0, le=1_000_000)],
+    "warmup_factor": Annotated[Float, Field(gt=0.0, le=1.0)],
+    "flip": Bool,
+    "amp": Bool,
+    "eval_every": Annotated[StrictInt, Field(ge=0, le=1000)],
+    "max_iters_per_epoch": Annotated[StrictInt, Field(ge=0, le=10_000_000)],
+    "grad_clip": Annotated[Float, Field(ge=0.0, le=1e6)],
+    "seed": Annotated[StrictInt, Field(ge=0, le=2**31 - 1)],
+}
+
+
+def _train_model() -> type[BaseModel]:
+    """The fast scheme's fields (``spnas.detect.train.TrainConfig``), defaults from ``FAST``."""
+    from spnas.detect.train import FAST
+
+    missing = {f.name for f in dataclasses.fields(FAST)} ^ set(_TRAIN_BOUNDS)
+    if missing:  # a TrainConfig field without a bound here (or the reverse): a bug, caught on import
+        raise SpnasError(f"spnas.search.config: TrainConfig fields and _TRAIN_BOUNDS differ: {sorted(missing)}")
+    fields = {f.name: (_TRAIN_BOUNDS[f.name], getattr(FAST, f.name)) for f in dataclasses.fields(FAST)}
+    return create_model("TrainSection", __base__=_Section, **fields)
+
+
+TrainSection = _train_model()
+
+
+class SerialConfig(_Section):
+    """The serial level (Algorithm 1). Counts of tries count trained children, as the paper does."""
+
+    metric: Literal[METRICS] = "AP"  # type: ignore[valid-type]
+    acceptance: Literal["fair", "paper"] = "fair"  # fair: a child must beat its parent trained on as long
+    noise_seeds: Annotated[StrictInt, Field(ge=0, le=64)] = 0  # continue the start net under N seeds: the metric's spread
+    min_gain: Annotated[Float, Field(ge=0.0, le=1e6)] = 0.0  # a child must beat its baseline by more than this
+    lam: Annotated[StrictInt, Field(ge=1, le=256)] = 3
+    morphisms: Annotated[tuple[Str, ...], Field(min_length=1, max_length=64)] = ("swap", "expand")
+    plugins: tuple[Str, ...] = ()
+    mutations: tuple[Annotated[StrictInt, Field(ge=1, le=20)], Annotated[StrictInt, Field(ge=1, le=20)]] = (3, 3)
+    n_stuck: Annotated[StrictInt, Field(ge=1, le=100_000)] = 20  # tries (children) without an accepted one
+    n_reignite: Annotated[StrictInt, Field(ge=0, le=100)] = 2
+    final_reignite: Bool = False  # end the serial level with one more reignite of its best
+    max_generations: Annotated[StrictInt, Field(ge=0, le=100_000)] = 100
+    min_blocks: Annotated[StrictInt, Field(ge=1, le=200)] = 8
+    max_blocks: Annotated[StrictInt, Field(ge=1, le=200)] = 60
+    max_stages: Annotated[StrictInt, Field(ge=1, le=12)] = 7
+    max_shift: Annotated[StrictInt, Field(ge=1, le=20)] = 3  # blocks a swap may move a stage boundary
+    flops_budget: Annotated[Float, Field(gt=0.0)] | None = None  # GMACs at the detector's input size
+    params_budget: Annotated[Float, Field(gt=0.0)] | None = None  # millions of parameters
+    max_tries: Annotated[StrictInt, Field(ge=1, le=100_000)] = 50  # draws to find one new child within the bounds
+    keep_inputs: Bool = False  # keep each evaluated candidate's input weights (they can be rebuilt)
+
+    @model_validator(mode="after")
+    def _ranges(self) -> SerialConfig:
+        if self.mutations[0] > self.mutations[1]:
+            raise ValueError(f"mutations: expected [lo, hi] with lo <= hi, got {list(self.mutations)}")
+        if self.min_blocks > self.max_blocks:
+            raise ValueError(f"min_blocks: expected <= max_blocks ({self.max_blocks}), got {self.min_blocks}")
+        return self
+
+
+class ParallelConfig(_Section):
+    enabled: Bool = True
+    K: Annotated[StrictInt, Field(ge=1, le=9)] = 3  # at most K extra subnets a stage
+    n_stuck_p: Annotated[StrictInt, Field(ge=1, le=100_000)] = 10  # tries without beating the baseline
+    max_candidates: Annotated[StrictInt, Field(ge=1, le=100_000)] = 50
+    max_additions: Annotated[StrictInt, Field(ge=1, le=200)] | None = None  # cap subnets a sample adds (None: L*K)
+
+
+class ReigniteConfig(_Section):
+    data: Str = "generated"  # generated | fashion-mnist | an ImageFolder directory
+    epochs: Annotated[StrictInt, Field(ge=1, le=1000)] = 1
+    batch_size: Annotated[StrictInt, Field(ge=1, le=4096)] = 32
+    lr: Annotated[Float, Field(gt=0.0, le=100.0)] = 0.05
+    image_size: Annotated[StrictInt, Field(ge=16, le=1024)] = 64
+    n_images: Annotated[StrictInt, Field(ge=1, le=100_000_000)] = 512
+
+
+_DEVICE = re.compile(r"cpu|cuda(:\d+)?")
+
+
+class WorkersConfig(_Section):
+    n: Annotated[StrictInt, Field(ge=1, le=1024)] = 1
+    devices: Annotated[tuple[Str, ...], Field(min_length=1, max_length=1024)] = ("cpu",)
+    threads: Annotated[StrictInt, Field(ge=0, le=1024)] = 0  # torch threads per worker (0: cores / workers)
+    backend: Literal["local", "ray", "inline"] = "local"  # inline: in the search process (debugging, tests)
+    timeout_s: Annotated[Float, Field(ge=0.0, le=1e7)] = 0.0  # per candidate (0: none)
+
+    @field_validator("devices")
+    @classmethod
+    def _on_this_machine(cls, devices: tuple[str, ...]) -> tuple[str, ...]:
+        for i, d in enumerate(devices):
+            if not _DEVICE.fullmatch(d):
+                raise ValueError(f"[{i}]: expected cpu, cuda or cuda:N, got {_short.repr(d)}")
+            if d.startswith("cuda"):
+                import torch
+
+                n = torch.cuda.device_count()
+                k = int(d.split(":")[1]) if ":" in d else 0
+                if k >= n:
+                    raise ValueError(f"[{i}]: {d} is not on this machine, which has {n} CUDA device(s)")
+        return devices
+
+
+class SearchConfig(_Section):
+    start: StartConfig = Field(default_factory=StartConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    detector: DetectorConfig = Field(default_factory=DetectorConfig)
+    train: TrainSection = Field(default_factory=TrainSection)  # type: ignore[valid-type]
+    search: SerialConfig = Field(default_factory=SerialConfig)
+    parallel: ParallelConfig = Field(default_factory=ParallelConfig)
+    reignite: ReigniteConfig = Field(default_factory=ReigniteConfig)
+    workers: WorkersConfig = Field(default_factory=WorkersConfig)
+    seed: Annotated[StrictInt, Field(ge=0, le=2**32 - 1)] = 0
+    _base_dir: str = PrivateAttr(default=".")
+
+    @property
+    def base_dir(self) -> str:
+        return self._base_dir
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d.pop("base_dir")
-        return _plain(d)
+        """The resolved config as plain data (``config.yaml`` of a run)."""
+        return self.model_dump(mode="json")
 
     def path(self, p: str | None) -> Path | None:
         """A config path resolved against the config file's folder."""
         if p is None:
             return None
         q = Path(os.path.expanduser(p))
-        return q if q.is_absolute() else Path(self.base_dir) / q
+        return q if q.is_absolute() else Path(self._base_dir) / q
+
+    def replace(self, **section_changes: dict[str, Any] | Any) -> SearchConfig:
+        """A copy with some fields changed (``cfg.replace(seed=3, workers={"n": 2})``), validated again."""
+        d = self.to_dict()
+        for k, v in section_changes.items():
+            d[k] = {**d[k], **v} if isinstance(v, dict) and isinstance(d.get(k), dict) else v
+        return config_from_dict(d, where="config", base_dir=self._base_dir)
 
 
-def _plain(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {k: _plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
-    return x
+def schema() -> dict[str, Any]:
+    """The JSON schema of ``start.yaml``."""
+    return SearchConfig.model_json_schema()
 
 
-_SECTIONS = {
-    "start": StartConfig,
-    "data": DataConfig,
-    "detector": DetectorConfig,
-    "search": SerialConfig,
-    "parallel": ParallelConfig,
-    "reignite": ReigniteConfig,
-    "workers": WorkersConfig,
-}
+# ------------------------------------------------------------------------------------------ reading
+_short = reprlib.Repr()
+_short.maxstring, _short.maxother, _short.maxlist, _short.maxdict, _short.maxlevel = 60, 60, 4, 4, 2
 
 
-def _coerce(where: str, name: str, typ: Any, value: Any) -> Any:
-    t = str(typ)
-    bad = ConfigError(f"{where}.{name}: expected {t.replace('typing.', '')}, got {value!r}")
-    if value is None:
-        if "None" in t:
-            return None
-        raise bad
-    if t.startswith("tuple"):
-        if not isinstance(value, (list, tuple)):
-            raise bad
-        if "int, int" in t:
-            if len(value) != 2 or not all(isinstance(v, int) for v in value):
-                raise bad
-        return tuple(value)
-    if t.startswith("dict"):
-        if not isinstance(value, dict):
-            raise bad
-        return dict(value)
-    if t == "bool":
-        if not isinstance(value, bool):
-            raise bad
-        return value
-    if t == "int":
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad
-        return value
-    if t in ("float", "float | None"):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad
-        return float(value)
-    if t in ("str", "str | None"):
-        if not isinstance(value, str):
-            raise bad
-        return value
-    return value
+def _field(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("function-after", "function-before") or str(part).startswith(("function-", "constrained-")):
+            continue
+        else:
+            out += ("." if out else "") + str(part)
+    return out
 
 
-def _section(cls: type, d: Any, where: str) -> Any:
+def _line(text: str | None, loc: tuple[Any, ...]) -> int | None:
+    """The 1-based line of the YAML node at ``loc`` (or of its nearest existing parent)."""
+    if not text:
+        return None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return None
+    line = None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            nxt = [(k, v) for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == str(part)]
+            if not nxt:
+                break
+            line = nxt[0][0].start_mark.line + 1
+            node = nxt[0][1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+_SUBFIELD = re.compile(r"(\[\d+\]|[a-z_]\w*(\.\w+|\[\d+\])*): ")
+
+
+def _one_line(e: ValidationError, where: str, text: str | None) -> ConfigError:
+    err = e.errors(include_url=False)[0]
+    loc = tuple(err["loc"])
+    msg = str(err["msg"]).removeprefix("Value error, ").replace("\n", " ")
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key; check its spelling and section (python -m spnas.search --schema lists them)"
+    elif err["type"] == "value_error":
+        m = _SUBFIELD.match(msg)  # a validator of a section names the field inside it: "train.json: …"
+        if m:
+            sub = m.group(1)
+            loc = loc + tuple(int(x) if x.isdigit() else x for x in re.findall(r"\w+", sub))
+            msg = msg[m.end():]
+    else:
+        msg = f"{msg}, got {_short.repr(err.get('input'))}"
+    line = _line(text, loc)
+    head = f"{where}: line {line}: " if line else f"{where}: "
+    return ConfigError(f"{head}{_field(loc)}: {msg}")
+
+
+def config_from_dict(d: Any, *, where: str = "config", base_dir: str | os.PathLike = ".", text: str | None = None) -> SearchConfig:
+    """Validate a parsed YAML mapping into a :class:`SearchConfig`; nothing is written."""
     if d is None:
-        return cls()
-    if not isinstance(d, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {type(d).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - set(fields))
-    if unknown:
-        raise ConfigError(f"{where}.{unknown[0]}: unknown key; expected one of {sorted(fields)}")
-    return cls(**{k: _coerce(where, k, fields[k].type, v) for k, v in d.items()})
-
-
-def config_from_dict(d: dict[str, Any], *, where: str = "config", base_dir: str | os.PathLike = ".") -> SearchConfig:
-    """Validate a parsed YAML mapping into a :class:`SearchConfig`."""
-    if d is None:
-        d = {}
+        raise ConfigError(f"{where}: the config is empty; expected sections such as start, data, search (see examples/quickstart.yaml)")
     if not isinstance(d, dict):
         raise ConfigError(f"{where}: expected a mapping at the top, got {type(d).__name__}")
-    allowed = set(_SECTIONS) | {"train", "seed"}
-    unknown = sorted(set(d) - allowed)
-    if unknown:
-        raise ConfigError(f"{where}: unknown section {unknown[0]!r}; expected some of {sorted(allowed)}")
-    kw: dict[str, Any] = {name: _section(cls, d.get(name), f"{where}: {name}") for name, cls in _SECTIONS.items()}
-    train = d.get("train") or {}
-    if not isinstance(train, dict):
-        raise ConfigError(f"{where}: train: expected a mapping, got {type(train).__name__}")
-    from spnas.detect.train import config_from_dict as train_cfg
-
     try:
-        train_cfg(dict(train))
-    except ConfigError as e:
-        raise ConfigError(f"{where}: train: {e}") from None
-    seed = d.get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ConfigError(f"{where}: seed: expected an int >= 0, got {seed!r}")
-    cfg = SearchConfig(**kw, train=dict(train), seed=seed, base_dir=str(base_dir))
-    _validate(cfg, where)
+        cfg = SearchConfig.model_validate(d)
+    except ValidationError as e:
+        raise _one_line(e, where, text) from None
+    except SpnasError as e:  # an EncodingError from start.code, a ConfigError from a preset
+        section = "start.code" if type(e).__name__ == "EncodingError" else "detector"
+        raise ConfigError(f"{where}: {section}: {e}") from None
+    cfg._base_dir = str(base_dir)
+    _check_environment(cfg, where, text)
     return cfg
 
 
-def _validate(c: SearchConfig, where: str) -> None:
-    def need(ok: bool, field_: str, msg: str, value: Any) -> None:
-        if not ok:
-            raise ConfigError(f"{where}: {field_}: expected {msg}, got {value!r}")
+def _check_environment(cfg: SearchConfig, where: str, text: str | None) -> None:
+    """What the schema cannot see: files that must exist, plugins and the rules they register."""
+    from spnas.ops import get_morphism, load_plugin
 
-    need((c.start.code is None) != (c.start.ir is None), "start", "exactly one of code or ir", {"code": c.start.code, "ir": c.start.ir})
-    need(c.start.stem in ("resnet", "deep"), "start.stem", "'resnet' or 'deep'", c.start.stem)
-    need(c.data.format in ("shapes", "coco", "voc"), "data.format", "shapes, coco or voc", c.data.format)
-    if c.data.format != "shapes":
-        need(bool(c.data.train) and bool(c.data.val), "data.train/val", "both given for coco or voc data", (c.data.train, c.data.val))
-    need(c.data.n_train >= 2 and c.data.n_val >= 1, "data.n_train/n_val", ">= 2 and >= 1", (c.data.n_train, c.data.n_val))
-    need(c.detector.head in ("cascade", "faster"), "detector.head", "'cascade' or 'faster'", c.detector.head)
-    s = c.search
-    need(s.metric in ("AP", "AP50", "AP75", "APs", "APm", "APl", "VOC_AP50"), "search.metric", "a COCO stat name or VOC_AP50", s.metric)
-    need(s.lam >= 1, "search.lam", "an int >= 1", s.lam)
-    need(1 <= s.mutations[0] <= s.mutations[1], "search.mutations", "[lo, hi] with 1 <= lo <= hi", list(s.mutations))
-    need(s.n_stuck >= 1, "search.n_stuck", "an int >= 1", s.n_stuck)
-    need(s.n_reignite >= 0, "search.n_reignite", "an int >= 0", s.n_reignite)
-    need(s.max_generations >= 0, "search.max_generations", "an int >= 0", s.max_generations)
-    need(1 <= s.min_blocks <= s.max_blocks, "search.min_blocks/max_blocks", "1 <= min <= max", (s.min_blocks, s.max_blocks))
-    need(bool(s.morphisms), "search.morphisms", "a non-empty list of rule names", list(s.morphisms))
-    need(c.parallel.K >= 1, "parallel.K", "an int >= 1", c.parallel.K)
-    need(c.workers.n >= 1, "workers.n", "an int >= 1", c.workers.n)
-    need(c.workers.backend in ("local", "ray"), "workers.backend", "'local' or 'ray'", c.workers.backend)
-    need(bool(c.workers.devices), "workers.devices", "a non-empty list such as [cpu] or [cuda:0, cuda:1]", list(c.workers.devices))
+    def fail(loc: tuple[Any, ...], msg: str) -> ConfigError:
+        line = _line(text, loc)
+        return ConfigError(f"{where}: {'line %d: ' % line if line else ''}{_field(loc)}: {msg}")
+
+    for i, p in enumerate(cfg.search.plugins):
+        try:
+            load_plugin(str(cfg.path(p)))
+        except SpnasError as e:
+            raise fail(("search", "plugins", i), str(e)) from None
+    for i, name in enumerate(cfg.search.morphisms):
+        try:
+            get_morphism(name)
+        except SpnasError as e:
+            raise fail(("search", "morphisms", i), str(e)) from None
+    for loc, p in (("start", "ir"), cfg.start.ir), (("start", "weights"), cfg.start.weights):
+        if p is not None and not cfg.path(p).exists():
+            raise fail(loc, f"no such file or directory: {cfg.path(p)}")
+    if cfg.data.format != "shapes":
+        for split in ("train", "val"):
+            for key, v in getattr(cfg.data, split).items():
+                if key in ("json", "xml", "images") and isinstance(v, str) and not cfg.path(v).exists():
+                    raise fail(("data", split, key), f"no such file or directory: {cfg.path(v)}")
 
 
 def load_config(path: str | os.PathLike) -> SearchConfig:
-    """Read and validate ``start.yaml``; errors name the file, line or field."""
+    """Read and validate ``start.yaml``; errors name the file, line and field."""
     p = Path(path)
     try:
-        text = p.read_text()
+        raw = p.read_bytes()
     except OSError as e:
         raise ConfigError(f"{p}: cannot read ({e.strerror})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not UTF-8 text (byte {e.start})") from None
     try:
         d = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f" line {mark.line + 1}:" if mark else ""
         raise ConfigError(f"{p}:{line} not valid YAML ({getattr(e, 'problem', e)})") from None
-    return config_from_dict(d, where=str(p), base_dir=p.parent.resolve())
+    return config_from_dict(d, where=str(p), base_dir=p.parent.resolve(), text=text)

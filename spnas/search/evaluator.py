@@ -3,9 +3,14 @@
 :func:`evaluate_candidate` takes a request (plain data: the candidate's directory, the parent's
 head weights, data/detector/training settings, device, seed) and returns a result dict; it
 never raises for a candidate's own failure (an error or a non-finite loss comes back as
-``{"status": "failed", "reason": ...}``). :class:`LocalPool` runs it in worker processes, one per
-device, spawned once and fed requests by path; a worker that dies is reported as a failed
-candidate and replaced. :class:`RayPool` runs the same function as Ray tasks.
+``{"status": "failed", "reason": ...}``). It is the search's default ``evaluate``; any function of
+the same contract can stand in (``Search(cfg, out, evaluate=fn)``: a fake one in tests, a faulty
+one to inject failures). Every pool has ``map(fn, requests, on_result=None)``, which returns the
+results in request order and calls ``on_result(i, result)`` as each one finishes, so the search
+journals a result the moment it exists. :class:`LocalPool` runs ``fn`` in worker processes, one
+per device slot, spawned once (``fn`` must be importable: a module-level function); a worker that
+dies is reported as a failed candidate and replaced. :class:`InlinePool` runs it in the search's
+own process; :class:`RayPool` runs it as Ray tasks.
 """
 
 from __future__ import annotations
@@ -17,10 +22,11 @@ import queue
 import time
 import traceback
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["evaluate_candidate", "detector_state", "HEAD_FILE", "LocalPool", "RayPool", "make_pool", "candidate_seed"]
+__all__ = ["evaluate_candidate", "detector_state", "HEAD_FILE", "LocalPool", "InlinePool", "RayPool", "make_pool", "candidate_seed"]
 
 _DATA_CACHE: dict[str, Any] = {}
 HEAD_FILE = "head.safetensors"  # a candidate's detector weights outside the backbone body
@@ -91,13 +97,6 @@ def _evaluate(req: dict[str, Any], t0: float) -> dict[str, Any]:
     from spnas.ir import load, save
     from spnas.ir.io import sha256_file
 
-    # test hook: SPNAS_FAULT="<candidate id>:raise|nan|kill[,…]" makes real workers fail on purpose
-    faults = dict(f.split(":", 1) for f in os.environ.get("SPNAS_FAULT", "").split(",") if ":" in f)
-    fault = faults.get(req["id"], "")
-    if fault == "kill":
-        os._exit(9)
-    if fault == "raise":
-        raise RuntimeError("injected fault")
     if req.get("threads"):
         torch.set_num_threads(int(req["threads"]))
     d = Path(req["dir"])
@@ -115,9 +114,6 @@ def _evaluate(req: dict[str, Any], t0: float) -> dict[str, Any]:
         carry_over(load_file(req["parent_head"]), model)
     cfg = config_from_dict(dict(req["train"]))
     cfg = type(cfg)(**{**cfg.__dict__, "seed": seed})
-    if fault == "nan":
-        with torch.no_grad():
-            next(model.backbone.body.parameters()).fill_(float("nan"))
     res = train_detector(model, train_ds, val_ds, cfg, device=req["device"], quiet=True)
     metric = res.metrics.get(req["metric"])
     if metric is None or metric != metric:
@@ -151,7 +147,16 @@ def _orphan_watchdog(parent: int) -> None:
             os._exit(1)
 
 
-def _worker(device: str, threads: int, tasks: mp.Queue, results: mp.Queue) -> None:
+def _call(fn: Callable[[dict[str, Any]], dict[str, Any]], req: dict[str, Any]) -> dict[str, Any]:
+    """``fn(req)``, with an exception turned into the candidate's failure (the search goes on)."""
+    t0 = time.perf_counter()
+    try:
+        return fn(req)
+    except Exception as e:
+        return {"id": req["id"], "status": "failed", "reason": f"{type(e).__name__}: {e}", "seconds": round(time.perf_counter() - t0, 3)}
+
+
+def _worker(fn: Callable, device: str, threads: int, tasks: mp.Queue, results: mp.Queue) -> None:
     import threading
 
     threading.Thread(target=_orphan_watchdog, args=(os.getppid(),), daemon=True).start()
@@ -160,8 +165,30 @@ def _worker(device: str, threads: int, tasks: mp.Queue, results: mp.Queue) -> No
         if item is None:
             return
         tid, req = item
-        req = {**req, "device": device, "threads": threads}
-        results.put((tid, evaluate_candidate(req)))
+        results.put((tid, _call(fn, {**req, "device": device, "threads": threads})))
+
+
+OnResult = Callable[[int, dict[str, Any]], None] | None
+
+
+class InlinePool:
+    """Runs ``fn`` in the calling process, one request after another (``workers.backend: inline``)."""
+
+    def __init__(self, devices: list[str], *, threads: int = 0) -> None:
+        self.device = devices[0]
+        self.threads = threads
+
+    def map(self, fn: Callable, requests: list[dict[str, Any]], on_result: OnResult = None) -> list[dict[str, Any]]:
+        out = []
+        for i, r in enumerate(requests):
+            res = _call(fn, {**r, "device": self.device, "threads": self.threads})
+            if on_result is not None:
+                on_result(i, res)
+            out.append(res)
+        return out
+
+    def close(self) -> None:
+        pass
 
 
 class LocalPool:
@@ -175,16 +202,20 @@ class LocalPool:
         self._results: mp.Queue = self._ctx.Queue()
         self._procs: list[Any] = [None] * len(self.devices)
         self._tasks: list[Any] = [None] * len(self.devices)
-        for i in range(len(self.devices)):
-            self._spawn(i)
+        self._fn: Callable | None = None
 
     def _spawn(self, i: int) -> None:
         self._tasks[i] = self._ctx.Queue()
-        p = self._ctx.Process(target=_worker, args=(self.devices[i], self.threads, self._tasks[i], self._results), daemon=True)
+        p = self._ctx.Process(target=_worker, args=(self._fn, self.devices[i], self.threads, self._tasks[i], self._results), daemon=True)
         p.start()
         self._procs[i] = p
 
-    def map(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def map(self, fn: Callable, requests: list[dict[str, Any]], on_result: OnResult = None) -> list[dict[str, Any]]:
+        if fn is not self._fn:  # workers are spawned once per evaluation function
+            self.close()
+            self._fn = fn
+            for i in range(len(self.devices)):
+                self._spawn(i)
         out: list[dict[str, Any] | None] = [None] * len(requests)
         pending = list(range(len(requests)))
         busy: dict[int, tuple[int, float]] = {}  # worker -> (request index, start time)
@@ -200,6 +231,8 @@ class LocalPool:
                 for w, (rr, _) in list(busy.items()):
                     if rr == r:
                         del busy[w]
+                if on_result is not None:
+                    on_result(r, res)
                 continue
             except queue.Empty:
                 pass
@@ -214,18 +247,25 @@ class LocalPool:
                     out[r] = {"id": requests[r]["id"], "status": "failed", "reason": reason, "seconds": round(time.time() - started, 3)}
                     del busy[w]
                     self._spawn(w)
+                    if on_result is not None:
+                        on_result(r, out[r])
         return out  # type: ignore[return-value]
 
     def close(self) -> None:
         for q in self._tasks:
             try:
-                q.put(None)
+                if q is not None:
+                    q.put(None)
             except (OSError, ValueError):
                 pass
         for p in self._procs:
+            if p is None:
+                continue
             p.join(timeout=5)
             if p.is_alive():
                 p.kill()
+        self._procs = [None] * len(self.devices)
+        self._tasks = [None] * len(self.devices)
 
 
 class RayPool:
@@ -244,31 +284,32 @@ class RayPool:
                      ignore_reinit_error=True)
         self.gpu = any(d.startswith("cuda") for d in devices)
         self.threads = threads or 1
-        opts = {"num_gpus": 1} if self.gpu else {"num_cpus": self.threads}
-        self._fn = ray.remote(max_retries=0, **opts)(_ray_task)
+        self._opts = {"num_gpus": 1} if self.gpu else {"num_cpus": self.threads}
+        self._task = ray.remote(max_retries=0, **self._opts)(_call)
 
-    def map(self, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def map(self, fn: Callable, requests: list[dict[str, Any]], on_result: OnResult = None) -> list[dict[str, Any]]:
         device = "cuda" if self.gpu else "cpu"
-        refs = [self._fn.remote({**r, "device": device, "threads": self.threads}) for r in requests]
+        refs = [self._task.remote(fn, {**r, "device": device, "threads": self.threads}) for r in requests]
         out = []
-        for r, ref in zip(requests, refs):
+        for i, (r, ref) in enumerate(zip(requests, refs)):
             try:
-                out.append(self.ray.get(ref))
+                res = self.ray.get(ref)
             except Exception as e:  # the task's worker died
-                out.append({"id": r["id"], "status": "failed", "reason": f"ray task failed: {type(e).__name__}: {e}"})
+                res = {"id": r["id"], "status": "failed", "reason": f"ray task failed: {type(e).__name__}: {e}"}
+            if on_result is not None:
+                on_result(i, res)
+            out.append(res)
         return out
 
     def close(self) -> None:
         self.ray.shutdown()
 
 
-def _ray_task(req: dict[str, Any]) -> dict[str, Any]:
-    return evaluate_candidate(req)
-
-
 def make_pool(backend: str, devices: list[str], n: int, threads: int, timeout_s: float = 0.0):
-    """``n`` slots over ``devices`` (round-robin) for the local backend, or a Ray pool."""
+    """``n`` slots over ``devices`` (round-robin): local processes, the search's own process, or Ray."""
     slots = [devices[i % len(devices)] for i in range(n)]
     if backend == "ray":
         return RayPool(slots, threads=threads)
+    if backend == "inline":
+        return InlinePool(slots, threads=threads)
     return LocalPool(slots, threads=threads, timeout_s=timeout_s)

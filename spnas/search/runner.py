@@ -1,58 +1,74 @@
 """The search: serial (1+λ) hill climbing with reignite (paper Algorithm 1), then the parallel level.
 
-The loop is deterministic given the config and seed: one ``numpy.random.Generator`` drives every
-choice, candidate ids are positional (``start``, ``g003c1``, ``r1``, ``p002``), and each
-candidate trains with a seed derived from its id. Resume runs the same loop again; every candidate
-that already has a result in the journal (with its weight file intact) takes it from there, so a
-killed search loses only its in-flight candidates. The generator's state at each generation is
-journaled and checked on resume, so a changed config cannot silently fork the trajectory.
+Every decision is a fair comparison by default (``search.acceptance: fair``): each generation also
+trains the unchanged parent with the same fast scheme and the same training seed as its children
+(the *continued parent*), and the best child is accepted only if it beats that, by more than
+``search.min_gain``. When no child wins, the continued parent becomes the parent, so its training
+is kept. The parallel level compares its candidates with the serial net trained on the same way.
+``acceptance: paper`` compares with the parent's carried metric instead, as Algorithm 1 does.
+``acc_best`` (the best metric so far, what the serial level returns) is never reset, not by a
+reignite either.
 
-DEAP supplies the pieces (``creator`` fitness and individual, ``toolbox.mutate/evaluate/map``,
-``tools.Logbook``, ``tools.HallOfFame``); the loops are ours, as DEAP advises for checkpointing.
+The loop is deterministic given the config and seed: one ``numpy.random.Generator`` drives every
+choice, candidate ids are positional (``start``, ``n1``, ``g003c1``, ``g003p``, ``r1``, ``pbase``,
+``p002``), and each candidate trains with a seed derived from its generation. Resume runs the same
+loop again; every candidate with a result in the journal (and its weight file intact) takes it from
+there, so a killed search loses only its in-flight candidates.
+
+The journal is the record; TensorBoard and the progress bar listen to its events. The evaluator is
+a parameter (``Search(cfg, out, evaluate=fn)``): tests pass a fake one. DEAP supplies the pieces:
+``toolbox.map`` is the evaluator pool's map, ``toolbox.mutate`` the random morphisms, a
+``tools.Logbook`` with ``tools.Statistics`` (``logbook.txt``), and a ``tools.HallOfFame``
+(``best/top/``).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 from deap import base, creator, tools
 from safetensors.torch import load_file, save_file
-from tqdm import tqdm
 
 from spnas.errors import ConfigError, SpnasError
 from spnas.ir import Arch, load, parse, save
-from spnas.ir.io import WEIGHTS_FILE
-from spnas.ops import Space, get_morphism, load_plugin
+from spnas.ir.io import WEIGHTS_FILE, sha256_file
+from spnas.ops import Space, get_morphism
 from spnas.search.config import SearchConfig
-from spnas.search.evaluator import HEAD_FILE, candidate_seed, detector_state, make_pool
+from spnas.search.evaluator import HEAD_FILE, candidate_seed, detector_state, evaluate_candidate, make_pool
 from spnas.search.journal import Journal
 
-__all__ = ["Search", "Candidate", "sample_parallel_code", "stage_flops", "resolve_data"]
+__all__ = ["Search", "Candidate", "sample_parallel_code", "stage_flops", "resolve_data", "code_of"]
 
 if not hasattr(creator, "SpnasFitness"):
     creator.create("SpnasFitness", base.Fitness, weights=(1.0,))
     creator.create("SpnasIndividual", dict, fitness=creator.SpnasFitness)
 
+Evaluate = Callable[[dict[str, Any]], dict[str, Any]]
+Listener = Callable[[dict[str, Any]], None]
+
 
 @dataclass
 class Candidate:
-    """An individual: id, lineage, the IR on disk, and its result (never a live module)."""
+    """An individual: id, lineage, the IR (weights in memory, files on disk), and its result."""
 
     id: str
-    phase: str
+    phase: str  # serial | reignite | parallel
+    role: str  # start | noise | child | continued | reignite | baseline | parallel
     parent: str | None
     arch: Arch
     morphisms: list[dict[str, Any]] = field(default_factory=list)
     generation: int = 0
-    reignite: bool = False
     result: dict[str, Any] | None = None
 
     @property
@@ -71,10 +87,10 @@ def stage_flops(arch: Arch, size: tuple[int, int]) -> list[int]:
 
 
 def sample_parallel_code(flops: list[int], counts: list[int], K: int, n_add: int, rng: np.random.Generator) -> list[int]:
-    """Add ``n_add`` subnets: each goes to stage l (l >= 1, fewer than K there) with chance ∝ 1/FLOPs(l)."""
+    """Add ``n_add`` subnets: each goes to stage l (any stage with fewer than K) with chance ∝ 1/FLOPs(l)."""
     counts = list(counts)
     for _ in range(n_add):
-        eligible = [i for i in range(1, len(flops)) if counts[i] < K]
+        eligible = [i for i in range(len(flops)) if counts[i] < K]
         if not eligible:
             break
         w = np.array([1.0 / flops[i] for i in eligible])
@@ -82,54 +98,268 @@ def sample_parallel_code(flops: list[int], counts: list[int], K: int, n_add: int
     return counts
 
 
+def code_of(arch: Arch) -> str:
+    """The paper's code of ``arch``, or ``<custom>`` for a net the grammar cannot express."""
+    try:
+        return arch.encode()
+    except SpnasError:
+        return "<custom>"
+
+
 def _plain_site(site: Any) -> Any:
     return list(site) if isinstance(site, tuple) else site
 
 
 class Search:
-    """One run directory: ``config.yaml``, ``journal.jsonl``, ``candidates/<id>/``, ``best/``, ``tb/``."""
+    """One run directory: ``config.yaml``, ``journal.jsonl``, ``candidates/<id>/``, ``best/``, ``tb/``.
 
-    def __init__(self, cfg: SearchConfig, out: str | Path, *, resume: bool = False, quiet: bool | None = None) -> None:
+    ``evaluate(request) -> result`` trains and measures one candidate (default: the real fast
+    scheme, :func:`~spnas.search.evaluator.evaluate_candidate`); ``listeners`` receive every new
+    journal event after it is durable.
+    """
+
+    def __init__(self, cfg: SearchConfig, out: str | Path, *, resume: bool = False, quiet: bool | None = None,
+                 evaluate: Evaluate = evaluate_candidate, listeners: tuple[Listener, ...] = (), tensorboard: bool = True) -> None:
         self.cfg = cfg
         self.out = Path(out)
         self.quiet = (not sys.stderr.isatty()) if quiet is None else quiet
-        cfg_file = self.out / "config.yaml"
-        jpath = self.out / "journal.jsonl"
-        import yaml
-
-        for p in cfg.search.plugins:
-            load_plugin(str(cfg.path(p)))
-        try:
-            self.rules = [get_morphism(n) for n in cfg.search.morphisms]
-        except SpnasError as e:
-            raise ConfigError(f"search.morphisms: {e}") from None
+        self.evaluate = evaluate
+        cfg_file, jpath = self.out / "config.yaml", self.out / "journal.jsonl"
+        self.rules = [get_morphism(n) for n in cfg.search.morphisms]  # the config checked the names
+        resolved = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
         if jpath.exists() and not resume:
             raise ConfigError(f"{self.out}: holds a run already; pass --resume to continue it or choose another --out")
-        self.out.mkdir(parents=True, exist_ok=True)
-        resolved = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
         if resume and cfg_file.is_file() and cfg_file.read_text() != resolved:
             raise ConfigError(f"{cfg_file}: the run was started with another config; resume without changing it")
+        self.out.mkdir(parents=True, exist_ok=True)
         cfg_file.write_text(resolved)
         self.journal = Journal(jpath)
+        self.listeners: list[Listener] = list(listeners)
+        if tensorboard:
+            from spnas.search.tb import TBLogger
+
+            self.listeners.append(TBLogger(self.out / "tb", cfg, self.journal.events))
+        self.listeners.append(_Progress(cfg, disable=self.quiet))
         s = cfg.search
-        self.space = Space(min_blocks=s.min_blocks, max_blocks=s.max_blocks, max_stages=s.max_stages, max_subnets=cfg.parallel.K)
+        self.space = Space(min_blocks=s.min_blocks, max_blocks=s.max_blocks, max_stages=s.max_stages,
+                           max_subnets=cfg.parallel.K, max_shift=s.max_shift)
         self.rng = np.random.default_rng(cfg.seed)
         self.seen: set[str] = set()
         self.candidates: dict[str, Candidate] = {}
-        self.toolbox = base.Toolbox()
-        self.toolbox.register("mutate", self._mutate)
-        self.toolbox.register("evaluate", self._evaluate_batch)
-        self.logbook = tools.Logbook()
-        self.logbook.header = ["gen", "phase", "evals", "best", "parent"]
-        self.hof = tools.HallOfFame(3, similar=lambda a, b: a["fingerprint"] == b["fingerprint"])
-        self.phase_seconds: dict[str, float] = {"serial": 0.0, "reignite": 0.0, "parallel": 0.0}
+        self.noise: dict[str, Any] | None = None
         self.pool = None
-        self.tb = None
+        self.toolbox = base.Toolbox()
+        self.toolbox.register("map", self._pool_map)
+        self.toolbox.register("evaluate", self.evaluate)
+        self.toolbox.register("mutate", self._mutate)
+        self.stats = tools.Statistics(key=lambda ind: ind.fitness.values[0])
+        for name, fn in (("avg", np.mean), ("std", np.std), ("min", np.min), ("max", np.max)):
+            self.stats.register(name, fn)
+        self.logbook = tools.Logbook()
+        self.logbook.header = ["gen", "phase", "evals", "avg", "max", "baseline", "decision"]
+        self.hof = tools.HallOfFame(3, similar=lambda a, b: a["fingerprint"] == b["fingerprint"])
 
-    # ------------------------------------------------------------------------------ set-up
-    def _data_request(self) -> dict[str, Any]:
-        return resolve_data(self.cfg, self.out)
+    # ------------------------------------------------------------------------------ events
+    def _emit(self, event: str, once: bool = False, **data: Any) -> dict[str, Any] | None:
+        """Journal an event (durably), then tell the listeners. ``once``: skip if already journaled."""
+        ev = self.journal.append_once(event, **data) if once else self.journal.append(event, **data)
+        if ev is not None:
+            for listen in self.listeners:
+                listen(ev)
+        return ev
 
+    # ------------------------------------------------------------------------------ the algorithm
+    def run(self) -> dict[str, Any]:
+        t_start = time.time()
+        self._emit("start", once=True, id=None, seed=self.cfg.seed, generation=None, phase=None)
+        self.data = resolve_data(self.cfg, self.out)
+        try:
+            best = self._serial()
+            if self.cfg.parallel.enabled:
+                best = self._parallel(best)
+            summary = self._finish(best, time.time() - t_start)
+        finally:
+            if self.pool is not None:
+                self.pool.close()
+            for listen in self.listeners:
+                getattr(listen, "close", lambda: None)()
+            self.journal.close()
+        return summary
+
+    def _serial(self) -> Candidate:
+        """Algorithm 1: (1+λ) hill climbing from the start net; reignite when stuck for n_stuck tries."""
+        s = self.cfg.search
+        start = self._train_start()
+        parent = best = start
+        tries = reignites = gen = 0
+        line_is_best = True  # the parent's line won every comparison since the start or its last reignite
+        for gen in range(1, s.max_generations + 1):
+            self._begin(gen, "serial")
+            children = self._children(parent, gen)
+            if not children:
+                self._emit("stopped", once=True, id=None, generation=gen, phase="serial", reason="no new child within the bounds")
+                break
+            continued = self._continued(parent, f"g{gen:03d}p", gen, "continued") if s.acceptance == "fair" else None
+            self._evaluate(children + ([continued] if continued else []))
+            winner = max(children, key=lambda c: c.metric)
+            bar = continued if continued is not None and continued.ok else best  # fair: the parent trained on; paper: acc_best
+            if self._beats(winner, bar):
+                parent = self._accept(winner, bar, gen)
+                tries = 0
+            else:
+                tries += len(children)
+                parent = self._reject(winner, bar, gen, kept=self._trained(bar) if bar is continued else parent)
+            best, line_is_best = self._record_best(parent, best, gen, line_is_best)
+            self._log_generation(gen, "serial", children, bar)
+            if tries >= s.n_stuck:
+                if reignites >= s.n_reignite:
+                    self._emit("stopped", once=True, id=None, generation=gen, phase="serial", reason=f"stuck for {tries} tries")
+                    break
+                reignites += 1
+                parent = self._reignite(parent, f"r{reignites}", gen) or parent
+                best, line_is_best = self._record_best(parent, best, gen, False)  # the bar stays acc_best: a reignited net must beat it
+                tries = 0
+        if s.final_reignite:
+            final = self._reignite(best, f"r{reignites + 1}", gen + 1, final=True)
+            if final is not None:
+                best = final  # the serial net the parallel level grows: re-pretrained, as in the paper
+        return best
+
+    def _parallel(self, serial: Candidate) -> Candidate:
+        """Random search over parallel codes from the serial net; stop after n_stuck_p tries without a win."""
+        p, s = self.cfg.parallel, self.cfg.search
+        flops = stage_flops(serial.arch, self._input_size())
+        cap = p.max_additions or len(flops) * p.K
+        bar = serial  # paper: the serial net's carried metric
+        if s.acceptance == "fair":  # the SerialNet trained on the same way (Algorithm 1's train_eval(p_best, θ_best))
+            baseline = self._continued(serial, "pbase", 0, "baseline", phase="parallel")
+            self._evaluate([baseline])
+            bar = self._trained(baseline) if baseline.ok else serial
+        tries = 0
+        add = get_morphism("add_subnet")
+        for i in range(p.max_candidates):
+            if tries >= p.n_stuck_p:
+                self._emit("stopped", once=True, id=None, generation=i, phase="parallel", reason=f"stuck for {tries} tries")
+                break
+            self._begin(i, "parallel")
+            cand = None
+            for _ in range(s.max_tries):
+                counts = sample_parallel_code(flops, [0] * len(flops), p.K, int(self.rng.integers(1, cap + 1)), self.rng)
+                arch, ops = serial.arch, []
+                for stage, k in enumerate(counts):
+                    for _ in range(k):
+                        arch = add.apply(arch, stage, self.rng, self.space)
+                        ops.append({"rule": "add_subnet", "site": stage, "exact": True})
+                if arch.fingerprint() not in self.seen:
+                    cand = self._propose(Candidate(f"p{i:03d}", "parallel", "parallel", serial.id, arch, ops, i))
+                    break
+            if cand is None:
+                self._emit("stopped", once=True, id=None, generation=i, phase="parallel", reason="no new parallel code")
+                break
+            self._evaluate([cand])
+            if self._beats(cand, bar):
+                bar = self._accept(cand, bar, i)
+                self._emit("best", once=True, id=bar.id, generation=i, phase="parallel", metric=bar.metric)
+                tries = 0
+            else:
+                tries += 1
+                self._reject(cand, bar, i, kept=bar)
+            self._log_generation(i, "parallel", [cand], bar)
+        return bar  # the last net that won a fair comparison (or the serial net, trained on, if none did)
+
+    # ------------------------------------------------------------------------------ the steps
+    def _train_start(self) -> Candidate:
+        """The start net, trained (``start.train_epochs``, default the fast scheme); then its noise."""
+        start = self._propose(Candidate("start", "serial", "start", None, self._start_arch()))
+        self._evaluate([start])
+        if not start.ok:
+            raise SpnasError(f"the start network failed to train: {start.result.get('reason')}")
+        start = self._trained(start)
+        self._emit("accepted", once=True, id="start", generation=0, phase="serial", rule="start", metric=start.metric,
+                   encoding=code_of(start.arch))
+        self._emit("best", once=True, id="start", generation=0, phase="serial", metric=start.metric)
+        n = self.cfg.search.noise_seeds
+        if n:
+            runs = [self._continued(start, f"n{i}", 0, "noise") for i in range(1, n + 1)]
+            self._evaluate(runs)
+            ms = [c.metric for c in runs if c.ok]
+            self.noise = {"seeds": n, "metrics": ms, "mean": float(np.mean(ms)) if ms else None,
+                          "std": float(np.std(ms, ddof=1)) if len(ms) > 1 else None,
+                          "spread": float(max(ms) - min(ms)) if ms else None}
+            self._emit("noise", once=True, id=None, generation=0, phase="serial", **self.noise)
+        return start
+
+    def _children(self, parent: Candidate, gen: int) -> list[Candidate]:
+        out = []
+        for i in range(self.cfg.search.lam):
+            c = self.toolbox.mutate(parent, f"g{gen:03d}c{i}", gen)
+            if c is not None:
+                out.append(self._propose(c))
+        return out
+
+    def _continued(self, c: Candidate, cid: str, gen: int, role: str, phase: str = "serial") -> Candidate:
+        """``c`` unchanged, to be trained again with the fast scheme from its trained weights."""
+        return self._propose(Candidate(cid, phase, role, c.id, c.arch, [], gen))
+
+    def _reignite(self, parent: Candidate, cid: str, gen: int, final: bool = False) -> Candidate | None:
+        """Re-pretrain ``parent``'s backbone (classification), then the fast scheme; None if it failed."""
+        r = self._propose(Candidate(cid, "reignite", "reignite", parent.id, parent.arch, [], gen))
+        self._evaluate([r])
+        self._emit("reignited", once=True, id=r.id, generation=gen, phase="reignite", parent=parent.id, metric=_finite(r.metric), final=final)
+        return self._trained(r) if r.ok else None
+
+    def _beats(self, c: Candidate, bar: Candidate) -> bool:
+        return c.ok and c.metric > bar.metric + self.cfg.search.min_gain
+
+    def _accept(self, c: Candidate, bar: Candidate, gen: int) -> Candidate:
+        """``c`` beat ``bar``: journal the gain (next to the measured noise); ``c`` becomes the parent."""
+        c = self._trained(c)
+        self._emit("accepted", once=True, id=c.id, generation=gen, phase=c.phase, rule=self.cfg.search.acceptance,
+                   metric=_finite(c.metric), encoding=code_of(c.arch), baseline=bar.id, baseline_metric=_finite(bar.metric),
+                   gain=_finite(c.metric - bar.metric), noise_std=(self.noise or {}).get("std"))
+        return c
+
+    def _reject(self, c: Candidate, bar: Candidate, gen: int, kept: Candidate) -> Candidate:
+        """``c`` (the best of its generation) did not beat ``bar``; ``kept`` carries on (fair: the continued parent)."""
+        self._emit("rejected", once=True, id=c.id, generation=gen, phase=c.phase, rule=self.cfg.search.acceptance,
+                   metric=_finite(c.metric), baseline=bar.id, baseline_metric=_finite(bar.metric), kept=kept.id)
+        return kept
+
+    def _record_best(self, c: Candidate, best: Candidate, gen: int, line_is_best: bool) -> tuple[Candidate, bool]:
+        """The serial result: the parent while its line holds it; after a reignite, the line must beat acc_best.
+
+        Within a line every step won a comparison (fair: against the parent trained on as long), so
+        the parent is the result even where its raw metric dips below an earlier, shorter-trained
+        one. A reignited line takes over only by beating acc_best, which is never reset.
+        """
+        if c.ok and (line_is_best or c.metric > best.metric):
+            if c.id != best.id:
+                self._emit("best", once=True, id=c.id, generation=gen, phase=c.phase, metric=c.metric)
+            return c, True
+        return best, False
+
+    def _begin(self, generation: int, phase: str) -> None:
+        """Journal the generator's state; on resume, check it (a changed config cannot silently fork)."""
+        state = json.loads(json.dumps(self.rng.bit_generator.state))
+        prior = [e for e in self.journal.events if e.get("event") == "generation" and e.get("generation") == generation and e.get("phase") == phase]
+        if prior and prior[0].get("rng") != state:
+            raise ConfigError(f"{self.journal.path}: generation {generation} of {phase} began from another random state; "
+                              "the journal belongs to a different run")
+        self._emit("generation", once=True, id=None, generation=generation, phase=phase, rng=state)
+
+    def _log_generation(self, gen: int, phase: str, evaluated: list[Candidate], bar: Candidate) -> None:
+        inds = []
+        for c in evaluated:
+            if c.ok:
+                ind = creator.SpnasIndividual(id=c.id, fingerprint=c.arch.fingerprint(), encoding=code_of(c.arch))
+                ind.fitness.values = (c.metric,)
+                inds.append(ind)
+        rec = self.stats.compile(inds) if inds else {}
+        decision = next((e["event"] for e in reversed(self.journal.events)
+                         if e.get("event") in ("accepted", "rejected") and e.get("generation") == gen and e.get("phase") == phase), "")
+        self.logbook.record(gen=gen, phase=phase, evals=len(evaluated), baseline=_finite(bar.metric), decision=decision, **rec)
+
+    # ------------------------------------------------------------------------------ candidates
     def _start_arch(self) -> Arch:
         st = self.cfg.start
         arch = load(self.cfg.path(st.ir)) if st.ir else parse(st.code, stem=st.stem, seed=self.cfg.seed)
@@ -137,105 +367,28 @@ class Search:
             arch = _with_weights(arch, self.cfg.path(st.weights))
         return arch
 
-    def _request(self, c: Candidate) -> dict[str, Any]:
-        parent = self.candidates.get(c.parent) if c.parent else None
-        pd = self.out / "candidates" / parent.id / HEAD_FILE if parent is not None and parent.ok else None
-        det = self.cfg.detector
-        return {
-            "id": c.id,
-            "dir": str(self.out / "candidates" / c.id),
-            "parent_head": str(pd) if pd is not None and pd.is_file() else None,
-            "data": self.data,
-            "detector": {"head": det.head, "preset": det.preset, "options": dict(det.options)},
-            "train": dict(self.cfg.train),
-            "metric": self.cfg.search.metric,
-            "seed": candidate_seed(self.cfg.seed, c.id),
-            "reignite": _asdict(self.cfg.reignite) if c.reignite else None,
-        }
-
-    def _input_size(self) -> tuple[int, int]:
-        from spnas.detect.detector import resolve_options
-
-        o = resolve_options(self.cfg.detector.preset, **self.cfg.detector.options)
-        return (o.max_size, o.max_size)
-
-    # ------------------------------------------------------------------------------ candidates
     def _propose(self, c: Candidate) -> Candidate:
         size = self._input_size()
-        d = self.out / "candidates" / c.id / "input"
+        d = self._dir(c.id) / "input"
         if not (d / "arch.yaml").is_file() or c.id not in self.journal.proposed:
             save(c.arch, d)
-        self.journal.append_once(
-            "proposed",
-            id=c.id,
-            phase=c.phase,
-            generation=c.generation,
-            parent=c.parent,
-            encoding=_code(c.arch),
-            fingerprint=c.arch.fingerprint(),
-            morphisms=c.morphisms,
-            gmacs=round(c.arch.flops(size) / 1e9, 4),
-            params_m=round(c.arch.params() / 1e6, 4),
-        )
+        self._emit("proposed", once=True, id=c.id, phase=c.phase, role=c.role, generation=c.generation, parent=c.parent,
+                   encoding=code_of(c.arch), fingerprint=c.arch.fingerprint(), morphisms=c.morphisms,
+                   gmacs=round(c.arch.flops(size) / 1e9, 4), params_m=round(c.arch.params() / 1e6, 4))
         self.seen.add(c.arch.fingerprint())
         self.candidates[c.id] = c
         return c
 
-    def _cached(self, c: Candidate) -> dict[str, Any] | None:
-        r = self.journal.results.get(c.id)
-        if r is None:
-            return None
-        if r.get("event") == "evaluated":
-            w = self.out / r["weights"]
-            from spnas.ir.io import sha256_file
-
-            if not w.is_file() or sha256_file(w) != r.get("sha256") or not (self.out / "candidates" / c.id / HEAD_FILE).is_file():
-                return None  # the files are gone or damaged: evaluate again
-        return r
-
-    def _evaluate_batch(self, cands: list[Candidate]) -> list[Candidate]:
-        todo = []
-        for c in cands:
-            r = self._cached(c)
-            if r is not None:
-                c.result = r
-            else:
-                todo.append(c)
-        if todo:
-            if self.pool is None:
-                self.pool = make_pool(self.cfg.workers.backend, list(self.cfg.workers.devices), self.cfg.workers.n,
-                                      self.cfg.workers.threads, self.cfg.workers.timeout_s)
-            for c in todo:  # a resumed candidate may have had its input weights dropped
-                d = self.out / "candidates" / c.id / "input"
-                if not (d / WEIGHTS_FILE).is_file():
-                    save(c.arch, d)
-            results = self.pool.map([self._request(c) for c in todo])
-            for c, r in zip(todo, results):
-                body = {k: v for k, v in r.items() if k not in ("id", "status")}
-                c.result = self.journal.append("evaluated" if r["status"] == "ok" else "failed", id=c.id, phase=c.phase, **body)
-                if c.ok and not self.cfg.search.keep_inputs:
-                    # the input is the parent's trained weights under the journaled morphisms: rebuilt on demand
-                    (self.out / "candidates" / c.id / "input" / WEIGHTS_FILE).unlink(missing_ok=True)
-                self._log_candidate(c)
-        for c in cands:
-            self.phase_seconds[c.phase] = self.phase_seconds.get(c.phase, 0.0) + float(c.result.get("seconds") or 0.0)
-            ind = creator.SpnasIndividual(id=c.id, fingerprint=c.arch.fingerprint(), encoding=_code(c.arch))
-            ind.fitness.values = (c.metric,)
-            if c.ok:
-                self.hof.update([ind])
-        return cands
-
     def _mutate(self, parent: Candidate, cid: str, generation: int) -> Candidate | None:
-        """1..3 random morphisms (a rule, then one of its sites, uniformly); bounded retries."""
-        lo, hi = self.cfg.search.mutations
+        """lo..hi random morphisms (a rule, then one of its sites, uniformly); bounded retries."""
         s = self.cfg.search
+        lo, hi = s.mutations
         size = self._input_size()
         for _ in range(s.max_tries):
             k = int(self.rng.integers(lo, hi + 1))
             cur, ops = parent.arch, []
             for _ in range(k):
-                options = [(m, m.sites(cur, self.space)) for m in self.rules]
-                options = [(m, st) for m, st in options if st]
+                options = [(m, st) for m in self.rules if (st := m.sites(cur, self.space))]
                 if not options:
                     break
                 m, sites = options[int(self.rng.integers(len(options)))]
@@ -244,8 +397,7 @@ class Search:
                 ops.append({"rule": m.name, "site": _plain_site(site), "exact": m.exact})
             if not ops:
                 return None
-            n_blocks = len(cur.main_chain())
-            if not (s.min_blocks <= n_blocks <= s.max_blocks):
+            if not (s.min_blocks <= len(cur.main_chain()) <= s.max_blocks):
                 continue
             if s.flops_budget is not None and cur.flops(size) / 1e9 > s.flops_budget:
                 continue
@@ -253,179 +405,170 @@ class Search:
                 continue
             if cur.fingerprint() in self.seen:
                 continue
-            return Candidate(cid, "serial", parent.id, cur, ops, generation)
+            return Candidate(cid, "serial", "child", parent.id, cur, ops, generation)
         return None
 
-    def _child_base(self, c: Candidate) -> Candidate:
-        """A candidate carrying its trained backbone weights (what children inherit)."""
+    def _trained(self, c: Candidate) -> Candidate:
+        """``c`` carrying its trained backbone weights (what its children and continuation start from)."""
         if not c.ok:
             return c
-        trained = load(self.out / "candidates" / c.id / "trained")
-        return Candidate(c.id, c.phase, c.parent, trained, c.morphisms, c.generation, c.reignite, c.result)
+        trained = load(self._dir(c.id) / "trained")
+        return Candidate(c.id, c.phase, c.role, c.parent, trained, c.morphisms, c.generation, c.result)
 
-    def _check_rng(self, generation: int, phase: str) -> None:
-        state = json.loads(json.dumps(self.rng.bit_generator.state))
-        prior = [e for e in self.journal.events if e.get("event") == "generation" and e.get("generation") == generation and e.get("phase") == phase]
-        if prior and prior[0].get("rng") != state:
-            raise ConfigError(f"{self.journal.path}: generation {generation} of {phase} began from another random state; "
-                              "the journal belongs to a different run")
-        self.journal.append_once("generation", id=None, generation=generation, phase=phase, rng=state)
+    def _dir(self, cid: str) -> Path:
+        return self.out / "candidates" / cid
 
-    # ------------------------------------------------------------------------------ the loops
-    def run(self) -> dict[str, Any]:
-        t_start = time.time()
-        self.journal.append_once("start", id=None, seed=self.cfg.seed, generation=None, phase=None)
-        self.data = self._data_request()
-        self._open_tb()
-        try:
-            best = self._serial()
-            best = self._parallel(best) if self.cfg.parallel.enabled else best
-            summary = self._finish(best, time.time() - t_start)
-        finally:
-            if self.pool is not None:
-                self.pool.close()
-            if self.tb is not None:
-                self.tb.close()
-            self.journal.close()
-        return summary
+    # ------------------------------------------------------------------------------ evaluation
+    def _request(self, c: Candidate) -> dict[str, Any]:
+        parent = self.candidates.get(c.parent) if c.parent else None
+        head = self._dir(parent.id) / HEAD_FILE if parent is not None and parent.ok else None
+        det = self.cfg.detector
+        train = self.cfg.train.model_dump()
+        if c.role == "start" and self.cfg.start.train_epochs:
+            train["epochs"] = self.cfg.start.train_epochs
+        # one training seed per generation: children and their continued parent see the same batches
+        seed_key = {"start": "start", "noise": c.id, "reignite": c.id}.get(c.role, f"{c.phase}{c.generation}")
+        return {
+            "id": c.id,
+            "dir": str(self._dir(c.id)),
+            "parent_head": str(head) if head is not None and head.is_file() else None,
+            "data": self.data,
+            "detector": {"head": det.head, "preset": det.preset, "options": dict(det.options)},
+            "train": train,
+            "metric": self.cfg.search.metric,
+            "seed": candidate_seed(self.cfg.seed, seed_key),
+            "reignite": self.cfg.reignite.model_dump() if c.role == "reignite" else None,
+        }
 
-    def _serial(self) -> Candidate:
-        s = self.cfg.search
-        start = self._propose(Candidate("start", "serial", None, self._start_arch()))
-        self._evaluate_batch([start])
-        if not start.ok:
-            raise SpnasError(f"the start network failed to train: {start.result.get('reason')}")
-        self.start = start
-        parent = self._child_base(start)
-        self._accept(parent, generation=0)
-        stuck = reignites = 0
-        bar = tqdm(total=s.max_generations, desc="serial", disable=self.quiet)
-        for gen in range(1, s.max_generations + 1):
-            self._check_rng(gen, "serial")
-            children = []
-            for i in range(s.lam):
-                c = self.toolbox.mutate(parent, f"g{gen:03d}c{i}", gen)
-                if c is not None:
-                    children.append(self._propose(c))
-            if not children:
-                self.journal.append_once("stopped", id=None, generation=gen, phase="serial", reason="no new child within the bounds")
-                break
-            self.toolbox.evaluate(children)
-            best = max(children, key=lambda c: c.metric)
-            improved = best.ok and best.metric > parent.metric
-            self.logbook.record(gen=gen, phase="serial", evals=len(children), best=best.metric, parent=parent.metric)
-            if improved:
-                parent = self._child_base(best)
-                self._accept(parent, generation=gen)
-                stuck = 0
-            else:
-                stuck += 1
-                self.journal.append_once("rejected", id=best.id, generation=gen, phase="serial", parent=parent.id)
-            bar.update(1)
-            bar.set_postfix(best=f"{parent.metric:.4f}")
-            if stuck >= s.n_stuck:
-                if reignites >= s.n_reignite:
-                    self.journal.append_once("stopped", id=None, generation=gen, phase="serial", reason=f"stuck for {stuck} generations")
-                    break
-                reignites += 1
-                r = self._propose(Candidate(f"r{reignites}", "reignite", parent.id, parent.arch, [], gen, reignite=True))
-                self._evaluate_batch([r])
-                self.journal.append_once("reignited", id=r.id, generation=gen, phase="reignite", parent=parent.id, metric=r.metric)
-                if r.ok:  # the reignited net is the new parent, and its metric the new bar
-                    parent = self._child_base(r)
-                    self._accept(parent, generation=gen)
-                stuck = 0
-        bar.close()
-        return parent
+    def _cached(self, c: Candidate) -> dict[str, Any] | None:
+        r = self.journal.results.get(c.id)
+        if r is None:
+            return None
+        if r.get("event") == "evaluated":
+            w = self.out / r["weights"]
+            if not w.is_file() or sha256_file(w) != r.get("sha256") or not (self._dir(c.id) / HEAD_FILE).is_file():
+                return None  # the files are gone or damaged: evaluate again
+        return r
 
-    def _accept(self, c: Candidate, generation: int) -> None:
-        if self.journal.append_once("accepted", id=c.id, generation=generation, phase=c.phase, metric=c.metric, encoding=_code(c.arch)):
-            self._log_accept(c)
+    def _pool_map(self, fn: Evaluate, requests: list[dict[str, Any]], on_result: Callable[[int, dict[str, Any]], None]) -> list[dict[str, Any]]:
+        if self.pool is None:
+            w = self.cfg.workers
+            self.pool = make_pool(w.backend, list(w.devices), w.n, w.threads, w.timeout_s)
+        return self.pool.map(fn, requests, on_result)
 
-    def _parallel(self, serial_best: Candidate) -> Candidate:
-        p = self.cfg.parallel
-        base = serial_best
-        best = serial_best
-        size = self._input_size()
-        flops = stage_flops(base.arch, size)
-        stuck = n = 0
-        bar = tqdm(total=p.max_candidates, desc="parallel", disable=self.quiet)
-        add = get_morphism("add_subnet")
-        while stuck < p.n_stuck_p and n < p.max_candidates:
-            self._check_rng(n, "parallel")
-            cand = None
-            for _ in range(self.cfg.search.max_tries):
-                n_add = int(self.rng.integers(1, p.max_additions + 1))
-                counts = sample_parallel_code(flops, [0] * len(flops), p.K, n_add, self.rng)
-                arch, ops = base.arch, []
-                for stage, k in enumerate(counts):
-                    for _ in range(k):
-                        arch = add.apply(arch, stage, self.rng, self.space)
-                        ops.append({"rule": "add_subnet", "site": stage, "exact": True})
-                if arch.fingerprint() not in self.seen:
-                    cand = Candidate(f"p{n:03d}", "parallel", base.id, arch, ops, n)
-                    break
-            if cand is None:
-                break
-            self._propose(cand)
-            self.toolbox.evaluate([cand])
-            n += 1
-            bar.update(1)
-            if cand.ok and cand.metric > best.metric:
-                best = self._child_base(cand)
-                self._accept(best, generation=n)
-                stuck = 0
-            else:
-                stuck += 1
-        bar.close()
-        return best
+    def _evaluate(self, cands: list[Candidate]) -> None:
+        """Results from the journal where they exist; the rest through ``toolbox.map``, each journaled as it finishes."""
+        todo = []
+        for c in cands:
+            c.result = self._cached(c)
+            if c.result is None:
+                todo.append(c)
+        for c in todo:  # a resumed candidate may have had its input weights dropped
+            d = self._dir(c.id) / "input"
+            if not (d / WEIGHTS_FILE).is_file():
+                save(c.arch, d)
 
-    # ------------------------------------------------------------------------------ reporting
-    def _open_tb(self) -> None:
-        from spnas.search.tb import TBLogger
+        def record(i: int, r: dict[str, Any]) -> None:
+            c = todo[i]
+            body = {k: v for k, v in r.items() if k not in ("id", "status", "event")}
+            c.result = self._emit("evaluated" if r.get("status") == "ok" else "failed", id=c.id, phase=c.phase, **body)
+            if c.ok and not self.cfg.search.keep_inputs:
+                # the input is the parent's trained weights under the journaled morphisms: rebuilt on demand
+                (self._dir(c.id) / "input" / WEIGHTS_FILE).unlink(missing_ok=True)
 
-        self.tb = TBLogger(self.out / "tb")
+        if todo:
+            self.toolbox.map(self.toolbox.evaluate, [self._request(c) for c in todo], record)
+        for c in cands:
+            if c.ok:
+                ind = creator.SpnasIndividual(id=c.id, fingerprint=c.arch.fingerprint(), encoding=code_of(c.arch))
+                ind.fitness.values = (c.metric,)
+                self.hof.update([ind])
 
-    def _log_candidate(self, c: Candidate) -> None:
-        if self.tb is not None:
-            best = max([x.metric for x in self.candidates.values() if x.ok], default=c.metric)
-            self.tb.candidate(c, self._input_size(), best=best, step=len(self.journal.results))
+    def _input_size(self) -> tuple[int, int]:
+        from spnas.detect.detector import resolve_options
 
-    def _log_accept(self, c: Candidate) -> None:
-        if self.tb is not None:
-            self.tb.accepted(c)
+        o = resolve_options(self.cfg.detector.preset, **self.cfg.detector.options)
+        return (o.max_size, o.max_size)
 
+    # ------------------------------------------------------------------------------ the result
     def _finish(self, best: Candidate, seconds: float) -> dict[str, Any]:
         size = self._input_size()
-        best_dir = self.out / "best"
-        if best_dir.exists():
-            shutil.rmtree(best_dir)
-        shutil.copytree(self.out / "candidates" / best.id / "trained", best_dir / "arch")
-        head = load_file(str(self.out / "candidates" / best.id / HEAD_FILE))
-        body = load_file(str(best_dir / "arch" / WEIGHTS_FILE))
-        save_file(detector_state(body, head), str(best_dir / "detector.safetensors"))
+        self._write_best(best)
         evaluated = [c for c in self.candidates.values() if c.result is not None]
+        seconds_by_phase: dict[str, float] = {}
+        for c in evaluated:
+            seconds_by_phase[c.phase] = seconds_by_phase.get(c.phase, 0.0) + float(c.result.get("seconds") or 0.0)
+        start = self.candidates["start"]
+        accepted = [e for e in self.journal.events if e.get("event") == "accepted" and e.get("rule") != "start"]
         summary = {
             "best_id": best.id,
-            "best_code": _code(best.arch),
+            "best_code": code_of(best.arch),
             "best_metric": best.metric,
             "metric": self.cfg.search.metric,
-            "start_code": _code(self.start.arch),
-            "start_metric": self.start.metric,
-            "improved": best.metric > self.start.metric,
+            "acceptance": self.cfg.search.acceptance,
+            "start_code": code_of(start.arch),
+            "start_metric": start.metric,
+            "improved": best.metric > start.metric,
+            "noise_std": (self.noise or {}).get("std"),
+            "accepted": [{"id": e["id"], "code": e.get("encoding"), "metric": e.get("metric"), "baseline": e.get("baseline"),
+                          "gain": e.get("gain")} for e in accepted],
             "gmacs": round(best.arch.flops(size) / 1e9, 4),
             "params_m": round(best.arch.params() / 1e6, 4),
             "candidates": len(evaluated),
             "failed": sum(1 for c in evaluated if not c.ok),
-            "device_hours": {k: round(v / 3600, 5) for k, v in self.phase_seconds.items()},
+            "device_hours": {k: round(v / 3600, 5) for k, v in seconds_by_phase.items()},
             "wall_seconds": round(seconds, 1),
             "metrics": best.result.get("metrics", {}),
         }
-        (best_dir / "summary.json").write_text(json.dumps(summary, indent=1))
-        self.journal.append_once("done", id=best.id, generation=None, phase=None, **{k: v for k, v in summary.items() if k not in ("wall_seconds", "device_hours")})
-        if self.tb is not None:
-            self.tb.finish(self.cfg, summary, list(self.candidates.values()), self.journal.events)
+        (self.out / "best" / "summary.json").write_text(json.dumps(summary, indent=1))
+        (self.out / "logbook.txt").write_text(str(self.logbook) + "\n")
+        self._emit("done", once=True, id=best.id, generation=None, phase=None,
+                   **{k: v for k, v in summary.items() if k not in ("wall_seconds", "device_hours")})
         return summary
+
+    def _write_best(self, best: Candidate) -> None:
+        """``best/``: arch + weights, the whole detector, and the hall of fame in ``top/``; built beside, then moved in."""
+        tmp, final, old = self.out / "best.partial", self.out / "best", self.out / "best.old"
+        for d in (tmp, old):
+            shutil.rmtree(d, ignore_errors=True)
+        shutil.copytree(self._dir(best.id) / "trained", tmp / "arch")
+        head = load_file(str(self._dir(best.id) / HEAD_FILE))
+        body = load_file(str(tmp / "arch" / WEIGHTS_FILE))
+        save_file(detector_state(body, head), str(tmp / "detector.safetensors"))
+        for rank, ind in enumerate(self.hof, start=1):
+            dst = tmp / "top" / f"{rank}_{ind['id']}"
+            shutil.copytree(self._dir(ind["id"]) / "trained", dst / "arch")
+            shutil.copy2(self._dir(ind["id"]) / HEAD_FILE, dst / HEAD_FILE)
+            (dst / "metric.json").write_text(json.dumps({"id": ind["id"], "code": ind["encoding"], "metric": ind.fitness.values[0]}))
+        if final.exists():
+            os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+
+
+class _Progress:
+    """A tqdm bar over the serial generations and parallel candidates; quiet when not a terminal."""
+
+    def __init__(self, cfg: SearchConfig, disable: bool) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=cfg.search.max_generations + (cfg.parallel.max_candidates if cfg.parallel.enabled else 0),
+                        desc="search", disable=disable)
+        self.best = -math.inf
+
+    def __call__(self, ev: dict[str, Any]) -> None:
+        if ev["event"] == "generation":
+            self.bar.update(1)
+        elif ev["event"] == "best":
+            self.best = ev["metric"]
+            self.bar.set_postfix(best=f"{self.best:.4f}")
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _finite(x: float | None) -> float | None:
+    return None if x is None or not math.isfinite(x) else round(float(x), 6)
 
 
 def resolve_data(cfg: SearchConfig, out: Path) -> dict[str, Any]:
@@ -445,19 +588,6 @@ def resolve_data(cfg: SearchConfig, out: Path) -> dict[str, Any]:
     return {"format": c.format, "train": res(c.train), "val": res(c.val), "classes": list(c.classes), "strict": c.strict, "tile": c.tile}
 
 
-def _code(arch: Arch) -> str:
-    try:
-        return arch.encode()
-    except SpnasError:
-        return "<custom>"
-
-
-def _asdict(x: Any) -> dict[str, Any]:
-    import dataclasses
-
-    return dataclasses.asdict(x)
-
-
 def _with_weights(arch: Arch, path: Path) -> Arch:
     """Start weights: a torchvision checkpoint (weights_only) or an spnas safetensors store."""
     import torch
@@ -467,10 +597,11 @@ def _with_weights(arch: Arch, path: Path) -> Arch:
     if not path.is_file():
         raise ConfigError(f"start.weights: {path}: no such file")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         new = arch.clone()
-        tensors = load_file(str(path))
+        try:
+            tensors = load_file(str(path))
+        except Exception as e:
+            raise ConfigError(f"start.weights: {path}: not a safetensors file ({e})") from None
         if set(tensors) != set(new.weights):
             missing = sorted(set(new.weights) ^ set(tensors))[:1]
             raise ConfigError(f"start.weights: {path}: keys differ from the start architecture's (e.g. {missing})")
@@ -485,5 +616,5 @@ def _with_weights(arch: Arch, path: Path) -> Arch:
         sd = sd["state_dict"]
     imported = from_torchvision(sd)
     if imported.fingerprint() != arch.fingerprint():
-        raise ConfigError(f"start.weights: {path} holds {_code(imported)}, but start.code is {_code(arch)}")
+        raise ConfigError(f"start.weights: {path} holds {code_of(imported)}, but start.code is {code_of(arch)}")
     return imported

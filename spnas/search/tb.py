@@ -1,13 +1,18 @@
-"""TensorBoard for a search: per-candidate metric, best so far, FLOPs/params, accepted codes, hparams,
-and a trajectory picture like the paper's Figure 3 (metric of every candidate over the search,
-accepted ones joined, phases coloured), drawn with PIL and also saved as ``trajectory.png``.
+"""TensorBoard for a search, fed by the journal's events (a listener of :class:`~spnas.search.runner.Search`).
 
 Tags: ``candidate/metric``, ``candidate/gmacs``, ``candidate/params_m``, ``search/best_so_far``,
-``accepted/encoding`` (text), ``summary`` (text), ``trajectory`` (image), and the hparams plugin's.
+``search/noise_std``, ``accepted/encoding`` (text: code, metric, baseline, gain, noise),
+``summary`` (text), ``trajectory`` (image), and the hparams plugin's. The trajectory picture is
+like the paper's Figure 3 (metric of every candidate over the search, accepted ones joined, phases
+coloured), drawn with PIL and also saved as ``trajectory.png``.
+
+The logger knows nothing of the search's classes: everything it shows is in the events, so a
+resumed run (whose earlier events are replayed into it, not logged again) continues its curves.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -21,41 +26,73 @@ _PHASE_COLOURS = {"serial": (31, 119, 180), "reignite": (214, 39, 40), "parallel
 
 
 class TBLogger:
-    def __init__(self, logdir: Path) -> None:
+    """Call it with each new journal event; ``events`` are those already journaled (a resumed run)."""
+
+    def __init__(self, logdir: Path, cfg: Any, events: list[dict[str, Any]]) -> None:
         self.logdir = Path(logdir)
-        self.w = SummaryWriter(str(self.logdir))
-        self.step = 0
+        self.cfg = cfg
+        self.w: SummaryWriter | None = None
+        self.events: list[dict[str, Any]] = []
+        self.proposed: dict[str, dict[str, Any]] = {}
+        self.results = 0
+        self.best = -math.inf
+        for ev in events:
+            self._index(ev)
 
-    def candidate(self, c: Any, size: tuple[int, int], best: float, step: int) -> None:
-        """Log one result at ``step`` (its position among the journal's results, stable across resumes)."""
-        self.step = step
-        if c.ok:
-            self.w.add_scalar("candidate/metric", c.metric, self.step)
-            self.w.add_scalar("search/best_so_far", best, self.step)
-        self.w.add_scalar("candidate/gmacs", c.arch.flops(size) / 1e9, self.step)
-        self.w.add_scalar("candidate/params_m", c.arch.params() / 1e6, self.step)
-        self.w.flush()
+    def _index(self, ev: dict[str, Any]) -> None:
+        self.events.append(ev)
+        kind = ev.get("event")
+        if kind == "proposed":
+            self.proposed[ev["id"]] = ev
+        elif kind in ("evaluated", "failed"):
+            self.results += 1
+            if kind == "evaluated":
+                self.best = max(self.best, float(ev["metric"]))
 
-    def accepted(self, c: Any) -> None:
-        from spnas.search.runner import _code
+    def _writer(self) -> SummaryWriter:
+        if self.w is None:
+            self.w = SummaryWriter(str(self.logdir))
+        return self.w
 
-        self.w.add_text("accepted/encoding", f"{c.id}: `{_code(c.arch)}` ({c.metric:.4f})", self.step)
-        self.w.flush()
+    def __call__(self, ev: dict[str, Any]) -> None:
+        self._index(ev)
+        kind, step = ev.get("event"), self.results
+        if kind in ("evaluated", "failed"):
+            w, p = self._writer(), self.proposed.get(ev["id"], {})
+            if kind == "evaluated":
+                w.add_scalar("candidate/metric", float(ev["metric"]), step)
+                w.add_scalar("search/best_so_far", self.best, step)
+            if "gmacs" in p:
+                w.add_scalar("candidate/gmacs", p["gmacs"], step)
+                w.add_scalar("candidate/params_m", p["params_m"], step)
+        elif kind == "noise" and ev.get("std") is not None:
+            self._writer().add_scalar("search/noise_std", ev["std"], step)
+            self._writer().add_text("noise", f"start net continued under {ev['seeds']} seeds: {ev['metrics']} (std {ev['std']:.4f})", step)
+        elif kind == "accepted":
+            gain = f", gain {ev['gain']:+.4f} over `{ev['baseline']}`" if ev.get("gain") is not None else ""
+            noise = f" (noise std {ev['noise_std']:.4f})" if ev.get("noise_std") is not None else ""
+            self._writer().add_text("accepted/encoding", f"{ev['id']}: `{ev.get('encoding')}` ({ev['metric']:.4f}){gain}{noise}", step)
+        elif kind == "done":
+            self._finish(ev, step)
+        else:
+            return
+        self._writer().flush()
 
-    def finish(self, cfg: Any, summary: dict[str, Any], candidates: list[Any], events: list[dict[str, Any]]) -> None:
-        rows = "\n".join(f"| {k} | {v} |" for k, v in summary.items() if k != "metrics")
-        self.w.add_text("summary", "| field | value |\n|---|---|\n" + rows, self.step)
-        png = trajectory_png(events, summary.get("metric", "metric"))
+    def _finish(self, summary: dict[str, Any], step: int) -> None:
+        w = self._writer()
+        rows = "\n".join(f"| {k} | {v} |" for k, v in summary.items() if k not in ("metrics", "event", "time", "accepted"))
+        w.add_text("summary", "| field | value |\n|---|---|\n" + rows, step)
+        png = trajectory_png(self.events, summary.get("metric", "metric"))
         png.save(self.logdir.parent / "trajectory.png")
-        self.w.add_image("trajectory", np.asarray(png).transpose(2, 0, 1), self.step)
-        s = cfg.search
-        hp = {"seed": cfg.seed, "lam": s.lam, "n_stuck": s.n_stuck, "n_reignite": s.n_reignite, "start": cfg.start.code or cfg.start.ir or "",
-              "head": cfg.detector.head, "K": cfg.parallel.K}
-        self.w.add_hparams(hp, {"hparam/best_metric": summary["best_metric"], "hparam/gmacs": summary["gmacs"]}, run_name=".")
-        self.w.flush()
+        w.add_image("trajectory", np.asarray(png).transpose(2, 0, 1), step)
+        cfg, s = self.cfg, self.cfg.search
+        hp = {"seed": cfg.seed, "lam": s.lam, "n_stuck": s.n_stuck, "n_reignite": s.n_reignite, "acceptance": s.acceptance,
+              "start": cfg.start.code or cfg.start.ir or "", "head": cfg.detector.head, "K": cfg.parallel.K}
+        w.add_hparams(hp, {"hparam/best_metric": summary["best_metric"], "hparam/gmacs": summary["gmacs"]}, run_name=".")
 
     def close(self) -> None:
-        self.w.close()
+        if self.w is not None:
+            self.w.close()
 
 
 def trajectory_png(events: list[dict[str, Any]], metric: str, size: tuple[int, int] = (900, 520)) -> Image.Image:

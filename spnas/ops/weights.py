@@ -66,7 +66,9 @@ def random_shares(mapping: torch.Tensor, gen: torch.Generator, low: float = 0.25
 
     A channel copied twice gets ``(a, 1 - a)`` with ``a`` uniform in ``[low, 1 - low]``; more copies get
     positive weights normalised to sum 1. Unequal shares give the replicas different gradients, so
-    they diverge under training and the widening adds capacity, while the rewrite stays exact.
+    they diverge under training and the widening adds capacity, while the rewrite stays exact: the
+    shares are multiples of 2**-12, so a float32 weight times a share is exact in float64 and the
+    replicas' parts add back to the weight.
 
     >>> m = wider_map(2, 4)
     >>> s = random_shares(m, torch.Generator().manual_seed(0))
@@ -75,9 +77,16 @@ def random_shares(mapping: torch.Tensor, gen: torch.Generator, low: float = 0.25
     """
     raw = low + (1 - 2 * low) * torch.rand(len(mapping), generator=gen, dtype=torch.float64)
     total = torch.zeros(int(mapping.max()) + 1, dtype=torch.float64).index_add_(0, mapping, raw)
-    counts = torch.bincount(mapping)
-    shares = raw / total[mapping]
-    return torch.where(counts[mapping] == 1, torch.ones_like(shares), shares)
+    # multiples of 2**-12: every share is exact in any float dtype, and so is 1 - (the others)
+    shares = torch.round(raw / total[mapping] * _QUANTUM) / _QUANTUM
+    last = torch.zeros(len(total), dtype=torch.long)
+    last[mapping] = torch.arange(len(mapping))  # the last replica of each old channel takes the remainder
+    others = torch.zeros_like(total).index_add_(0, mapping, shares) - shares[last]
+    shares[last] = 1.0 - others
+    return shares
+
+
+_QUANTUM = 4096.0
 
 
 def replicate_bn(tensors: dict[str, torch.Tensor], prefix: str, mapping: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -49,7 +49,7 @@ def architectures(draw):
         stages.append(blocks)
     arch = randomise_bn(parse(f"{prefix}({','.join(stages)})", seed=draw(st.integers(0, 3))), draw(st.integers(0, 100)))
     if draw(st.booleans()):  # a parallel net as the parallel level builds it: subnets copy the trained stage
-        for i in range(1, n_stages):
+        for i in range(n_stages):  # the first stage included: its subnets fuse into the stem's output
             for _ in range(draw(st.integers(0, 1))):
                 add_subnet(arch, i)
     return arch
@@ -152,6 +152,7 @@ def test_widen_reaches_paper_channel_layouts():
 
 def test_widen_changes_channels_by_replication():
     arch = randomise_bn(parse("BB(11,d1,d1,d1)"), 0)
+    arch.weights = {k: v.double() if v.is_floating_point() else v for k, v in arch.weights.items()}  # exact arithmetic
     r = check("widen", arch, torch.randn(2, 3, 64, 64, dtype=torch.float64), site="b2")
     assert r.after.encode() == "BB(1d,11,d1,d1)"
     assert compile_backbone(r.after).output_shape()["res2"] == (128, 4)
@@ -205,7 +206,58 @@ def test_apply_leaves_input_untouched():
 
 def test_add_subnet_refuses_trained_parallel_nets():
     arch = parse("BB(11,d1,d1,d1)(0,1,0,0)")
-    assert get_morphism("add_subnet").sites(arch) == [1, 2, 3]
+    assert get_morphism("add_subnet").sites(arch) == [0, 1, 2, 3]  # the first stage too (its fuse resizes to the stem)
     fuse = arch.stages()[1].subnets[0].fuse
     arch.weights[f"{fuse}/bn.weight"] = torch.full_like(arch.weights[f"{fuse}/bn.weight"], 0.1)
     assert get_morphism("add_subnet").sites(arch) == []
+
+
+def test_widen_replicas_diverge_under_training():
+    """Random shares give the replicas different gradients: after a few SGD steps they differ (equal 1/2 splits never do)."""
+    from spnas.ops.weights import wider_map
+
+    arch = parse("BB(11,d1,d1,d1)")
+    wide = get_morphism("widen").apply(arch, "b2", np.random.default_rng(0))  # b1 goes 64 -> 128 channels: 64 pairs of replicas
+    body = compile_backbone(wide).train()
+    conv = dict(body.named_modules())["b1"].conv1
+    pairs = wider_map(64, 128)  # new channel i copies old channel pairs[i]: replicas are i and i + 64
+    w0 = conv.weight.detach().clone()
+    assert torch.equal(w0[:64], w0[64:])  # exact replicas at apply
+    opt = torch.optim.SGD(body.parameters(), lr=0.05, momentum=0.9)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        x = torch.randn(4, 3, 64, 64, generator=g)
+        loss = sum((y ** 2).mean() for y in body(x).values())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    w = conv.weight.detach()
+    assert pairs.tolist() == list(range(64)) * 2
+    gap = (w[:64] - w[64:]).abs().amax(dim=(1, 2, 3))
+    assert (gap > 1e-6).all(), f"{int((gap <= 1e-6).sum())} replica pairs stayed identical"
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(stages=st.integers(4, 6), data=st.data())
+def test_parallel_codes_with_first_stage_subnets_are_exact_at_creation(stages, data):
+    """Any parallel code, first stage included, computes exactly what its serial net computes."""
+    from spnas.detect import compile_backbone
+
+    serial = ",".join(["11"] + ["d1"] * (stages - 1))
+    counts = data.draw(st.lists(st.integers(0, 3), min_size=stages, max_size=stages).filter(any))
+    counts[0] = max(counts[0], data.draw(st.integers(1, 3)))  # always a first-stage subnet
+    code = f"BB({serial})({','.join(map(str, counts))})"
+    base = randomise_bn(parse(f"BB({serial})"), 1)  # "trained" weights; the subnets copy them, as the rule does
+    par = base.clone()
+    for i, k in enumerate(counts):
+        for _ in range(k):
+            add_subnet(par, i)
+    assert par.encode() == code
+    x = torch.randn(3, 3, 96, 96, generator=torch.Generator().manual_seed(stages), dtype=torch.float64)
+    for train in (False, True):
+        a = compile_backbone(base).double().train(train)
+        b = compile_backbone(par).double().train(train)
+        with torch.no_grad():
+            ya, yb = a(x), b(x)
+        for name in ya:
+            torch.testing.assert_close(yb[name], ya[name], rtol=0, atol=1e-9 * ya[name].abs().max().item())

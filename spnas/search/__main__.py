@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("spnas: interrupted; continue with --resume", file=sys.stderr)
         return 130
-    print(search.logbook)
+    print(search.logbook_text())
     print(f"SP-NAS search finished: {out}")
     width = max(len(k) for k in summary)
     for k, v in summary.items():

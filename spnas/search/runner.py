@@ -219,6 +219,8 @@ class Search:
                 parent = self._reignite(parent, f"r{reignites}", gen) or parent
                 best, line_is_best = self._record_best(parent, best, gen, False)  # the bar stays acc_best: a reignited net must beat it
                 tries = 0
+        else:
+            self._emit("stopped", once=True, id=None, generation=gen, phase="serial", reason="max_generations reached")
         if s.final_reignite:
             final = self._reignite(best, f"r{reignites + 1}", gen + 1, final=True)
             if final is not None:
@@ -265,6 +267,8 @@ class Search:
                 tries += 1
                 self._reject(cand, bar, i, kept=bar)
             self._log_generation(i, "parallel", [cand], bar)
+        else:
+            self._emit("stopped", once=True, id=None, generation=p.max_candidates, phase="parallel", reason="max_candidates reached")
         return bar  # the last net that won a fair comparison (or the serial net, trained on, if none did)
 
     # ------------------------------------------------------------------------------ the steps
@@ -426,8 +430,10 @@ class Search:
         train = self.cfg.train.model_dump()
         if c.role == "start" and self.cfg.start.train_epochs:
             train["epochs"] = self.cfg.start.train_epochs
-        # one training seed per generation: children and their continued parent see the same batches
-        seed_key = {"start": "start", "noise": c.id, "reignite": c.id}.get(c.role, f"{c.phase}{c.generation}")
+        # common random numbers: the candidates of one serial generation and its continued parent train with one
+        # seed (the same batches and flips), and so do the parallel level's candidates and its baseline
+        seed_key = {"start": "start", "noise": c.id, "reignite": c.id, "baseline": "parallel", "parallel": "parallel"}.get(
+            c.role, f"{c.phase}{c.generation}")
         return {
             "id": c.id,
             "dir": str(self._dir(c.id)),
@@ -521,10 +527,14 @@ class Search:
             "metrics": best.result.get("metrics", {}),
         }
         (self.out / "best" / "summary.json").write_text(json.dumps(summary, indent=1))
-        (self.out / "logbook.txt").write_text(str(self.logbook) + "\n")
+        (self.out / "logbook.txt").write_text(self.logbook_text() + "\n")
         self._emit("done", once=True, id=best.id, generation=None, phase=None,
                    **{k: v for k, v in summary.items() if k not in ("wall_seconds", "device_hours")})
         return summary
+
+    def logbook_text(self) -> str:
+        """DEAP's logbook of the generations (statistics of each generation's evaluated candidates)."""
+        return str(self.logbook) if len(self.logbook) else "(no generation ran)"
 
     def _write_best(self, best: Candidate) -> None:
         """``best/``: arch + weights, the whole detector, and the hall of fame in ``top/``; built beside, then moved in."""

@@ -1,0 +1,235 @@
+"""The search loop's decisions, with a formula-driven evaluator (no training): seconds, not minutes.
+
+The fake evaluator (tests/search/fake.py) gives each candidate quality(arch) + per_epoch * (epochs
+its line has trained) + a seed's noise, so the tests can tell a rule that measures the architecture
+from one that rewards extra training.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from spnas.search import Search, config_from_dict
+from tests.search.fake import COUNTER, FakeEvaluator, flat
+
+BASE = {
+    "start": {"code": "BB(1,1,1,1)"},
+    "data": {"n_train": 2, "n_val": 1, "size": 32},
+    "detector": {"head": "faster", "options": {"min_size": 64, "max_size": 64}},
+    "train": {"epochs": 3},
+    "search": {"metric": "AP", "lam": 2, "morphisms": ["expand", "swap"], "mutations": [1, 1], "n_stuck": 4, "n_reignite": 0,
+               "max_generations": 4, "min_blocks": 4, "max_blocks": 9, "max_shift": 1},
+    "parallel": {"enabled": False, "K": 2, "n_stuck_p": 2, "max_candidates": 4},
+    "workers": {"backend": "inline"},
+    "seed": 0,
+}
+
+
+def config(**changes):
+    d = json.loads(json.dumps(BASE))
+    for section, values in changes.items():
+        if isinstance(values, dict):
+            d[section] = {**d.get(section, {}), **values}
+        else:
+            d[section] = values
+    return config_from_dict(d)
+
+
+def run(tmp_path, name="run", evaluator=None, resume=False, listeners=(), **changes):
+    ev = evaluator or FakeEvaluator()
+    s = Search(config(**changes), tmp_path / name, evaluate=ev, quiet=True, resume=resume, listeners=listeners, tensorboard=False)
+    return s.run(), events(tmp_path / name), ev
+
+
+def events(out):
+    out_ = []
+    for line in (out / "journal.jsonl").read_text().splitlines():
+        e = json.loads(line)
+        e.pop("time", None)
+        e.pop("seconds", None)
+        out_.append(e)
+    return out_
+
+
+def of(evs, kind, **match):
+    return [e for e in evs if e["event"] == kind and all(e.get(k) == v for k, v in match.items())]
+
+
+def test_fair_rule_accepts_no_child_whose_gain_is_only_training(tmp_path):
+    """Architecture does not matter (flat quality); training does. Fair: nothing accepted. Paper: training passes as progress."""
+    _, fair, _ = run(tmp_path, "fair", FakeEvaluator(flat))
+    assert of(fair, "accepted", rule="fair") == []
+    rejected = of(fair, "rejected", phase="serial")
+    assert rejected and all(e["kept"] == f"g{e['generation']:03d}p" for e in rejected)  # the continued parent carries on
+    _, paper, _ = run(tmp_path, "paper", FakeEvaluator(flat), search={"acceptance": "paper"})
+    accepted = of(paper, "accepted", rule="paper")
+    assert accepted, "the paper's rule should mistake 3 more epochs for a better architecture"
+    assert all(e["baseline"] != f"g{e['generation']:03d}p" for e in accepted)
+
+
+def test_fair_rule_compares_with_the_continued_parent_only(tmp_path):
+    summary, evs, _ = run(tmp_path)  # deeper is better: expand children win
+    accepted = of(evs, "accepted", rule="fair")
+    assert accepted
+    for e in accepted:
+        assert e["baseline"] == f"g{e['generation']:03d}p"
+        base = of(evs, "evaluated", id=e["baseline"])[0]
+        assert e["baseline_metric"] == pytest.approx(base["metric"], abs=1e-6) and e["gain"] == pytest.approx(e["metric"] - base["metric"], abs=1e-6)
+        assert base["epochs_trained"] == of(evs, "evaluated", id=e["id"])[0]["epochs_trained"]  # equal training
+    assert summary["acceptance"] == "fair" and [a["id"] for a in summary["accepted"]] == [e["id"] for e in accepted]
+
+
+def test_continued_parent_becomes_the_parent_when_no_child_wins(tmp_path):
+    _, evs, _ = run(tmp_path, evaluator=FakeEvaluator(flat))
+    g1 = of(evs, "rejected", generation=1, phase="serial")[0]
+    assert g1["kept"] == "g001p"
+    for e in of(evs, "proposed", generation=2):
+        assert e["parent"] == "g001p"
+    # its training is kept: generation 2 starts from 3 (start) + 3 (g001p) epochs and adds 3 more
+    assert of(evs, "evaluated", id="g002p")[0]["epochs_trained"] == 9
+
+
+def test_min_gain_demands_more(tmp_path):
+    _, evs, _ = run(tmp_path, search={"min_gain": 0.02})  # an expand adds 0.01
+    assert of(evs, "accepted", rule="fair") == []
+
+
+def test_noise_seeds_measure_the_spread_and_gains_stand_beside_it(tmp_path):
+    summary, evs, ev = run(tmp_path, search={"noise_seeds": 3})
+    noise = of(evs, "noise")[0]
+    assert noise["seeds"] == 3 and len(noise["metrics"]) == 3 and noise["std"] > 0
+    assert {"n1", "n2", "n3"} <= set(ev.calls)
+    assert all(of(evs, "proposed", id=n)[0]["parent"] == "start" for n in ("n1", "n2", "n3"))
+    assert all(e["noise_std"] == noise["std"] for e in of(evs, "accepted", rule="fair"))
+    assert summary["noise_std"] == noise["std"]
+
+
+def test_n_stuck_counts_tries(tmp_path):
+    # lam 2, n_stuck 3: stuck after the second rejected generation (4 tries), not after 3 generations
+    _, evs, _ = run(tmp_path, evaluator=FakeEvaluator(flat), search={"n_stuck": 3, "max_generations": 10})
+    stop = of(evs, "stopped", phase="serial")[0]
+    assert stop["generation"] == 2 and stop["reason"] == "stuck for 4 tries"
+
+
+def test_reignite_keeps_the_bar_at_acc_best_paper(tmp_path):
+    """Algorithm 1: after a reignite the children must beat acc_best, not the reignited net's (lower) metric."""
+    # swaps only: every child is exactly as good as its parent (no noise, no gain from training), the reignite costs 0.05
+    ev = FakeEvaluator(per_epoch=0.0, noise=0.0, reignite_cost=0.05)
+    _, evs, _ = run(tmp_path, evaluator=ev, start={"code": "BB(11,11,1,1)"},
+                    search={"acceptance": "paper", "n_stuck": 2, "n_reignite": 1, "max_generations": 6, "morphisms": ["swap"], "max_blocks": 6})
+    r = of(evs, "reignited")[0]
+    before = [e for e in of(evs, "best") if e["generation"] <= r["generation"]][-1]
+    assert r["metric"] < before["metric"]  # the reignite lowered the detection metric
+    later = [e for e in of(evs, "rejected", phase="serial") if e["generation"] > r["generation"]]
+    assert later and all(e["baseline"] == before["id"] for e in later)  # the bar: acc_best's holder, not r1
+    assert all(e["id"] != r["id"] for e in of(evs, "best"))  # r1 never became the best
+
+
+def test_reignite_line_must_beat_acc_best_fair(tmp_path):
+    ev = FakeEvaluator(flat, per_epoch=0.001, reignite_cost=0.05)
+    summary, evs, _ = run(tmp_path, evaluator=ev, search={"n_stuck": 2, "n_reignite": 1, "max_generations": 5})
+    r = of(evs, "reignited")[0]
+    assert r["metric"] is not None
+    bests = of(evs, "best")
+    assert r["id"] not in [e["id"] for e in bests]
+    assert all(e["generation"] <= r["generation"] for e in bests)  # the reignited line never beat acc_best
+    assert summary["best_id"] == bests[-1]["id"]
+    assert of(evs, "proposed", generation=r["generation"] + 1, role="continued")[0]["parent"] == r["id"]  # yet the search went on from it
+
+
+def test_final_reignite_ends_the_serial_level(tmp_path):
+    _, evs, _ = run(tmp_path, search={"final_reignite": True, "max_generations": 1}, parallel={"enabled": True, "max_candidates": 1})
+    r = of(evs, "reignited")[0]
+    assert r["final"] is True
+    assert of(evs, "proposed", id="pbase")[0]["parent"] == r["id"]
+
+
+def test_parallel_baseline_is_the_serial_net_trained_on(tmp_path):
+    summary, evs, _ = run(tmp_path, search={"max_generations": 1}, parallel={"enabled": True, "max_candidates": 3, "n_stuck_p": 3})
+    serial_best = [e for e in of(evs, "best") if e["phase"] == "serial"][-1]["id"]
+    base = of(evs, "proposed", id="pbase")[0]
+    assert base["role"] == "baseline" and base["parent"] == serial_best
+    decisions = of(evs, "accepted", phase="parallel") + of(evs, "rejected", phase="parallel")
+    assert decisions and decisions[0]["baseline"] == "pbase"
+    for e in of(evs, "evaluated", phase="parallel"):
+        assert e["epochs_trained"] == of(evs, "evaluated", id="pbase")[0]["epochs_trained"]
+
+
+def test_n_stuck_p_counts_tries(tmp_path):
+    _, evs, _ = run(tmp_path, evaluator=FakeEvaluator(flat), search={"max_generations": 1},
+                    parallel={"enabled": True, "max_candidates": 10, "n_stuck_p": 3})
+    assert len(of(evs, "proposed", role="parallel")) == 3
+    assert of(evs, "stopped", phase="parallel")[0]["reason"] == "stuck for 3 tries"
+
+
+def test_same_seed_same_journal(tmp_path):
+    kw = dict(search={"noise_seeds": 2}, parallel={"enabled": True, "max_candidates": 2})
+    _, a, _ = run(tmp_path, "a", **kw)
+    _, b, _ = run(tmp_path, "b", **kw)
+    assert a == b
+    _, c, _ = run(tmp_path, "c", seed=1, **kw)
+    assert a != c
+
+
+def test_failures_are_journaled_and_the_search_goes_on(tmp_path):
+    ev = FakeEvaluator(fail={"g001c0": "raise", "g001c1": "nan"})
+    summary, evs, _ = run(tmp_path, evaluator=ev)
+    failed = {e["id"]: e["reason"] for e in of(evs, "failed")}
+    assert "injected fault" in failed["g001c0"] and "non-finite" in failed["g001c1"]
+    assert summary["failed"] == 2 and of(evs, "done")
+
+
+class Killed(BaseException):
+    """A kill: not an Exception, so nothing in the search catches it."""
+
+
+KW = dict(search={"noise_seeds": 2, "n_stuck": 2, "n_reignite": 1}, parallel={"enabled": True, "max_candidates": 2})
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    out = tmp_path_factory.mktemp("loop")
+    summary, evs, _ = run(out, **KW)
+    return summary, evs
+
+
+def test_reference_run_has_every_event_type(reference):
+    kinds = {e["event"] for e in reference[1]}
+    assert {"start", "proposed", "evaluated", "accepted", "rejected", "best", "noise", "generation", "reignited", "done"} <= kinds
+
+
+@pytest.mark.parametrize("kind", ["start", "proposed", "evaluated", "accepted", "rejected", "best", "noise", "generation", "reignited", "stopped", "done"])
+def test_kill_at_every_event_type_then_resume(kind, reference, tmp_path):
+    ref_summary, ref_events = reference
+    n = sum(1 for e in ref_events if e["event"] == kind)
+    assert n, kind
+    for k in sorted({1, (n + 1) // 2, n}):  # the first, a middle and the last event of that type
+        seen = []
+
+        def kill(ev, k=k):
+            if ev["event"] == kind:
+                seen.append(ev)
+                if len(seen) == k:
+                    raise Killed
+
+        ev = FakeEvaluator()
+        with pytest.raises(Killed):
+            run(tmp_path, f"k{k}", ev, listeners=(kill,), **KW)
+        summary, evs, ev2 = run(tmp_path, f"k{k}", FakeEvaluator(), resume=True, **KW)
+        assert {x: summary[x] for x in ("best_id", "best_code", "best_metric")} == {x: ref_summary[x] for x in ("best_id", "best_code", "best_metric")}
+        results = [e["id"] for e in evs if e["event"] in ("evaluated", "failed")]
+        assert sorted(results) == sorted(e["id"] for e in ref_events if e["event"] in ("evaluated", "failed"))  # none lost, none twice
+        assert not set(ev.calls) & set(ev2.calls) - set(ev.calls[-1:])  # only the in-flight one may run again
+        decisions = [(e["event"], e.get("id"), e.get("generation"), e.get("phase")) for e in evs if e["event"] in ("accepted", "rejected", "best", "stopped")]
+        ref_decisions = [(e["event"], e.get("id"), e.get("generation"), e.get("phase")) for e in ref_events if e["event"] in ("accepted", "rejected", "best", "stopped")]
+        assert decisions == ref_decisions
+
+
+def test_counter_is_what_the_fake_trains(tmp_path):
+    """The fake's training counter lives in the weights the search hands on (so the tests above measure lineage)."""
+    from spnas.ir import load
+
+    run(tmp_path)
+    assert int(load(tmp_path / "run" / "candidates" / "g001p" / "trained").weights[COUNTER]) == 6

@@ -274,17 +274,10 @@ class WorkersConfig(_Section):
 
     @field_validator("devices")
     @classmethod
-    def _on_this_machine(cls, devices: tuple[str, ...]) -> tuple[str, ...]:
+    def _device_names(cls, devices: tuple[str, ...]) -> tuple[str, ...]:
         for i, d in enumerate(devices):
             if not _DEVICE.fullmatch(d):
                 raise ValueError(f"[{i}]: expected cpu, cuda or cuda:N, got {_short.repr(d)}")
-            if d.startswith("cuda"):
-                import torch
-
-                n = torch.cuda.device_count()
-                k = int(d.split(":")[1]) if ":" in d else 0
-                if k >= n:
-                    raise ValueError(f"[{i}]: {d} is not on this machine, which has {n} CUDA device(s)")
         return devices
 
 
@@ -410,7 +403,7 @@ def config_from_dict(d: Any, *, where: str = "config", base_dir: str | os.PathLi
 
 
 def _check_environment(cfg: SearchConfig, where: str, text: str | None) -> None:
-    """What the schema cannot see: files that must exist, plugins and the rules they register."""
+    """What the schema cannot see: this machine's devices, files that must exist, plugins and their rules."""
     from spnas.ops import get_morphism, load_plugin
 
     def fail(loc: tuple[Any, ...], msg: str) -> ConfigError:
@@ -427,6 +420,14 @@ def _check_environment(cfg: SearchConfig, where: str, text: str | None) -> None:
             get_morphism(name)
         except SpnasError as e:
             raise fail(("search", "morphisms", i), str(e)) from None
+    if cfg.workers.backend != "ray":  # a Ray cluster's GPUs are on its nodes, not here
+        for i, d in enumerate(cfg.workers.devices):
+            if d.startswith("cuda"):
+                import torch
+
+                n, k = torch.cuda.device_count(), int(d.split(":")[1]) if ":" in d else 0
+                if k >= n:
+                    raise fail(("workers", "devices", i), f"{d} is not on this machine, which has {n} CUDA device(s)")
     for loc, p in (("start", "ir"), cfg.start.ir), (("start", "weights"), cfg.start.weights):
         if p is not None and not cfg.path(p).exists():
             raise fail(loc, f"no such file or directory: {cfg.path(p)}")

@@ -145,8 +145,12 @@ def test_resume_refuses_other_config(reference, tmp_path):
 
 
 def test_failures_are_journaled_and_search_goes_on(tmp_path):
+    """Faults come through the evaluator parameter; the workers are real processes, one of them killed."""
+    from spnas.search import Search, load_config
+    from tests.search.faults import faulty_evaluate
+
     out = tmp_path / "faulty"
-    run_search(out, env={"SPNAS_FAULT": "g001c0:raise,g001c1:nan,g002c0:kill"})
+    Search(load_config(TINY), out, evaluate=faulty_evaluate, quiet=True).run()
     failed = {e["id"]: e["reason"] for e in journal(out) if e["event"] == "failed"}
     assert "injected fault" in failed["g001c0"]
     assert "non-finite loss" in failed["g001c1"]
@@ -170,22 +174,6 @@ def test_tensorboard_tags(reference):
     assert any(b"_hparams_" in p.read_bytes() for p in hp_runs)
 
 
-def test_bad_config_is_one_line(tmp_path):
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(TINY.read_text().replace("lam: 2", "lam: 0"))
-    p = subprocess.run([sys.executable, "-m", "spnas.search", "--ir", str(bad), "--out", str(tmp_path / "x")], cwd=ROOT,
-                       capture_output=True, text=True)
-    assert p.returncode == 2
-    assert p.stderr.strip().count("\n") == 0
-    assert "search.lam: expected an int >= 1, got 0" in p.stderr
-    bad.write_text(TINY.read_text().replace("lam: 2", "lamda: 2"))
-    p = subprocess.run([sys.executable, "-m", "spnas.search", "--ir", str(bad)], cwd=ROOT, capture_output=True, text=True)
-    assert p.returncode == 2 and "search.lamda: unknown key" in p.stderr
-    bad.write_text("search: [\n")
-    p = subprocess.run([sys.executable, "-m", "spnas.search", "--ir", str(bad)], cwd=ROOT, capture_output=True, text=True)
-    assert p.returncode == 2 and "bad.yaml: line" in p.stderr
-
-
 def test_parallel_sampler_follows_inverse_flops():
     arch = parse("BNB(111,d111,d11111,d11)")
     flops = stage_flops(arch, (224, 224))
@@ -195,12 +183,13 @@ def test_parallel_sampler_follows_inverse_flops():
     for _ in range(n):
         c = sample_parallel_code(flops, [0] * len(flops), 3, 1, rng)
         counts += np.array(c)
-    assert counts[0] == 0 and counts.sum() == n
-    inv = np.array([0.0] + [1.0 / f for f in flops[1:]])
+    assert counts.sum() == n
+    inv = np.array([1.0 / f for f in flops])  # every stage, the first included
     expected = n * inv / inv.sum()
-    chi2 = (((counts[1:] - expected[1:]) ** 2) / expected[1:]).sum()
-    assert chi2 < 13.8, (counts, expected)  # chi-square, 2 degrees of freedom, p = 0.001
-    assert sample_parallel_code(flops, [0, 3, 3, 3], 3, 2, rng) == [0, 3, 3, 3]
+    chi2 = (((counts - expected) ** 2) / expected).sum()
+    assert chi2 < 16.3, (counts, expected)  # chi-square, 3 degrees of freedom, p = 0.001
+    assert sample_parallel_code(flops, [3, 3, 3, 3], 3, 2, rng) == [3, 3, 3, 3]
+    assert sample_parallel_code(flops, [0, 3, 3, 3], 3, 2, rng) == [2, 3, 3, 3]
 
 
 def test_reignite_when_stuck(tmp_path):
@@ -247,7 +236,7 @@ def test_config_can_name_a_user_rule(tmp_path):
     y.write_text(TINY.read_text().replace("morphisms: [expand, swap, widen, add_stage]", "morphisms: [expand, nope]"))
     from spnas.errors import SpnasError
 
-    with pytest.raises(SpnasError, match="search.morphisms: unknown morphism 'nope'"):
+    with pytest.raises(SpnasError, match=r"search.morphisms\[1\]: unknown morphism 'nope'"):
         Search(load_config(y), tmp_path / "run2")
     assert not (tmp_path / "run2").exists()  # nothing written for a config that cannot run
 

@@ -1,0 +1,31 @@
+"""Faults injected through the evaluator parameter (``Search(cfg, out, evaluate=...)``), for real worker processes.
+
+Module-level functions, so spawned workers can import them; the real evaluation runs unless the
+candidate's id is listed.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from spnas.search.evaluator import evaluate_candidate
+
+FAULTS = {"g001c0": "raise", "g001c1": "nan", "g002c0": "kill"}
+
+
+def faulty_evaluate(req: dict[str, Any]) -> dict[str, Any]:
+    fault = FAULTS.get(req["id"])
+    if fault == "kill":
+        os._exit(9)  # the worker process dies mid-candidate
+    if fault == "raise":
+        raise RuntimeError("injected fault")
+    if fault == "nan":  # NaN weights: training meets a non-finite loss
+        import torch
+
+        from spnas.ir import load, save
+
+        arch = load(f"{req['dir']}/input")
+        arch.weights = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in arch.weights.items()}
+        save(arch, f"{req['dir']}/input")
+    return evaluate_candidate(req)

@@ -65,9 +65,13 @@ def test_run_directory_layout(reference):
     for e in events:
         if e["event"] == "evaluated":
             assert len(e["sha256"]) == 64 and e["weights"].startswith("candidates/")
-    assert len({e["fingerprint"] for e in proposed}) == len(proposed)  # no architecture trained twice
+    new = [e for e in proposed if e["role"] in ("start", "child", "parallel")]
+    assert len({e["fingerprint"] for e in new}) == len(new)  # no new architecture trained twice
+    for e in proposed:  # a continued parent or baseline is its parent's architecture, trained on
+        if e["role"] in ("continued", "baseline"):
+            assert e["fingerprint"] == next(p["fingerprint"] for p in proposed if p["id"] == e["parent"])
     s = summary(reference)
-    assert s["best_metric"] >= s["start_metric"]
+    assert s["acceptance"] == "fair" and all(a["baseline"].endswith("p") for a in s["accepted"] if a["id"].startswith("g"))
 
 
 def test_run_directory_stores_each_body_once(reference):

@@ -122,7 +122,8 @@ def _evaluate(req: dict[str, Any], t0: float) -> dict[str, Any]:
     save(trained, d / "trained")
     # the body's weights are in trained/; the head file holds the rest (what a child carries over)
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items() if not k.startswith(BODY)}
-    save_file(state, str(d / HEAD_FILE))
+    save_file(state, str(d / (HEAD_FILE + ".tmp")))
+    os.replace(d / (HEAD_FILE + ".tmp"), d / HEAD_FILE)  # a new file: best/top/ may hold a hard link to the old one
     out = {
         "id": req["id"],
         "status": "ok",

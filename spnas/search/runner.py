@@ -545,10 +545,10 @@ class Search:
         head = load_file(str(self._dir(best.id) / HEAD_FILE))
         body = load_file(str(tmp / "arch" / WEIGHTS_FILE))
         save_file(detector_state(body, head), str(tmp / "detector.safetensors"))
-        for rank, ind in enumerate(self.hof, start=1):
+        for rank, ind in enumerate(self.hof, start=1):  # hard links: the hall of fame costs no second copy of the weights
             dst = tmp / "top" / f"{rank}_{ind['id']}"
-            shutil.copytree(self._dir(ind["id"]) / "trained", dst / "arch")
-            shutil.copy2(self._dir(ind["id"]) / HEAD_FILE, dst / HEAD_FILE)
+            shutil.copytree(self._dir(ind["id"]) / "trained", dst / "arch", copy_function=_link)
+            _link(self._dir(ind["id"]) / HEAD_FILE, dst / HEAD_FILE)
             (dst / "metric.json").write_text(json.dumps({"id": ind["id"], "code": ind["encoding"], "metric": ind.fitness.values[0]}))
         if final.exists():
             os.replace(final, old)
@@ -575,6 +575,14 @@ class _Progress:
 
     def close(self) -> None:
         self.bar.close()
+
+
+def _link(src: str | Path, dst: str | Path) -> None:
+    """A hard link where the file system allows one, else a copy."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 def _finite(x: float | None) -> float | None:

@@ -141,3 +141,23 @@ def test_reignite_on_fashion_mnist():
     centroids = torch.stack([feats[y == c].mean(0) for c in range(10)])
     nearest = torch.cdist(feats, centroids).argmin(1)
     assert (nearest == y).float().mean() > 0.3
+
+
+def test_reignite_normalises_inputs_like_the_detector():
+    """Pre-training sees (x - mean) / std with the detector's ImageNet statistics, not raw [0, 1] pixels."""
+    import torch
+
+    from spnas.detect.detector import IMAGE_MEAN, IMAGE_STD, build_detector
+    from spnas.detect.pretrain import ClassifierNet
+    from spnas.ir import parse
+
+    arch = parse("BB(1,d1,d1,d1)")
+    net = ClassifierNet(arch, 4).eval()
+    x = torch.rand(2, 3, 64, 64)
+    mean, std = torch.tensor(IMAGE_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGE_STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        feats = net.body((x - mean) / std)
+        want = net.fc(torch.nn.functional.adaptive_avg_pool2d(next(reversed(feats.values())), 1).flatten(1))
+        torch.testing.assert_close(net(x), want)
+    det = build_detector(arch, 3, "faster", preset="lean")
+    assert tuple(det.transform.image_mean) == IMAGE_MEAN and tuple(det.transform.image_std) == IMAGE_STD

@@ -24,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backend", choices=["local", "ray", "inline"], default=None, help="override workers.backend")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--schema", action="store_true", help="print the JSON schema of the config and exit")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error, not one line")
     args = p.parse_args(argv)
     if args.schema:
         from spnas.search.config import schema
@@ -43,8 +44,13 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.out) if args.out else Path("runs") / Path(args.ir).stem
         search = Search(cfg, out, resume=args.resume, quiet=True if args.quiet else None)
         summary = search.run()
-    except SpnasError as e:
-        print(f"spnas: error: {e}", file=sys.stderr)
+    except (SpnasError, OSError) as e:  # bad input, or the machine (a full disk, a read-only directory): one line
+        if args.debug:
+            raise
+        where = f"{e.filename}: " if isinstance(e, OSError) and e.filename else ""
+        text = f"{where}{e.strerror}" if isinstance(e, OSError) and e.strerror else str(e)
+        print(f"spnas: error: {text}" + (" (the journal keeps what was done: fix it and --resume)" if isinstance(e, OSError) else ""),
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("spnas: interrupted; continue with --resume", file=sys.stderr)

@@ -271,6 +271,7 @@ class WorkersConfig(_Section):
     threads: Annotated[StrictInt, Field(ge=0, le=1024)] = 0  # torch threads per worker (0: cores / workers)
     backend: Literal["local", "ray", "inline"] = "local"  # inline: in the search process (debugging, tests)
     timeout_s: Annotated[Float, Field(ge=0.0, le=1e7)] = 0.0  # per candidate (0: none)
+    retries: Annotated[StrictInt, Field(ge=0, le=100)] = 2  # re-runs of a candidate the machine failed (disk, memory, worker, timeout); then the search stops
 
     @field_validator("devices")
     @classmethod

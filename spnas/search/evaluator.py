@@ -15,6 +15,7 @@ own process; :class:`RayPool` runs it as Ray tasks.
 
 from __future__ import annotations
 
+import errno
 import json
 import multiprocessing as mp
 import os
@@ -26,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["evaluate_candidate", "detector_state", "HEAD_FILE", "LocalPool", "InlinePool", "RayPool", "make_pool", "candidate_seed"]
+__all__ = ["evaluate_candidate", "failure", "detector_state", "HEAD_FILE", "LocalPool", "InlinePool", "RayPool", "make_pool", "candidate_seed"]
 
 _DATA_CACHE: dict[str, Any] = {}
 HEAD_FILE = "head.safetensors"  # a candidate's detector weights outside the backbone body
@@ -68,22 +69,36 @@ def detector_state(weights: dict[str, Any], head: dict[str, Any]) -> dict[str, A
     return {**head, **{BODY + module_key(k): v for k, v in weights.items()}}
 
 
+def failure(req: dict[str, Any], e: BaseException | None, seconds: float, *, kind: str | None = None, reason: str | None = None) -> dict[str, Any]:
+    """A failed result. ``kind`` is ``candidate`` (its own: it diverged, or its code raised) or ``machine``
+    (out of disk, out of memory, worker lost, timeout): a resume re-runs the machine's failures, bounded."""
+    from spnas.errors import SpnasError
+
+    if kind is None:
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            kind, cause = "machine", "out of disk"
+        elif isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError":
+            kind, cause = "machine", "out of memory"
+        else:
+            kind, cause = "candidate", "diverged" if type(e).__name__ == "EvalError" else "error"
+    else:
+        cause = reason or kind
+    text = reason or (str(e) if isinstance(e, SpnasError) else f"{type(e).__name__}: {e}")
+    return {"id": req["id"], "status": "failed", "reason": text, "kind": kind, "cause": cause, "seconds": round(seconds, 3)}
+
+
 def evaluate_candidate(req: dict[str, Any]) -> dict[str, Any]:
     """Train the candidate in ``req["dir"]`` with the fast scheme and measure it; see the module doc."""
     t0 = time.perf_counter()
-    cid = req["id"]
     try:
         return _evaluate(req, t0)
     except Exception as e:  # the candidate failed, not the search
-        from spnas.errors import SpnasError
-
-        reason = str(e) if isinstance(e, SpnasError) else f"{type(e).__name__}: {e}"
         tb = traceback.format_exc(limit=6)
         try:
             (Path(req["dir"]) / "error.txt").write_text(tb)
         except OSError:
             pass
-        return {"id": cid, "status": "failed", "reason": reason, "seconds": round(time.perf_counter() - t0, 3)}
+        return failure(req, e, time.perf_counter() - t0)
 
 
 def _evaluate(req: dict[str, Any], t0: float) -> dict[str, Any]:
@@ -154,7 +169,7 @@ def _call(fn: Callable[[dict[str, Any]], dict[str, Any]], req: dict[str, Any]) -
     try:
         return fn(req)
     except Exception as e:
-        return {"id": req["id"], "status": "failed", "reason": f"{type(e).__name__}: {e}", "seconds": round(time.perf_counter() - t0, 3)}
+        return failure(req, e, time.perf_counter() - t0)
 
 
 def _worker(fn: Callable, device: str, threads: int, tasks: mp.Queue, results: mp.Queue) -> None:
@@ -245,7 +260,8 @@ class LocalPool:
                         p.kill()
                         p.join()
                     reason = f"timed out after {self.timeout_s:.0f} s" if timed_out else f"worker process died (exit code {p.exitcode})"
-                    out[r] = {"id": requests[r]["id"], "status": "failed", "reason": reason, "seconds": round(time.time() - started, 3)}
+                    out[r] = failure(requests[r], None, time.time() - started, kind="machine",
+                                     reason=reason)
                     del busy[w]
                     self._spawn(w)
                     if on_result is not None:
@@ -296,7 +312,7 @@ class RayPool:
             try:
                 res = self.ray.get(ref)
             except Exception as e:  # the task's worker died
-                res = {"id": r["id"], "status": "failed", "reason": f"ray task failed: {type(e).__name__}: {e}"}
+                res = failure(r, None, 0.0, kind="machine", reason=f"ray task failed: {type(e).__name__}: {e}")
             if on_result is not None:
                 on_result(i, res)
             out.append(res)

@@ -3,7 +3,11 @@
 Events: ``start``, ``proposed``, ``evaluated``, ``failed``, ``accepted``, ``rejected``,
 ``reignited``, ``generation``, ``phase``, ``done``. Resume replays the file: the search runs its
 deterministic loop again, and every candidate that already has a result takes it from here.
-A torn last line (a kill mid-write) is ignored.
+
+Replay tolerates exactly one kind of damage: a torn last line, the trace of a kill in the middle of
+a write (no newline after it). It is cut off. A damaged line anywhere else, or a complete last line
+that is not an event, stops the replay with a :class:`ConfigError` naming the line: the events after
+it are real, and silently dropping them would retrain everything they record.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import os
 import time
 from pathlib import Path
 from typing import Any
+
+from spnas.errors import ConfigError
 
 __all__ = ["Journal"]
 
@@ -32,16 +38,23 @@ class Journal:
 
     def _replay(self) -> None:
         raw = self.path.read_bytes()
-        lines = raw.split(b"\n")
+        lines = raw.split(b"\n")  # the last item is b"" when the file ends with a newline
         good = 0
-        for line in lines:
+        for i, line in enumerate(lines, start=1):
+            torn = i == len(lines) and line != b""  # the last line, with no newline after it
             if not line.strip():
                 good += len(line) + 1
                 continue
             try:
                 ev = json.loads(line)
-            except json.JSONDecodeError:
-                break  # a torn write at the end of a killed run
+                if not isinstance(ev, dict) or not isinstance(ev.get("event"), str):
+                    raise ValueError("not an event object")
+            except (ValueError, UnicodeDecodeError) as e:
+                if torn:
+                    break  # a kill in the middle of a write: cut it off below
+                raise ConfigError(f"{self.path}: line {i} is damaged ({type(e).__name__}: {str(e)[:80]}); "
+                                  f"{len(lines) - i - (lines[-1] == b'')} line(s) after it are kept; "
+                                  "repair or delete that line by hand, then --resume") from None
             self._index(ev)
             good += len(line) + 1
         if good < len(raw):  # drop the torn tail so new lines start clean

@@ -131,9 +131,17 @@ class Search:
             raise ConfigError(f"{self.out}: holds a run already; pass --resume to continue it or choose another --out")
         if resume and cfg_file.is_file() and cfg_file.read_text() != resolved:
             raise ConfigError(f"{cfg_file}: the run was started with another config; resume without changing it")
+        self.start_arch = self._start_arch()  # start weights are read (and refused) before anything is written
         self.out.mkdir(parents=True, exist_ok=True)
-        cfg_file.write_text(resolved)
-        self.journal = Journal(jpath)
+        self._lock = _lock(self.out)
+        try:
+            if resume:
+                _clean_partial_writes(self.out)
+            cfg_file.write_text(resolved)
+            self.journal = Journal(jpath)
+        except BaseException:
+            self._lock.close()
+            raise
         self.listeners: list[Listener] = list(listeners)
         if tensorboard:
             from spnas.search.tb import TBLogger
@@ -184,6 +192,7 @@ class Search:
             for listen in self.listeners:
                 getattr(listen, "close", lambda: None)()
             self.journal.close()
+            self._lock.close()  # releases the run directory (the kernel does so too when the process dies)
         return summary
 
     def _serial(self) -> Candidate:
@@ -274,7 +283,7 @@ class Search:
     # ------------------------------------------------------------------------------ the steps
     def _train_start(self) -> Candidate:
         """The start net, trained (``start.train_epochs``, default the fast scheme); then its noise."""
-        start = self._propose(Candidate("start", "serial", "start", None, self._start_arch()))
+        start = self._propose(Candidate("start", "serial", "start", None, self.start_arch))
         self._evaluate([start])
         if not start.ok:
             raise SpnasError(f"the start network failed to train: {start.result.get('reason')}")
@@ -447,8 +456,10 @@ class Search:
         }
 
     def _cached(self, c: Candidate) -> dict[str, Any] | None:
+        """The journaled result of ``c``, unless it must run again: its files are damaged, or the machine
+        failed it (out of disk, out of memory, worker lost, timeout), which no decision ever counts."""
         r = self.journal.results.get(c.id)
-        if r is None:
+        if r is None or _machine_failed(r):
             return None
         if r.get("event") == "evaluated":
             w = self.out / r["weights"]
@@ -482,8 +493,16 @@ class Search:
                 # the input is the parent's trained weights under the journaled morphisms: rebuilt on demand
                 (self._dir(c.id) / "input" / WEIGHTS_FILE).unlink(missing_ok=True)
 
-        if todo:
+        attempts: dict[str, int] = {}
+        while todo:  # a machine's failure is retried at once, bounded; a candidate fails only for its own reasons
             self.toolbox.map(self.toolbox.evaluate, [self._request(c) for c in todo], record)
+            todo = [c for c in todo if _machine_failed(c.result)]
+            for c in todo:
+                attempts[c.id] = attempts.get(c.id, 0) + 1
+                if attempts[c.id] > self.cfg.workers.retries:
+                    raise SpnasError(f"the machine failed candidate {c.id} {attempts[c.id]} times ({c.result.get('cause')}: "
+                                     f"{c.result.get('reason')}); nothing journaled is lost: fix the machine, then --resume")
+                self._emit("retried", id=c.id, phase=c.phase, after=c.result.get("reason"), attempt=attempts[c.id])
         for c in cands:
             if c.ok:
                 ind = creator.SpnasIndividual(id=c.id, fingerprint=c.arch.fingerprint(), encoding=code_of(c.arch))
@@ -575,6 +594,48 @@ class _Progress:
 
     def close(self) -> None:
         self.bar.close()
+
+
+LOCK_FILE = ".lock"
+
+
+def _lock(out: Path):
+    """Hold an exclusive lock on ``out/.lock`` for the life of this search (released on exit and on kill).
+
+    A second search on the same directory stops with one line naming the holder.
+    """
+    import fcntl
+    import socket
+
+    f = open(out / LOCK_FILE, "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        holder = f.read().strip() or "another process"
+        f.close()
+        raise ConfigError(f"{out}: another search holds this run directory ({holder}); wait for it to end or choose another --out") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+    f.flush()
+    return f
+
+
+def _clean_partial_writes(out: Path) -> None:
+    """Remove what a killed run left half-written: ``best.partial``, ``best.old`` and ``*.tmp`` files."""
+    if not (out / "best").exists() and (out / "best.old").exists():  # killed between the two renames
+        os.replace(out / "best.old", out / "best")
+    for d in (out / "best.partial", out / "best.old"):
+        shutil.rmtree(d, ignore_errors=True)
+    for f in (out / "candidates").glob("*/**/*.tmp"):
+        f.unlink(missing_ok=True)
+    for f in (out / "candidates").glob("*/*.tmp"):
+        f.unlink(missing_ok=True)
+
+
+def _machine_failed(r: dict[str, Any] | None) -> bool:
+    return bool(r) and r.get("event") == "failed" and r.get("kind") == "machine"
 
 
 def _link(src: str | Path, dst: str | Path) -> None:

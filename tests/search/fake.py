@@ -12,6 +12,7 @@ architecture. A reignite subtracts ``reignite_cost`` from its line (pre-training
 
 from __future__ import annotations
 
+import errno
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -47,8 +48,11 @@ class FakeEvaluator:
 
     def __call__(self, req: dict[str, Any]) -> dict[str, Any]:
         self.calls.append(req["id"])
-        if self.fail.get(req["id"]) == "raise":
+        fault = self.fail.get(req["id"])
+        if fault == "raise":
             raise RuntimeError("injected fault")
+        if fault == "disk" or (fault == "disk-once" and self.calls.count(req["id"]) == 1):
+            raise OSError(errno.ENOSPC, "No space left on device (injected)")
         d = Path(req["dir"])
         arch = load(d / "input")
         w = dict(arch.weights)
@@ -63,7 +67,7 @@ class FakeEvaluator:
         jitter = self.noise * ((zlib.crc32(str(req["seed"]).encode()) % 1000) / 1000 - 0.5)
         metric = self.quality(arch) + self.per_epoch * epochs + jitter + float(w[PENALTY][0])
         if self.fail.get(req["id"]) == "nan":
-            return {"id": req["id"], "status": "failed", "reason": "non-finite loss (injected)", "seconds": 0.0}
+            return {"id": req["id"], "status": "failed", "reason": "non-finite loss (injected)", "kind": "candidate", "cause": "diverged", "seconds": 0.0}
         return {"id": req["id"], "status": "ok", "metric": metric, "metrics": {req["metric"]: metric}, "seconds": 0.01,
                 "weights": str((d / "trained" / "weights.safetensors").relative_to(d.parent.parent)),
                 "sha256": sha256_file(d / "trained" / "weights.safetensors"), "epochs_trained": epochs}

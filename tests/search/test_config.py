@@ -145,3 +145,13 @@ def test_paper_example_is_the_papers_settings():
     s = c.search
     assert (s.n_stuck, s.n_reignite, s.mutations, tuple(s.morphisms), s.max_shift, c.parallel.K) == (20, 2, (3, 3), ("swap", "expand"), 3, 3)
     assert (s.min_blocks, s.max_blocks, s.max_stages) == (8, 60, 7)
+
+
+def test_an_os_error_is_one_line_and_debug_shows_the_traceback(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    assert main(["--ir", str(TINY), "--out", str(blocker / "run"), "--quiet"]) == 2  # the run directory cannot be made
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "Not a directory" in err and "Traceback" not in err, err
+    with pytest.raises(OSError):
+        main(["--ir", str(TINY), "--out", str(blocker / "run"), "--quiet", "--debug"])

@@ -233,3 +233,79 @@ def test_counter_is_what_the_fake_trains(tmp_path):
 
     run(tmp_path)
     assert int(load(tmp_path / "run" / "candidates" / "g001p" / "trained").weights[COUNTER]) == 6
+
+
+# ------------------------------------------------------------------------------ nothing journaled is lost
+def test_damaged_journal_line_is_named_and_nothing_is_dropped(tmp_path):
+    from spnas.errors import ConfigError
+
+    run(tmp_path)
+    j = tmp_path / "run" / "journal.jsonl"
+    lines = j.read_text().splitlines(keepends=True)
+    lines[5] = lines[5][:20] + "\n"  # damage in the middle
+    j.write_text("".join(lines))
+    before = j.read_bytes()
+    with pytest.raises(ConfigError, match=r"journal.jsonl: line 6 is damaged .*line\(s\) after it are kept"):
+        run(tmp_path, resume=True)
+    assert j.read_bytes() == before  # nothing truncated
+
+
+def test_torn_last_line_is_cut_and_resume_finishes(tmp_path):
+    ref, ref_events, _ = run(tmp_path, "ref")
+    run(tmp_path)
+    j = tmp_path / "run" / "journal.jsonl"
+    text = j.read_text()
+    cut = text.rstrip("\n").rfind("\n") + 1
+    j.write_text(text[: cut + 17])  # the last event half written, as a kill leaves it
+    summary, evs, _ = run(tmp_path, resume=True)
+    assert summary["best_id"] == ref["best_id"] and [e["event"] for e in evs] == [e["event"] for e in ref_events]
+
+
+def test_one_search_per_run_directory(tmp_path):
+    from spnas.errors import ConfigError
+
+    first = Search(config(), tmp_path / "run", evaluate=FakeEvaluator(), quiet=True, tensorboard=False)
+    with pytest.raises(ConfigError, match=r"another search holds this run directory \(pid \d+ on .* since "):
+        Search(config(), tmp_path / "run", evaluate=FakeEvaluator(), quiet=True, tensorboard=False, resume=True)
+    first.run()  # the lock is released when the search ends
+    Search(config(), tmp_path / "run", evaluate=FakeEvaluator(), quiet=True, tensorboard=False, resume=True).run()
+
+
+def test_a_machine_failure_is_retried_at_once_and_never_decides(tmp_path):
+    ref, ref_events, _ = run(tmp_path, "ref")
+    ev = FakeEvaluator(fail={"g001c0": "disk-once", "g001c1": "nan"})  # a full disk once; a divergence (its own failure)
+    summary, evs, _ = run(tmp_path, evaluator=ev)
+    failed = [e for e in of(evs, "failed")]
+    disk = [e for e in failed if e["id"] == "g001c0"]
+    assert len(disk) == 1 and disk[0]["kind"] == "machine" and disk[0]["cause"] == "out of disk"
+    assert of(evs, "retried", id="g001c0") and of(evs, "evaluated", id="g001c0")
+    assert [e["kind"] for e in failed if e["id"] == "g001c1"] == ["candidate"]
+    assert ev.calls.count("g001c0") == 2 and ev.calls.count("g001c1") == 1
+
+
+def test_a_lasting_machine_failure_stops_the_search_and_resume_goes_on(tmp_path):
+    from spnas.errors import SpnasError
+
+    ref, ref_events, _ = run(tmp_path, "ref")
+    ev = FakeEvaluator(fail={"g002c1": "disk"})
+    with pytest.raises(SpnasError, match=r"the machine failed candidate g002c1 3 times \(out of disk: .*\); nothing journaled is lost"):
+        run(tmp_path, evaluator=ev, workers={"backend": "inline", "retries": 2})
+    assert ev.calls.count("g002c1") == 3
+    summary, evs, ev2 = run(tmp_path, evaluator=FakeEvaluator(), resume=True, workers={"backend": "inline", "retries": 2})
+    assert "g002c1" in ev2.calls and "g001c0" not in ev2.calls  # the disk is freed: only what had no result runs
+    decisions = [(e["event"], e.get("id"), e.get("generation")) for e in evs if e["event"] in ("accepted", "rejected", "best", "stopped")]
+    assert decisions == [(e["event"], e.get("id"), e.get("generation")) for e in ref_events if e["event"] in ("accepted", "rejected", "best", "stopped")]
+    assert summary["best_id"] == ref["best_id"]
+
+
+def test_resume_cleans_partial_writes(tmp_path):
+    run(tmp_path)
+    out = tmp_path / "run"
+    (out / "best.partial" / "arch").mkdir(parents=True)
+    tmp = out / "candidates" / "g001c0" / "trained" / "weights.safetensors.tmp"
+    tmp.write_bytes(b"x" * 100)
+    os_replace = out / "best"
+    os_replace.rename(out / "best.old")  # killed between moving the old best aside and moving the new one in
+    run(tmp_path, resume=True)
+    assert not (out / "best.partial").exists() and not tmp.exists() and not (out / "best.old").exists()
+    assert (out / "best" / "summary.json").is_file()

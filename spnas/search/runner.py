@@ -179,9 +179,9 @@ class Search:
     # ------------------------------------------------------------------------------ the algorithm
     def run(self) -> dict[str, Any]:
         t_start = time.time()
-        self._emit("start", once=True, id=None, seed=self.cfg.seed, generation=None, phase=None)
-        self.data = resolve_data(self.cfg, self.out)
         try:
+            self._emit("start", once=True, id=None, seed=self.cfg.seed, generation=None, phase=None)
+            self.data = resolve_data(self.cfg, self.out)
             best = self._serial()
             if self.cfg.parallel.enabled:
                 best = self._parallel(best)

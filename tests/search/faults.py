@@ -16,8 +16,11 @@ FAULTS = {"g001c0": "raise", "g001c1": "nan", "g002c0": "kill"}
 
 def faulty_evaluate(req: dict[str, Any]) -> dict[str, Any]:
     fault = FAULTS.get(req["id"])
-    if fault == "kill":
-        os._exit(9)  # the worker process dies mid-candidate
+    if fault == "kill":  # the worker process dies mid-candidate, the first time only (a lost worker, not the candidate's fault)
+        marker = f"{req['dir']}/killed-once"
+        if not os.path.exists(marker):
+            open(marker, "w").close()
+            os._exit(9)
     if fault == "raise":
         raise RuntimeError("injected fault")
     if fault == "nan":  # NaN weights: training meets a non-finite loss

@@ -155,10 +155,14 @@ def test_failures_are_journaled_and_search_goes_on(tmp_path):
 
     out = tmp_path / "faulty"
     Search(load_config(TINY), out, evaluate=faulty_evaluate, quiet=True).run()
-    failed = {e["id"]: e["reason"] for e in journal(out) if e["event"] == "failed"}
-    assert "injected fault" in failed["g001c0"]
-    assert "non-finite loss" in failed["g001c1"]
-    assert "worker process died" in failed["g002c0"]
+    events = journal(out)
+    failed = {e["id"]: e for e in events if e["event"] == "failed"}
+    assert "injected fault" in failed["g001c0"]["reason"] and failed["g001c0"]["kind"] == "candidate"
+    assert "non-finite loss" in failed["g001c1"]["reason"] and failed["g001c1"]["cause"] == "diverged"
+    # the killed worker is the machine's failure: replaced, the candidate retried at once, and it trains
+    assert "worker process died" in failed["g002c0"]["reason"] and failed["g002c0"]["kind"] == "machine"
+    assert any(e["event"] == "retried" and e["id"] == "g002c0" for e in events)
+    assert any(e["event"] == "evaluated" and e["id"] == "g002c0" for e in events)
     assert (out / "best" / "summary.json").is_file()
 
 

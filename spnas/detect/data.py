@@ -103,8 +103,11 @@ class DetectionDataset(Dataset):
         if img is None:
             info = self.coco.imgs[image_id]
             path = self.image_dir / info["file_name"]
-            with Image.open(path) as im:
-                arr = np.asarray(im.convert("RGB"))
+            try:
+                with Image.open(path) as im:
+                    arr = np.asarray(im.convert("RGB"))
+            except (OSError, ValueError, Image.DecompressionBombError) as e:
+                raise DataError(f"{path}: cannot decode image {image_id} ({type(e).__name__}: {e})") from None
             img = torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
             if "crop" in info:  # a tile of a larger image
                 x0, y0, x1, y1 = info["crop"]
@@ -140,19 +143,22 @@ def _check(d: dict, image_dir: Path, where: str, strict: bool) -> tuple[dict, li
             raise DataError(str(p))
         problems.append(p)
 
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(d.get(key), list):
-            raise DataError(f"{where}: expected a list under {key!r}, got {type(d.get(key)).__name__}")
+    _structure(d, where)
     cats = {c["id"] for c in d["categories"]}
+    seen_anns: set[int] = set()
     images = {}
     for im in d["images"]:
         path = image_dir / str(im.get("file_name", ""))
-        if not path.is_file():
+        if not _is_file(path):
             report(str(path), im.get("id"), "image file is missing")
             continue
         images[im["id"]] = im
     anns = []
     for a in d["annotations"]:
+        if a["id"] in seen_anns:
+            report(where, a["id"], "duplicate annotation id")
+            continue
+        seen_anns.add(a["id"])
         im = images.get(a.get("image_id"))
         if im is None:
             if a.get("image_id") not in {i.get("id") for i in d["images"]}:
@@ -170,12 +176,66 @@ def _check(d: dict, image_dir: Path, where: str, strict: bool) -> tuple[dict, li
             report(where, a.get("id"), f"box of zero or negative size, w={w} h={h}")
             continue
         W, H = im.get("width"), im.get("height")
-        if W and H and (x < -1 or y < -1 or x + w > W + 1 or y + h > H + 1):
+        if not (W and H):
+            report(where, a["id"], f"image {im['id']} has no width/height, so its boxes cannot be checked")
+            continue
+        if x < -1 or y < -1 or x + w > W + 1 or y + h > H + 1:
             report(where, a.get("id"), f"box {bbox} lies outside the {W}x{H} image {im.get('file_name')}")
             continue
         anns.append(a)  # crowd regions stay: pycocotools evaluates them as ignore; training skips them
+    if not anns:
+        report(where, None, "no usable annotation: nothing to train or evaluate on")
     clean = {**d, "images": list(images.values()), "annotations": anns}
     return clean, problems
+
+
+def _is_file(path: Path) -> bool:
+    """``path.is_file()``, False where the name itself is unusable (too long, a NUL byte)."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def _structure(d: Any, where: str) -> None:
+    """The COCO layout itself (types, ids, required fields); a malformed file is an error, strict or not."""
+
+    def bad(field: str, want: str, got: Any) -> DataError:
+        return DataError(f"{where}: {field}: expected {want}, got {str(got)[:60]!r}")
+
+    def int_id(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    if not isinstance(d, dict):
+        raise bad("top level", "a mapping with images, annotations and categories", type(d).__name__)
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(d.get(key), list):
+            raise bad(key, "a list", type(d.get(key)).__name__)
+        for i, e in enumerate(d[key]):
+            if not isinstance(e, dict):
+                raise bad(f"{key}[{i}]", "a mapping", e)
+            if not int_id(e.get("id")):
+                raise bad(f"{key}[{i}].id", "an int", e.get("id"))
+    for key in ("images", "categories"):
+        ids = [e["id"] for e in d[key]]
+        if len(set(ids)) != len(ids):
+            dup = next(i for i in ids if ids.count(i) > 1)
+            raise DataError(f"{where}: {key}: id {dup} appears more than once")
+    for i, c in enumerate(d["categories"]):
+        if not isinstance(c.get("name"), str):
+            raise bad(f"categories[{i}].name", "a string", c.get("name"))
+    for i, im in enumerate(d["images"]):
+        if not isinstance(im.get("file_name"), str):
+            raise bad(f"images[{i}].file_name", "a string", im.get("file_name"))
+        for k in ("width", "height"):
+            if k in im and not (int_id(im[k]) and im[k] > 0):
+                raise bad(f"images[{i}].{k}", "a positive int", im[k])
+    for i, a in enumerate(d["annotations"]):
+        for k in ("image_id", "category_id"):
+            if not int_id(a.get(k)):
+                raise bad(f"annotations[{i}].{k}", "an int", a.get(k))
+        if a.get("iscrowd", 0) not in (0, 1):
+            raise bad(f"annotations[{i}].iscrowd", "0 or 1", a.get("iscrowd"))
 
 
 def _warn(problems: list[Problem], where: str) -> None:
@@ -246,8 +306,8 @@ def load_voc(
         base = img_dir or f.parent
         fname = (root.findtext("filename") or "").strip()
         path = base / fname
-        if not path.is_file():
-            alt = [base / (f.stem + e) for e in _IMAGE_EXTS if (base / (f.stem + e)).is_file()]
+        if not _is_file(path):
+            alt = [base / (f.stem + e) for e in _IMAGE_EXTS if _is_file(base / (f.stem + e))]
             if not alt:
                 p = Problem(str(f), fname or f.stem, f"image file {path} is missing")
                 if strict:

@@ -416,6 +416,9 @@ class Arch:
             if not isinstance(nd, Mapping) or not {"id", "kind", "spec"} <= set(nd):
                 raise ArchError(f"{where}: node #{i}: expected keys id, kind, spec, inputs")
             nid = nd["id"]
+            inputs = nd.get("inputs", []) or []
+            if not isinstance(inputs, list) or not all(isinstance(i, str) for i in inputs):
+                raise ArchError(f"{where}: node {str(nid)[:40]!r}: inputs: expected a list of node ids, got {str(inputs)[:60]}")
             try:
                 kind = get_kind(nd["kind"])
                 spec_d = nd["spec"] if isinstance(nd["spec"], Mapping) else {}
@@ -425,13 +428,16 @@ class Arch:
             prefix = f"{nid}/"
             tensors = {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
             try:
-                arch.add_node(nid, nd["kind"], spec, nd.get("inputs", []) or [], tensors=tensors)
+                arch.add_node(nid, nd["kind"], spec, inputs, tensors=tensors)
             except ArchError as e:
                 raise ArchError(f"{where}: {e}") from None
         extra = sorted(set(weights) - set(arch.weights))
         if extra:
             raise ArchError(f"{where}: tensor {extra[0]!r} belongs to no node")
-        arch.next_id = max(int(d.get("next_id", 0) or 0), arch.next_id)
+        nid = d.get("next_id", 0) or 0
+        if isinstance(nid, bool) or not isinstance(nid, int) or not 0 <= nid < 10**9:
+            raise ArchError(f"{where}: next_id: expected an int in 0..10**9, got {str(nid)[:40]!r}")
+        arch.next_id = max(nid, arch.next_id)
         return arch
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -56,6 +57,9 @@ def save(arch: Arch, directory: str | os.PathLike) -> Path:
     return d
 
 
+_PLAIN_FILE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,200}")
+
+
 def load(directory: str | os.PathLike, *, verify: bool = True) -> Arch:
     """Read an Arch written by :func:`save`; raises ArchError naming the file on any problem."""
     d = Path(directory)
@@ -63,7 +67,9 @@ def load(directory: str | os.PathLike, *, verify: bool = True) -> Arch:
     if not af.is_file():
         raise ArchError(f"{af}: no such file; expected a directory written by spnas.ir.save")
     try:
-        doc = yaml.safe_load(af.read_text())
+        doc = yaml.safe_load(af.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ArchError(f"{af}: not UTF-8 text (byte {e.start})") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark else ""
@@ -72,7 +78,12 @@ def load(directory: str | os.PathLike, *, verify: bool = True) -> Arch:
         got = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
         raise ArchError(f"{af}: expected format {FORMAT!r}, got {got!r}")
     winfo = doc.get("weights") or {}
-    wf = d / str(winfo.get("file", WEIGHTS_FILE))
+    if not isinstance(winfo, dict):
+        raise ArchError(f"{af}: weights: expected a mapping with file and sha256, got {type(winfo).__name__}")
+    name = winfo.get("file", WEIGHTS_FILE)
+    if not isinstance(name, str) or not _PLAIN_FILE.fullmatch(name):
+        raise ArchError(f"{af}: weights.file: expected a file name inside {d} (letters, digits, '.', '_', '-'), got {str(name)[:60]!r}")
+    wf = d / name
     if not wf.is_file():
         raise ArchError(f"{wf}: no such weight file")
     want = winfo.get("sha256")

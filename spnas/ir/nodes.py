@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -51,7 +52,8 @@ class StemSpec:
 
     def __post_init__(self) -> None:
         if self.style not in ("resnet", "deep"):
-            raise ArchError(f"stem style: expected 'resnet' or 'deep', got {self.style!r}")
+            raise ArchError(f"stem style: expected 'resnet' or 'deep', got {str(self.style)[:40]!r}")
+        _positive(self, "in_channels", "out_channels")
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,9 @@ class FuseSpec:
     in_channels: int
     out_channels: int
 
+    def __post_init__(self) -> None:
+        _positive(self, "in_channels", "out_channels")
+
 
 @dataclass(frozen=True)
 class AddSpec:
@@ -120,12 +125,26 @@ class AddSpec:
 
     channels: int
 
+    def __post_init__(self) -> None:
+        _positive(self, "channels")
+
 
 @dataclass(frozen=True)
 class OutputSpec:
     """A stage output fed to the FPN; ``name`` is its key in the backbone's OrderedDict."""
 
     name: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", self.name):
+            raise ArchError(f"output name: expected a plain identifier such as res4, got {str(self.name)[:40]!r}")
+
+
+def _positive(spec: Any, *fields: str) -> None:
+    for f in fields:
+        v = getattr(spec, f)
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 1_000_000:
+            raise ArchError(f"{type(spec).__name__} {f}: expected an int in 1..1000000, got {str(v)[:40]!r}")
 
 
 def output_name(stride: int) -> str:

@@ -1,0 +1,172 @@
+"""Fuzz: mutated configs, arch.yaml files and COCO annotation files end in success or one SpnasError line.
+
+Each example takes a valid document, applies 1-3 random mutations (replace a value anywhere in the
+tree with a hostile one, delete a key, add an unknown key) and reads it the way spnas does. Anything
+but success or a one-line :class:`SpnasError` (a traceback: any other exception) fails the test. CI
+runs a fixed set of examples (hypothesis derandomised); ``-m slow`` runs many more.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from spnas.errors import SpnasError
+
+ROOT = Path(__file__).resolve().parents[1]
+HOSTILE = [None, -1, 0, 1, 2**70, -(2**70), 1e308, float("nan"), float("inf"), "", "abc", "../../etc/passwd", "cuda:9",
+           [], {}, [1, 2], {"a": 1}, True, False, 0.5, "BB(", "\x00", "é" * 300, [[[]]], "1e3"]
+
+
+def _paths(doc, prefix=()):
+    yield prefix
+    if isinstance(doc, dict):
+        for k, v in doc.items():
+            yield from _paths(v, prefix + (k,))
+    elif isinstance(doc, list):
+        for i, v in enumerate(doc):
+            yield from _paths(v, prefix + (i,))
+
+
+def _get(doc, path):
+    for p in path:
+        doc = doc[p]
+    return doc
+
+
+@st.composite
+def mutated(draw, base):
+    doc = json.loads(json.dumps(base))
+    for _ in range(draw(st.integers(1, 3))):
+        paths = [p for p in _paths(doc) if p]
+        if not paths:
+            break
+        path = draw(st.sampled_from(paths))
+        parent = _get(doc, path[:-1])
+        action = draw(st.sampled_from(["replace", "replace", "delete", "add"]))
+        if action == "replace":
+            parent[path[-1]] = copy.deepcopy(draw(st.sampled_from(HOSTILE)))
+        elif action == "delete":
+            del parent[path[-1]]
+        elif isinstance(parent, dict):
+            parent[draw(st.sampled_from(["bogus", "lamda", "epoch", "ir"]))] = copy.deepcopy(draw(st.sampled_from(HOSTILE)))
+    return doc
+
+
+def _one_line(e: SpnasError) -> None:
+    text = str(e)
+    assert "\n" not in text and len(text) < 2000, text[:300]
+
+
+CONFIG = yaml.safe_load((ROOT / "tests" / "search" / "tiny.yaml").read_text())
+N = 300
+
+
+@settings(max_examples=N, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(doc=mutated(CONFIG))
+def test_fuzz_configs(doc, tmp_path):
+    from spnas.search import load_config
+
+    y = tmp_path / "fuzz.yaml"
+    try:
+        y.write_text(yaml.safe_dump(doc, allow_unicode=True))
+    except (ValueError, yaml.YAMLError):
+        return
+    try:
+        load_config(y)
+    except SpnasError as e:
+        _one_line(e)
+
+
+@pytest.fixture(scope="module")
+def saved_arch(tmp_path_factory):
+    from spnas.ir import parse, save
+
+    d = tmp_path_factory.mktemp("arch")
+    save(parse("BB(1,d1,d1,d1)(0,1,0,0)"), d)
+    return d
+
+
+
+@settings(max_examples=N, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_fuzz_arch_yaml(data, saved_arch, tmp_path_factory):
+    from spnas.ir import load
+
+    base = yaml.safe_load((saved_arch / "arch.yaml").read_text())
+    doc = data.draw(mutated(base))
+    try:
+        text = yaml.safe_dump(doc, allow_unicode=True)
+    except (ValueError, yaml.YAMLError):
+        return
+    d = tmp_path_factory.mktemp("fz")
+    try:
+        os.link(saved_arch / "weights.safetensors", d / "weights.safetensors")  # thousands of examples: no copies
+        (d / "arch.yaml").write_text(text)
+        load(d)
+    except SpnasError as e:
+        _one_line(e)
+    finally:
+        shutil.rmtree(d)
+
+
+@pytest.fixture(scope="module")
+def coco(tmp_path_factory):
+    from spnas.detect.data import generate_shapes
+
+    root = tmp_path_factory.mktemp("coco")
+    return generate_shapes(root, n_images=3, size=64, seed=0, split="train")
+
+
+@settings(max_examples=N, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_fuzz_coco_annotations(data, coco, tmp_path_factory):
+    from spnas.detect.data import load_coco
+
+    base = json.loads(Path(coco).read_text())
+    base["annotations"] = base["annotations"][:4]
+    doc = data.draw(mutated(base))
+    d = tmp_path_factory.mktemp("ann")
+    f = d / "ann.json"
+    strict = data.draw(st.booleans())
+    f.write_text(json.dumps(doc))  # NaN and Infinity are written as JSON's extensions, as many tools do
+    try:
+        ds = load_coco(str(f), str(Path(coco).parent), strict=strict)
+        for i in range(len(ds)):
+            ds[i]
+    except SpnasError as e:
+        _one_line(e)
+    finally:
+        shutil.rmtree(d)
+
+
+SLOW = settings(max_examples=5000, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+
+
+@pytest.mark.slow
+@SLOW
+@given(doc=mutated(CONFIG))
+def test_fuzz_configs_long(doc, tmp_path):
+    test_fuzz_configs.hypothesis.inner_test(doc, tmp_path)
+
+
+@pytest.mark.slow
+@SLOW
+@given(data=st.data())
+def test_fuzz_arch_yaml_long(data, saved_arch, tmp_path_factory):
+    test_fuzz_arch_yaml.hypothesis.inner_test(data, saved_arch, tmp_path_factory)
+
+
+@pytest.mark.slow
+@SLOW
+@given(data=st.data())
+def test_fuzz_coco_annotations_long(data, coco, tmp_path_factory):
+    test_fuzz_coco_annotations.hypothesis.inner_test(data, coco, tmp_path_factory)

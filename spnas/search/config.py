@@ -270,7 +270,8 @@ class WorkersConfig(_Section):
     devices: Annotated[tuple[Str, ...], Field(min_length=1, max_length=1024)] = ("cpu",)
     threads: Annotated[StrictInt, Field(ge=0, le=1024)] = 0  # torch threads per worker (0: cores / workers)
     backend: Literal["local", "ray", "inline"] = "local"  # inline: in the search process (debugging, tests)
-    timeout_s: Annotated[Float, Field(ge=0.0, le=1e7)] = 0.0  # per candidate (0: none)
+    # per candidate, in seconds; None: automatic (10x the slowest result so far, at least 600 s; 6 h for the first); 0: none
+    timeout_s: Annotated[Float, Field(ge=0.0, le=1e7)] | None = None
     retries: Annotated[StrictInt, Field(ge=0, le=100)] = 2  # re-runs of a candidate the machine failed (disk, memory, worker, timeout); then the search stops
 
     @field_validator("devices")

@@ -322,7 +322,7 @@ class RayPool:
         self.ray.shutdown()
 
 
-def make_pool(backend: str, devices: list[str], n: int, threads: int, timeout_s: float = 0.0):
+def make_pool(backend: str, devices: list[str], n: int, threads: int, timeout_s: float = 0.0):  # timeout 0: none
     """``n`` slots over ``devices`` (round-robin): local processes, the search's own process, or Ray."""
     slots = [devices[i % len(devices)] for i in range(n)]
     if backend == "ray":

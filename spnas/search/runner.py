@@ -48,7 +48,7 @@ from spnas.search.config import SearchConfig
 from spnas.search.evaluator import HEAD_FILE, candidate_seed, detector_state, evaluate_candidate, make_pool
 from spnas.search.journal import Journal
 
-__all__ = ["Search", "Candidate", "sample_parallel_code", "stage_flops", "resolve_data", "code_of"]
+__all__ = ["Search", "Candidate", "sample_parallel_code", "stage_flops", "resolve_data", "code_of", "auto_timeout"]
 
 if not hasattr(creator, "SpnasFitness"):
     creator.create("SpnasFitness", base.Fitness, weights=(1.0,))
@@ -470,8 +470,16 @@ class Search:
     def _pool_map(self, fn: Evaluate, requests: list[dict[str, Any]], on_result: Callable[[int, dict[str, Any]], None]) -> list[dict[str, Any]]:
         if self.pool is None:
             w = self.cfg.workers
-            self.pool = make_pool(w.backend, list(w.devices), w.n, w.threads, w.timeout_s)
+            self.pool = make_pool(w.backend, list(w.devices), w.n, w.threads)
+        if hasattr(self.pool, "timeout_s"):  # so a hung worker (SIGSTOP, a deadlock) never blocks the search forever
+            self.pool.timeout_s = self._timeout()
         return self.pool.map(fn, requests, on_result)
+
+    def _timeout(self) -> float:
+        """``workers.timeout_s``, or automatic: 10x the slowest result so far (at least 600 s), 6 h before any."""
+        if self.cfg.workers.timeout_s is not None:
+            return self.cfg.workers.timeout_s
+        return auto_timeout([float(e.get("seconds") or 0.0) for e in self.journal.events if e.get("event") == "evaluated"])
 
     def _evaluate(self, cands: list[Candidate]) -> None:
         """Results from the journal where they exist; the rest through ``toolbox.map``, each journaled as it finishes."""
@@ -632,6 +640,11 @@ def _clean_partial_writes(out: Path) -> None:
         f.unlink(missing_ok=True)
     for f in (out / "candidates").glob("*/*.tmp"):
         f.unlink(missing_ok=True)
+
+
+def auto_timeout(seconds: list[float], *, factor: float = 10.0, floor: float = 600.0, first: float = 6 * 3600.0) -> float:
+    """The default per-candidate timeout: ``factor`` x the slowest candidate so far, at least ``floor``; ``first`` before any."""
+    return max(floor, factor * max(seconds)) if seconds else first
 
 
 def _machine_failed(r: dict[str, Any] | None) -> bool:

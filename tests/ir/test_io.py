@@ -71,3 +71,26 @@ def test_unknown_kind_named(tmp_path):
     y.write_text(y.read_text().replace("kind: fuse", "kind: fuse").replace("kind: output", "kind: evil", 1))
     with pytest.raises(ArchError, match="unknown node kind 'evil'"):
         load(tmp_path)
+
+
+def test_arch_yaml_names_only_files_inside_its_directory(tmp_path):
+    import yaml
+
+    from spnas.errors import ArchError
+    from spnas.ir import load, parse, save
+
+    d = tmp_path / "a"
+    save(parse("BB(1,d1,d1,d1)"), d)
+    doc = yaml.safe_load((d / "arch.yaml").read_text())
+    for change, says in [({"weights": {"file": "../../w/x"}}, "weights.file: expected a file name inside"),
+                         ({"next_id": "abc"}, "next_id: expected an int"),
+                         ({"weights": "x"}, "weights: expected a mapping")]:
+        (d / "arch.yaml").write_text(yaml.safe_dump({**doc, **change}))
+        with pytest.raises(ArchError, match=says):
+            load(d)
+    bad = dict(doc)
+    bad["nodes"] = [dict(n) for n in doc["nodes"]]
+    bad["nodes"][-1] = {**bad["nodes"][-1], "spec": {"name": "res5/../x"}}
+    (d / "arch.yaml").write_text(yaml.safe_dump(bad))
+    with pytest.raises(ArchError, match="output name: expected a plain identifier"):
+        load(d)

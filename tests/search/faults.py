@@ -14,6 +14,17 @@ from spnas.search.evaluator import evaluate_candidate
 FAULTS = {"g001c0": "raise", "g001c1": "nan", "g002c0": "kill"}
 
 
+def stopping_evaluate(req: dict[str, Any]) -> dict[str, Any]:
+    """Candidate g001c0's worker stops itself (SIGSTOP) the first time: a hung worker, not a dead one."""
+    import signal
+
+    marker = f"{req['dir']}/stopped-once"
+    if req["id"] == "g001c0" and not os.path.exists(marker):
+        open(marker, "w").close()
+        os.kill(os.getpid(), signal.SIGSTOP)
+    return evaluate_candidate(req)
+
+
 def faulty_evaluate(req: dict[str, Any]) -> dict[str, Any]:
     fault = FAULTS.get(req["id"])
     if fault == "kill":  # the worker process dies mid-candidate, the first time only (a lost worker, not the candidate's fault)

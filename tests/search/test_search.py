@@ -260,3 +260,28 @@ def test_resume_retrains_a_candidate_whose_weights_were_damaged(reference, tmp_p
     evaluated = [e["id"] for e in journal(out) if e["event"] == "evaluated"]
     assert evaluated.count("g001c0") == 2 and all(evaluated.count(i) == 1 for i in set(evaluated) - {"g001c0"})
     assert summary(out)["best_metric"] == summary(reference)["best_metric"]
+
+
+def test_a_stopped_worker_times_out_and_is_retried(tmp_path):
+    """SIGSTOP hangs a worker without killing it: the per-candidate timeout ends it, and the candidate runs again."""
+    from spnas.search import Search, load_config
+    from tests.search.faults import stopping_evaluate
+
+    y = tmp_path / "t.yaml"
+    y.write_text(TINY.read_text().replace("  threads: 1", "  threads: 1\n  timeout_s: 20"))
+    out = tmp_path / "stopped"
+    t0 = time.time()
+    Search(load_config(y), out, evaluate=stopping_evaluate, quiet=True).run()
+    events = journal(out)
+    failed = [e for e in events if e["event"] == "failed"]
+    assert [(e["id"], e["kind"]) for e in failed] == [("g001c0", "machine")] and "timed out after 20 s" in failed[0]["reason"]
+    assert any(e["event"] == "evaluated" and e["id"] == "g001c0" for e in events)
+    assert time.time() - t0 < 300
+
+
+def test_auto_timeout():
+    from spnas.search.runner import auto_timeout
+
+    assert auto_timeout([]) == 6 * 3600  # before any result
+    assert auto_timeout([5.0, 12.0]) == 600  # the floor
+    assert auto_timeout([100.0, 250.0]) == 2500  # 10x the slowest

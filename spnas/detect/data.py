@@ -266,11 +266,13 @@ def load_voc(
     *,
     classes: list[str] | None = None,
     strict: bool = False,
+    unknown_class_is_error: bool = False,
 ) -> DetectionDataset:
     """VOC xml annotations (a directory or a list of files) as a COCO-indexed data set.
 
     ``classes`` fixes the category order (else sorted names found); a name outside it is an
-    unknown class. ``difficult`` objects become crowd regions: evaluated as ignore, not trained on.
+    unknown class, dropped with a warning, or an error with ``unknown_class_is_error`` (a validation
+    split read with the training split's classes: its labels must mean the same). ``difficult`` objects become crowd regions: evaluated as ignore, not trained on.
     An image is looked up by ``<filename>``, then by the xml's stem with a common extension.
     """
     if isinstance(xml_files, (str, os.PathLike)):
@@ -325,6 +327,9 @@ def load_voc(
         for i, name, box, difficult in objs:
             aid = len(anns) + len(problems) + 1
             if name not in cat_of:
+                if unknown_class_is_error:
+                    raise DataError(f"{f}: object #{i}: class {name!r} is not among the training classes {classes}; "
+                                    "list every class under data.classes")
                 p = Problem(str(f), f"object #{i}", f"unknown class {name!r}, expected one of {classes}")
             elif box is None:
                 p = Problem(str(f), f"object #{i}", "missing or non-numeric bndbox")

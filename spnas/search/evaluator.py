@@ -47,12 +47,20 @@ def load_datasets(data: dict[str, Any]) -> tuple[Any, Any]:
 
     fmt = data["format"]
     sets = []
+    classes = list(data.get("classes") or []) or None
     for split in ("train", "val"):
         spec = data[split]
         if fmt in ("coco", "shapes"):
             ds = load_coco(spec["json"], spec.get("images"), strict=data.get("strict", False))
-        else:
-            ds = load_voc(spec["xml"], spec.get("images"), classes=list(data.get("classes") or []) or None, strict=data.get("strict", False))
+            if sets and [(c, sets[0].coco.cats[c]["name"]) for c in sets[0].cat_ids] != [(c, ds.coco.cats[c]["name"]) for c in ds.cat_ids]:
+                from spnas.errors import DataError
+
+                raise DataError(f"{spec['json']}: its categories differ from the training split's ({spec['json']} vs "
+                                f"{data['train']['json']}); both splits need the same ids and names")
+        else:  # one class list for both splits: data.classes, else the training split's
+            ds = load_voc(spec["xml"], spec.get("images"), classes=classes, strict=data.get("strict", False),
+                          unknown_class_is_error=split == "val")
+            classes = ds.class_names
         if data.get("tile"):
             ds = tile_dataset(ds, int(data["tile"]))
         if spec.get("image_ids"):

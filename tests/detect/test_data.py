@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -86,3 +87,35 @@ def test_tiles_clip_boxes(tmp_path):
         assert img.shape == (3, 48, 48)
         if len(t["boxes"]):
             assert float(t["boxes"].min()) >= 0 and float(t["boxes"].max()) <= 48
+
+
+def test_one_class_list_for_both_voc_splits(tmp_path):
+    """The validation split is read with the training split's classes; a class it alone has is an error, not a new label."""
+    from PIL import Image
+
+    from spnas.search.evaluator import load_datasets
+
+    for split, cls in (("train", "tree"), ("val", "tree")):
+        (tmp_path / split).mkdir()
+        Image.new("RGB", (64, 64)).save(tmp_path / split / "a.png")
+        (tmp_path / split / "a.xml").write_text(VOC.format(f="a.png", cls=cls))
+    data = {"format": "voc", "train": {"xml": str(tmp_path / "train")}, "val": {"xml": str(tmp_path / "val")}, "classes": []}
+    tr, va = load_datasets(data)
+    assert tr.class_names == va.class_names == ["tree"]
+    (tmp_path / "val" / "b.xml").write_text(VOC.format(f="a.png", cls="car").replace("<name>tree</name>", "<name>car</name>"))
+    with pytest.raises(DataError, match=r"b.xml: object #0: class 'car' is not among the training classes \['tree'\]"):
+        load_datasets({**data, "strict": False, "val": {"xml": str(tmp_path / "val")}, "classes": None})
+
+
+def test_coco_splits_must_share_categories(tmp_path):
+    import json
+
+    from spnas.search.evaluator import load_datasets
+
+    tr = generate_shapes(tmp_path / "a", n_images=2, size=64, seed=0, split="train")
+    va = generate_shapes(tmp_path / "a", n_images=2, size=64, seed=1, split="val")
+    d = json.loads(Path(va).read_text())
+    d["categories"][0]["name"] = "renamed"
+    Path(va).write_text(json.dumps(d))
+    with pytest.raises(DataError, match="categories differ from the training split's"):
+        load_datasets({"format": "coco", "train": {"json": str(tr)}, "val": {"json": str(va)}})

@@ -151,6 +151,10 @@ class Search:
         s = cfg.search
         self.space = Space(min_blocks=s.min_blocks, max_blocks=s.max_blocks, max_stages=s.max_stages,
                            max_subnets=cfg.parallel.K, max_shift=s.max_shift)
+        from spnas.detect.detector import resolve_options
+
+        o = resolve_options(cfg.detector.preset, **cfg.detector.options)
+        self.size = (o.max_size, o.max_size)  # the detector's input: FLOPs and budgets are counted at it
         self.rng = np.random.default_rng(cfg.seed)
         self.seen: set[str] = set()
         self.candidates: dict[str, Candidate] = {}
@@ -212,14 +216,15 @@ class Search:
             self._evaluate(children + ([continued] if continued else []))
             winner = max(children, key=lambda c: c.metric)
             bar = continued if continued is not None and continued.ok else best  # fair: the parent trained on; paper: acc_best
-            if self._beats(winner, bar):
+            won = self._beats(winner, bar)
+            if won:
                 parent = self._accept(winner, bar, gen)
                 tries = 0
             else:
                 tries += len(children)
                 parent = self._reject(winner, bar, gen, kept=self._trained(bar) if bar is continued else parent)
             best, line_is_best = self._record_best(parent, best, gen, line_is_best)
-            self._log_generation(gen, "serial", children, bar)
+            self._log_generation(gen, "serial", children, bar, "accepted" if won else "rejected")
             if tries >= s.n_stuck:
                 if reignites >= s.n_reignite:
                     self._emit("stopped", once=True, id=None, generation=gen, phase="serial", reason=f"stuck for {tries} tries")
@@ -239,7 +244,7 @@ class Search:
     def _parallel(self, serial: Candidate) -> Candidate:
         """Random search over parallel codes from the serial net; stop after n_stuck_p tries without a win."""
         p, s = self.cfg.parallel, self.cfg.search
-        flops = stage_flops(serial.arch, self._input_size())
+        flops = stage_flops(serial.arch, self.size)
         cap = p.max_additions or len(flops) * p.K
         bar = serial  # paper: the serial net's carried metric
         if s.acceptance == "fair":  # the SerialNet trained on the same way (Algorithm 1's train_eval(p_best, θ_best))
@@ -268,14 +273,15 @@ class Search:
                 self._emit("stopped", once=True, id=None, generation=i, phase="parallel", reason="no new parallel code")
                 break
             self._evaluate([cand])
-            if self._beats(cand, bar):
+            won = self._beats(cand, bar)
+            if won:
                 bar = self._accept(cand, bar, i)
                 self._emit("best", once=True, id=bar.id, generation=i, phase="parallel", metric=bar.metric)
                 tries = 0
             else:
                 tries += 1
                 self._reject(cand, bar, i, kept=bar)
-            self._log_generation(i, "parallel", [cand], bar)
+            self._log_generation(i, "parallel", [cand], bar, "accepted" if won else "rejected")
         else:
             self._emit("stopped", once=True, id=None, generation=p.max_candidates, phase="parallel", reason="max_candidates reached")
         return bar  # the last net that won a fair comparison (or the serial net, trained on, if none did)
@@ -360,16 +366,9 @@ class Search:
                               "the journal belongs to a different run")
         self._emit("generation", once=True, id=None, generation=generation, phase=phase, rng=state)
 
-    def _log_generation(self, gen: int, phase: str, evaluated: list[Candidate], bar: Candidate) -> None:
-        inds = []
-        for c in evaluated:
-            if c.ok:
-                ind = creator.SpnasIndividual(id=c.id, fingerprint=c.arch.fingerprint(), encoding=code_of(c.arch))
-                ind.fitness.values = (c.metric,)
-                inds.append(ind)
+    def _log_generation(self, gen: int, phase: str, evaluated: list[Candidate], bar: Candidate, decision: str) -> None:
+        inds = [_individual(c) for c in evaluated if c.ok]
         rec = self.stats.compile(inds) if inds else {}
-        decision = next((e["event"] for e in reversed(self.journal.events)
-                         if e.get("event") in ("accepted", "rejected") and e.get("generation") == gen and e.get("phase") == phase), "")
         self.logbook.record(gen=gen, phase=phase, evals=len(evaluated), baseline=_finite(bar.metric), decision=decision, **rec)
 
     # ------------------------------------------------------------------------------ candidates
@@ -381,7 +380,7 @@ class Search:
         return arch
 
     def _propose(self, c: Candidate) -> Candidate:
-        size = self._input_size()
+        size = self.size
         d = self._dir(c.id) / "input"
         if not (d / "arch.yaml").is_file() or c.id not in self.journal.proposed:
             save(c.arch, d)
@@ -396,7 +395,7 @@ class Search:
         """lo..hi random morphisms (a rule, then one of its sites, uniformly); bounded retries."""
         s = self.cfg.search
         lo, hi = s.mutations
-        size = self._input_size()
+        size = self.size
         for _ in range(s.max_tries):
             k = int(self.rng.integers(lo, hi + 1))
             cur, ops = parent.arch, []
@@ -511,21 +510,12 @@ class Search:
                     raise SpnasError(f"the machine failed candidate {c.id} {attempts[c.id]} times ({c.result.get('cause')}: "
                                      f"{c.result.get('reason')}); nothing journaled is lost: fix the machine, then --resume")
                 self._emit("retried", id=c.id, phase=c.phase, after=c.result.get("reason"), attempt=attempts[c.id])
-        for c in cands:
-            if c.ok:
-                ind = creator.SpnasIndividual(id=c.id, fingerprint=c.arch.fingerprint(), encoding=code_of(c.arch))
-                ind.fitness.values = (c.metric,)
-                self.hof.update([ind])
+        self.hof.update([_individual(c) for c in cands if c.ok])
 
-    def _input_size(self) -> tuple[int, int]:
-        from spnas.detect.detector import resolve_options
-
-        o = resolve_options(self.cfg.detector.preset, **self.cfg.detector.options)
-        return (o.max_size, o.max_size)
 
     # ------------------------------------------------------------------------------ the result
     def _finish(self, best: Candidate, seconds: float) -> dict[str, Any]:
-        size = self._input_size()
+        size = self.size
         self._write_best(best)
         evaluated = [c for c in self.candidates.values() if c.result is not None]
         seconds_by_phase: dict[str, float] = {}
@@ -636,15 +626,20 @@ def _clean_partial_writes(out: Path) -> None:
         os.replace(out / "best.old", out / "best")
     for d in (out / "best.partial", out / "best.old"):
         shutil.rmtree(d, ignore_errors=True)
-    for f in (out / "candidates").glob("*/**/*.tmp"):
-        f.unlink(missing_ok=True)
-    for f in (out / "candidates").glob("*/*.tmp"):
+    for f in (out / "candidates").glob("*/**/*.tmp"):  # ** matches no folder too: head.safetensors.tmp and trained/*.tmp
         f.unlink(missing_ok=True)
 
 
 def auto_timeout(seconds: list[float], *, factor: float = 10.0, floor: float = 600.0, first: float = 6 * 3600.0) -> float:
     """The default per-candidate timeout: ``factor`` x the slowest candidate so far, at least ``floor``; ``first`` before any."""
     return max(floor, factor * max(seconds)) if seconds else first
+
+
+def _individual(c: Candidate) -> Any:
+    """The DEAP individual of an evaluated candidate (its fitness is its metric)."""
+    ind = creator.SpnasIndividual(id=c.id, fingerprint=c.arch.fingerprint(), encoding=code_of(c.arch))
+    ind.fitness.values = (c.metric,)
+    return ind
 
 
 def _machine_failed(r: dict[str, Any] | None) -> bool:

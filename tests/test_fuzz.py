@@ -1,4 +1,4 @@
-"""Fuzz: mutated configs, arch.yaml files and COCO annotation files end in success or one SpnasError line.
+"""Fuzz: mutated configs, arch.yaml files, COCO and VOC annotation files end in success or one SpnasError line.
 
 Each example takes a valid document, applies 1-3 random mutations (replace a value anywhere in the
 tree with a hostile one, delete a key, add an unknown key) and reads it the way spnas does. Anything
@@ -148,6 +148,60 @@ def test_fuzz_coco_annotations(data, coco, tmp_path_factory):
         shutil.rmtree(d)
 
 
+VOC_DOC = {
+    "filename": "a.png",
+    "size": {"width": 64, "height": 64, "depth": 3},
+    "object": [
+        {"name": "tree", "difficult": 0, "bndbox": {"xmin": 1, "ymin": 2, "xmax": 20, "ymax": 30}},
+        {"name": "bush", "difficult": 1, "bndbox": {"xmin": 30, "ymin": 30, "xmax": 40, "ymax": 41}},
+    ],
+}
+
+
+def _xml(tag, v) -> str:
+    from xml.sax.saxutils import escape
+
+    if isinstance(v, list):
+        return "".join(_xml(tag, x) for x in v)
+    body = "".join(_xml(k, x) for k, x in v.items()) if isinstance(v, dict) else escape("" if v is None else str(v))
+    return f"<{tag}>{body}</{tag}>"
+
+
+@pytest.fixture(scope="module")
+def voc_image(tmp_path_factory):
+    from PIL import Image
+
+    d = tmp_path_factory.mktemp("vocimg")
+    Image.new("RGB", (64, 64), (90, 120, 60)).save(d / "a.png")
+    return d
+
+
+@settings(max_examples=N, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_fuzz_voc_annotations(data, voc_image, tmp_path_factory):
+    """Mutated VOC trees, and their text cut short or with a byte changed (a torn or damaged file)."""
+    from spnas.detect.data import load_voc
+
+    text = "<annotation>" + _xml("x", data.draw(mutated(VOC_DOC)))[3:-4] + "</annotation>"
+    cut = data.draw(st.sampled_from(["none", "none", "truncate", "byte"]))
+    if cut == "truncate":
+        text = text[: data.draw(st.integers(0, len(text)))]
+    elif cut == "byte":
+        i = data.draw(st.integers(0, len(text) - 1))
+        text = text[:i] + data.draw(st.sampled_from(["<", ">", "&", "\x00", "é", "\n", "/"])) + text[i + 1:]
+    d = tmp_path_factory.mktemp("voc")
+    (d / "a.xml").write_text(text)
+    os.link(voc_image / "a.png", d / "a.png")
+    try:
+        ds = load_voc(d, strict=data.draw(st.booleans()), classes=data.draw(st.sampled_from([None, ["tree"], ["tree", "bush"]])))
+        for i in range(len(ds)):
+            ds[i]
+    except SpnasError as e:
+        _one_line(e)
+    finally:
+        shutil.rmtree(d)
+
+
 SLOW = settings(max_examples=5000, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
 
@@ -170,3 +224,10 @@ def test_fuzz_arch_yaml_long(data, saved_arch, tmp_path_factory):
 @given(data=st.data())
 def test_fuzz_coco_annotations_long(data, coco, tmp_path_factory):
     test_fuzz_coco_annotations.hypothesis.inner_test(data, coco, tmp_path_factory)
+
+
+@pytest.mark.slow
+@SLOW
+@given(data=st.data())
+def test_fuzz_voc_annotations_long(data, voc_image, tmp_path_factory):
+    test_fuzz_voc_annotations.hypothesis.inner_test(data, voc_image, tmp_path_factory)

@@ -146,12 +146,23 @@ def _check(d: dict, image_dir: Path, where: str, strict: bool) -> tuple[dict, li
     _structure(d, where)
     cats = {c["id"] for c in d["categories"]}
     seen_anns: set[int] = set()
+    seen_files: dict[str, Any] = {}
+    seen_boxes: dict[tuple, Any] = {}
     images = {}
     for im in d["images"]:
         path = image_dir / str(im.get("file_name", ""))
         if not _is_file(path):
             report(str(path), im.get("id"), "image file is missing")
             continue
+        if strict:  # a corrupt or mis-sized file is found now, not in the middle of a search
+            w, h = _probe(path)
+            if (im.get("width"), im.get("height")) != (w, h):
+                report(str(path), im.get("id"), f"the file is {w}x{h}, the annotation says {im.get('width')}x{im.get('height')}")
+        key = os.path.normpath(str(path))
+        if key in seen_files:  # one picture counted twice: its boxes would weigh double in training and AP
+            report(where, im.get("id"), f"duplicate image: {im.get('file_name')} is also image id {seen_files[key]}")
+            continue
+        seen_files[key] = im["id"]
         images[im["id"]] = im
     anns = []
     for a in d["annotations"]:
@@ -159,6 +170,11 @@ def _check(d: dict, image_dir: Path, where: str, strict: bool) -> tuple[dict, li
             report(where, a["id"], "duplicate annotation id")
             continue
         seen_anns.add(a["id"])
+        dup = (a.get("image_id"), a.get("category_id"), repr(a.get("bbox")))
+        if dup in seen_boxes:  # the same object twice: one of the two is a false negative in evaluation
+            report(where, a["id"], f"duplicate box: same image, category and bbox as annotation {seen_boxes[dup]}")
+            continue
+        seen_boxes[dup] = a["id"]
         im = images.get(a.get("image_id"))
         if im is None:
             if a.get("image_id") not in {i.get("id") for i in d["images"]}:
@@ -187,6 +203,26 @@ def _check(d: dict, image_dir: Path, where: str, strict: bool) -> tuple[dict, li
         report(where, None, "no usable annotation: nothing to train or evaluate on")
     clean = {**d, "images": list(images.values()), "annotations": anns}
     return clean, problems
+
+
+def _number(text: str | None) -> float | None:
+    """A finite number from an xml field, else None."""
+    try:
+        v = float(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def _probe(path: Path) -> tuple[int, int]:
+    """An image's (width, height) after checking that it decodes (PIL ``verify``: headers and checksums)."""
+    try:
+        with Image.open(path) as im:
+            size = im.size
+            im.verify()
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise DataError(f"{path}: cannot decode image ({type(e).__name__}: {e})") from None
+    return size
 
 
 def _is_file(path: Path) -> bool:
@@ -293,17 +329,17 @@ def load_voc(
         for i, o in enumerate(root.findall("object")):
             name = (o.findtext("name") or "").strip()
             bb = o.find("bndbox")
-            try:
-                box = [float(bb.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")]
-            except (TypeError, ValueError, AttributeError):
-                box = None
-            objs.append((i, name, box, int(float(o.findtext("difficult") or 0))))
+            box = None if bb is None else [_number(bb.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")]
+            box = None if box is None or None in box else box
+            difficult = (o.findtext("difficult") or "0").strip()
+            objs.append((i, name, box, {"0": 0, "1": 1}.get(difficult, difficult)))
             names.add(name)
         parsed.append((f, root, objs))
     classes = list(classes) if classes else sorted(names)
     cat_of = {n: i + 1 for i, n in enumerate(classes)}
     images, anns, problems = [], [], []
     img_dir = Path(image_dir) if image_dir else None
+    seen_files: dict[str, Path] = {}
     for img_id, (f, root, objs) in enumerate(parsed, start=1):
         base = img_dir or f.parent
         fname = (root.findtext("filename") or "").strip()
@@ -317,13 +353,24 @@ def load_voc(
                 problems.append(p)
                 continue
             path = alt[0]
-        try:
-            w = int(float(root.findtext("size/width")))
-            h = int(float(root.findtext("size/height")))
-        except (TypeError, ValueError):
-            with Image.open(path) as im:
-                w, h = im.size
+        key = os.path.normpath(str(path))
+        if key in seen_files:
+            p = Problem(str(f), fname or f.stem, f"duplicate image: {path} is also annotated by {seen_files[key]}")
+            if strict:
+                raise DataError(str(p))
+            problems.append(p)
+            continue
+        seen_files[key] = f
+        w, h = (_number(root.findtext(f"size/{k}")) for k in ("width", "height"))
+        if not (w and h and w >= 1 and h >= 1 and w == int(w) and h == int(h)):  # missing or unusable: the file's own size
+            if strict and root.find("size") is not None:
+                raise DataError(f"{f}: <size> must hold positive integer width and height, got {w}x{h}")
+            w, h = _probe(path)
+        w, h = int(w), int(h)
+        if strict and (w, h) != _probe(path):
+            raise DataError(f"{f}: <size> says {w}x{h}, the image {path} is {'x'.join(map(str, _probe(path)))}")
         images.append({"id": img_id, "file_name": os.path.relpath(path, base), "width": w, "height": h})
+        seen_objs: dict[tuple, int] = {}
         for i, name, box, difficult in objs:
             aid = len(anns) + len(problems) + 1
             if name not in cat_of:
@@ -332,12 +379,17 @@ def load_voc(
                                     "list every class under data.classes")
                 p = Problem(str(f), f"object #{i}", f"unknown class {name!r}, expected one of {classes}")
             elif box is None:
-                p = Problem(str(f), f"object #{i}", "missing or non-numeric bndbox")
+                p = Problem(str(f), f"object #{i}", "missing or non-numeric bndbox (xmin, ymin, xmax, ymax: finite numbers)")
+            elif difficult not in (0, 1):
+                p = Problem(str(f), f"object #{i}", f"<difficult> must be 0 or 1, got {str(difficult)[:40]!r}")
             elif box[2] <= box[0] or box[3] <= box[1]:
                 p = Problem(str(f), f"object #{i}", f"box {box} has zero or negative size")
             elif box[0] < -1 or box[1] < -1 or box[2] > w + 1 or box[3] > h + 1:
                 p = Problem(str(f), f"object #{i}", f"box {box} lies outside the {w}x{h} image")
+            elif (name, *box) in seen_objs:
+                p = Problem(str(f), f"object #{i}", f"duplicate box: same class and bndbox as object #{seen_objs[(name, *box)]}")
             else:
+                seen_objs[(name, *box)] = i
                 x0, y0, x1, y1 = box
                 anns.append({"id": aid, "image_id": img_id, "category_id": cat_of[name], "bbox": [x0, y0, x1 - x0, y1 - y0],
                              "area": (x1 - x0) * (y1 - y0), "iscrowd": difficult, "ignore": difficult})
@@ -345,6 +397,11 @@ def load_voc(
             if strict:
                 raise DataError(str(p))
             problems.append(p)
+    if not anns:
+        p = Problem(str(files[0].parent), None, "no usable annotation: nothing to train or evaluate on")
+        if strict:
+            raise DataError(str(p))
+        problems.append(p)
     d = {"images": images, "annotations": anns, "categories": [{"id": i + 1, "name": n} for i, n in enumerate(classes)]}
     _warn(problems, str(files[0].parent))
     common = img_dir or files[0].parent
@@ -418,10 +475,14 @@ def generate_shapes(
 
     Four classes (square, disc, triangle, ring) of 12-110 px in random colours, 2-7 per image,
     overlapping (the later one occludes), over a textured background with distractor lines.
-    The same seed writes the same files. Returns the json path; an existing one is reused.
+    The same seed writes the same files. Files are keyed by every parameter
+    (``<split>-<n>x<size>px-seed<seed>.json``, ``images/<key>_<i>.png``), so searches that share
+    ``out_dir`` with different settings never read each other's set. Returns the json path; an
+    existing one is reused.
     """
     out = Path(out_dir)
-    jp = out / f"{split}.json"
+    key = f"{split}-{n_images}x{size}px-seed{seed}"
+    jp = out / f"{key}.json"
     if jp.is_file():
         return jp
     (out / "images").mkdir(parents=True, exist_ok=True)
@@ -445,14 +506,15 @@ def generate_shapes(
             cls = int(rng.integers(0, len(SHAPE_CLASSES)))
             _draw_shape(draw, cls, (x0, y0, x0 + w, y0 + h), contrasting_colour(rng, bg))
             placed.append((cls, [x0, y0, w + 1, h + 1]))
-        fname = f"{split}_{i:05d}.png"
+        fname = f"{key}_{i:05d}.png"
         img.save(out / "images" / fname)
         images.append({"id": i + 1, "file_name": fname, "width": size, "height": size})
         for cls, bbox in placed:
             bbox = [float(bbox[0]), float(bbox[1]), float(min(bbox[2], size - bbox[0])), float(min(bbox[3], size - bbox[1]))]
             anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": cls + 1, "bbox": bbox, "area": bbox[2] * bbox[3], "iscrowd": 0})
-    d = {"images": images, "annotations": anns, "categories": [{"id": i + 1, "name": n} for i, n in enumerate(SHAPE_CLASSES)]}
-    tmp = jp.with_suffix(".json.tmp")
+    d = {"info": {"description": "spnas generated shapes", "split": split, "n_images": n_images, "size": size, "seed": seed},
+         "images": images, "annotations": anns, "categories": [{"id": i + 1, "name": n} for i, n in enumerate(SHAPE_CLASSES)]}
+    tmp = jp.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(d))
     os.replace(tmp, jp)
     return jp

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -28,6 +28,7 @@ from tqdm import tqdm
 from spnas.detect.data import DetectionDataset, collate
 from spnas.detect.metrics import coco_evaluate, detections_to_coco, voc_eval
 from spnas.errors import EvalError
+from spnas.ir.io import write_tensors
 
 __all__ = ["TrainConfig", "FAST", "FULL", "train_detector", "evaluate", "save_checkpoint", "load_checkpoint", "TrainResult"]
 
@@ -200,7 +201,7 @@ def save_checkpoint(model: nn.Module, directory: str | os.PathLike, state: dict[
     d.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
     tmp = d / "model.safetensors.tmp"
-    save_file(tensors, str(tmp))
+    write_tensors(tensors, tmp)
     os.replace(tmp, d / "model.safetensors")
     (d / "state.json").write_text(json.dumps(state or {}, indent=1, default=float))
     return d

@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from spnas.errors import ArchError
 from spnas.ir.arch import Arch
 
-__all__ = ["save", "load", "FORMAT", "sha256_file"]
+__all__ = ["save", "load", "FORMAT", "sha256_file", "write_tensors"]
 
 FORMAT = "spnas-arch/1"
 ARCH_FILE = "arch.yaml"
@@ -34,6 +34,24 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+
+
+def write_tensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str] | None = None) -> None:
+    """``safetensors.torch.save_file``, with an I/O failure raised as the ``OSError`` it is.
+
+    safetensors reports a full disk or a read-only directory as ``SafetensorError("... (os error 28)")``;
+    as an ``OSError`` with its errno, callers tell the machine's failures from their own.
+    """
+    try:
+        save_file(tensors, str(path), metadata=metadata)
+    except SafetensorError as e:
+        m = _OS_ERROR.search(str(e))
+        if not m:
+            raise
+        raise OSError(int(m.group(1)), os.strerror(int(m.group(1))), str(path)) from e
+
+
 def save(arch: Arch, directory: str | os.PathLike) -> Path:
     """Write ``arch.yaml`` and ``weights.safetensors`` into ``directory`` (created if needed)."""
     arch.verify()
@@ -42,7 +60,7 @@ def save(arch: Arch, directory: str | os.PathLike) -> Path:
     # subnets share tensors with the blocks they copy; safetensors wants one storage per key
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in arch.weights.items()}
     tmp = d / (WEIGHTS_FILE + ".tmp")
-    save_file(tensors, str(tmp), metadata={"format": FORMAT})
+    write_tensors(tensors, tmp, metadata={"format": FORMAT})
     os.replace(tmp, d / WEIGHTS_FILE)
     doc = {"format": FORMAT}
     try:

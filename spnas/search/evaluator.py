@@ -65,6 +65,12 @@ def load_datasets(data: dict[str, Any]) -> tuple[Any, Any]:
             ds = tile_dataset(ds, int(data["tile"]))
         if spec.get("image_ids"):
             ds = ds.subset(list(spec["image_ids"]))
+        if not any(not a.get("iscrowd") for a in ds.coco.anns.values()):
+            from spnas.errors import DataError
+
+            where = spec.get("json") or spec.get("xml")
+            raise DataError(f"{where}: the {split} split has no usable annotation (see the warnings above); a search on it "
+                            "could decide nothing")
         sets.append(ds)
     _DATA_CACHE[key] = tuple(sets)
     return _DATA_CACHE[key]
@@ -111,14 +117,14 @@ def evaluate_candidate(req: dict[str, Any]) -> dict[str, Any]:
 
 def _evaluate(req: dict[str, Any], t0: float) -> dict[str, Any]:
     import torch
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
     from spnas.detect import lift
     from spnas.detect.detector import build_detector, carry_over
     from spnas.detect.train import config_from_dict, train_detector
     from spnas.errors import EvalError
     from spnas.ir import load, save
-    from spnas.ir.io import sha256_file
+    from spnas.ir.io import sha256_file, write_tensors
 
     if req.get("threads"):
         torch.set_num_threads(int(req["threads"]))
@@ -145,7 +151,7 @@ def _evaluate(req: dict[str, Any], t0: float) -> dict[str, Any]:
     save(trained, d / "trained")
     # the body's weights are in trained/; the head file holds the rest (what a child carries over)
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items() if not k.startswith(BODY)}
-    save_file(state, str(d / (HEAD_FILE + ".tmp")))
+    write_tensors(state, d / (HEAD_FILE + ".tmp"))
     os.replace(d / (HEAD_FILE + ".tmp"), d / HEAD_FILE)  # a new file: best/top/ may hold a hard link to the old one
     out = {
         "id": req["id"],

@@ -38,11 +38,11 @@ from typing import Any
 import numpy as np
 import yaml
 from deap import base, creator, tools
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from spnas.errors import ConfigError, SpnasError
 from spnas.ir import Arch, load, parse, save
-from spnas.ir.io import WEIGHTS_FILE, sha256_file
+from spnas.ir.io import WEIGHTS_FILE, sha256_file, write_tensors
 from spnas.ops import Space, get_morphism
 from spnas.search.config import SearchConfig
 from spnas.search.evaluator import HEAD_FILE, candidate_seed, detector_state, evaluate_candidate, make_pool
@@ -129,9 +129,14 @@ class Search:
         resolved = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
         if jpath.exists() and not resume:
             raise ConfigError(f"{self.out}: holds a run already; pass --resume to continue it or choose another --out")
-        if resume and cfg_file.is_file() and cfg_file.read_text() != resolved:
-            raise ConfigError(f"{cfg_file}: the run was started with another config; resume without changing it")
+        if resume and cfg_file.is_file() and _decisive(yaml.safe_load(cfg_file.read_text())) != _decisive(cfg.to_dict()):
+            raise ConfigError(f"{cfg_file}: the run was started with another config; resume without changing it "
+                              "(only the workers section may change: another machine, other devices)")
         self.start_arch = self._start_arch()  # start weights are read (and refused) before anything is written
+        self.data: dict[str, Any] | None = None
+        if cfg.data.format != "shapes":  # the user's annotations too: bad data is one line now, not every candidate's failure
+            self.data = resolve_data(cfg, self.out)
+            _check_data(self.data, keep=cfg.workers.backend == "inline")
         self.out.mkdir(parents=True, exist_ok=True)
         self._lock = _lock(self.out)
         try:
@@ -185,7 +190,8 @@ class Search:
         t_start = time.time()
         try:
             self._emit("start", once=True, id=None, seed=self.cfg.seed, generation=None, phase=None)
-            self.data = resolve_data(self.cfg, self.out)
+            if self.data is None:  # the generated set is written into the run directory
+                self.data = resolve_data(self.cfg, self.out)
             best = self._serial()
             if self.cfg.parallel.enabled:
                 best = self._parallel(best)
@@ -561,7 +567,7 @@ class Search:
         shutil.copytree(self._dir(best.id) / "trained", tmp / "arch")
         head = load_file(str(self._dir(best.id) / HEAD_FILE))
         body = load_file(str(tmp / "arch" / WEIGHTS_FILE))
-        save_file(detector_state(body, head), str(tmp / "detector.safetensors"))
+        write_tensors(detector_state(body, head), tmp / "detector.safetensors")
         for rank, ind in enumerate(self.hof, start=1):  # hard links: the hall of fame costs no second copy of the weights
             dst = tmp / "top" / f"{rank}_{ind['id']}"
             shutil.copytree(self._dir(ind["id"]) / "trained", dst / "arch", copy_function=_link)
@@ -673,6 +679,23 @@ def resolve_data(cfg: SearchConfig, out: Path) -> dict[str, Any]:
         return {k: str(cfg.path(v)) if isinstance(v, str) else v for k, v in d.items()}
 
     return {"format": c.format, "train": res(c.train), "val": res(c.val), "classes": list(c.classes), "strict": c.strict, "tile": c.tile}
+
+
+def _decisive(d: dict[str, Any] | None) -> dict[str, Any]:
+    """The parts of a config that decide the search's results (all but ``workers``: where it runs)."""
+    return {k: v for k, v in (d or {}).items() if k != "workers"}
+
+
+def _check_data(data: dict[str, Any], *, keep: bool) -> None:
+    """Load both splits once in the driver (annotations only; images decode lazily, or all under ``strict``).
+
+    ``keep``: leave them in the process cache (inline evaluation reuses them); else free them.
+    """
+    from spnas.search import evaluator
+
+    evaluator.load_datasets(data)
+    if not keep:
+        evaluator._DATA_CACHE.clear()
 
 
 def _with_weights(arch: Arch, path: Path) -> Arch:

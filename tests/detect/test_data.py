@@ -12,7 +12,7 @@ def test_generated_set_is_seeded(tmp_path):
     b = generate_shapes(tmp_path / "b", n_images=6, size=96, seed=5)
     c = generate_shapes(tmp_path / "c", n_images=6, size=96, seed=6)
     assert a.read_bytes() == b.read_bytes() and a.read_bytes() != c.read_bytes()
-    assert (tmp_path / "a/images/train_00000.png").read_bytes() == (tmp_path / "b/images/train_00000.png").read_bytes()
+    assert (a.parent / f"images/{a.stem}_00000.png").read_bytes() == (b.parent / f"images/{b.stem}_00000.png").read_bytes()
     ds = load_coco(a)
     assert ds.num_classes == 4 and len(ds) == 6 and not ds.problems
     img, t = ds[0]
@@ -102,7 +102,8 @@ def test_one_class_list_for_both_voc_splits(tmp_path):
     data = {"format": "voc", "train": {"xml": str(tmp_path / "train")}, "val": {"xml": str(tmp_path / "val")}, "classes": []}
     tr, va = load_datasets(data)
     assert tr.class_names == va.class_names == ["tree"]
-    (tmp_path / "val" / "b.xml").write_text(VOC.format(f="a.png", cls="car").replace("<name>tree</name>", "<name>car</name>"))
+    Image.new("RGB", (64, 64)).save(tmp_path / "val" / "b.png")
+    (tmp_path / "val" / "b.xml").write_text(VOC.format(f="b.png", cls="car").replace("<name>tree</name>", "<name>car</name>"))
     with pytest.raises(DataError, match=r"b.xml: object #0: class 'car' is not among the training classes \['tree'\]"):
         load_datasets({**data, "strict": False, "val": {"xml": str(tmp_path / "val")}, "classes": None})
 
@@ -119,3 +120,65 @@ def test_coco_splits_must_share_categories(tmp_path):
     Path(va).write_text(json.dumps(d))
     with pytest.raises(DataError, match="categories differ from the training split's"):
         load_datasets({"format": "coco", "train": {"json": str(tr)}, "val": {"json": str(va)}})
+
+
+def test_duplicates_are_errors_under_strict_and_warnings_otherwise(tmp_path):
+    jp = generate_shapes(tmp_path, n_images=3, size=64, seed=0)
+    d = json.loads(jp.read_text())
+    d["images"].append({**d["images"][0], "id": 99})  # the same picture under a second id
+    d["annotations"].append({**d["annotations"][0], "id": 999})  # the same object twice
+    bad = tmp_path / "dup.json"
+    bad.write_text(json.dumps(d))
+    with pytest.warns(UserWarning, match="dropped 2 bad annotation"):
+        ds = load_coco(bad, jp.parent / "images")
+    text = [str(p) for p in ds.problems]
+    assert any(f"dup.json: id 99: duplicate image: {d['images'][0]['file_name']} is also image id 1" in t for t in text)
+    assert any(f"dup.json: id 999: duplicate box: same image, category and bbox as annotation {d['annotations'][0]['id']}" in t for t in text)
+    assert len(ds) == 3 and len(ds.coco.anns) == len(d["annotations"]) - 1
+    with pytest.raises(DataError, match="duplicate image"):
+        load_coco(bad, jp.parent / "images", strict=True)
+
+
+def test_voc_duplicates(tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (64, 64)).save(tmp_path / "a.png")
+    (tmp_path / "a.xml").write_text(VOC.format(f="a.png", cls="tree"))
+    (tmp_path / "b.xml").write_text(VOC.format(f="a.png", cls="tree"))  # a second xml for the same picture
+    with pytest.warns(UserWarning):
+        ds = load_voc(tmp_path)
+    assert len(ds) == 1 and any("b.xml: id a.png: duplicate image" in str(p) for p in ds.problems)
+    with pytest.raises(DataError, match=r"b.xml: id a.png: duplicate image: .*a.png is also annotated by .*a.xml"):
+        load_voc(tmp_path, strict=True)
+    (tmp_path / "b.xml").unlink()
+    twice = VOC.format(f="a.png", cls="tree").replace("</annotation>", VOC.split("<object>")[1].join(["<object>", ""]) + "</annotation>")
+    (tmp_path / "a.xml").write_text(twice)
+    with pytest.raises(DataError, match=r"a.xml: id object #2: duplicate box: same class and bndbox as object #0"):
+        load_voc(tmp_path, strict=True)
+
+
+def test_strict_decodes_every_image_and_checks_its_size(tmp_path):
+    jp = generate_shapes(tmp_path, n_images=2, size=64, seed=0)
+    d = json.loads(jp.read_text())
+    png = jp.parent / "images" / d["images"][1]["file_name"]
+    data = png.read_bytes()
+    png.write_bytes(data[: len(data) // 2])  # a truncated PNG: its header still reads
+    load_coco(jp)  # not strict: found when the image is first decoded
+    with pytest.raises(DataError, match=rf"{png.name}: cannot decode image"):
+        load_coco(jp, strict=True)
+    png.write_bytes(data)
+    d["images"][1]["width"] = 65
+    jp.write_text(json.dumps(d))
+    with pytest.raises(DataError, match=r"the file is 64x64, the annotation says 65x64"):
+        load_coco(jp, strict=True)
+
+
+def test_generated_sets_are_keyed_by_their_parameters(tmp_path):
+    """Two searches sharing one data.root with different settings never read each other's set."""
+    a = generate_shapes(tmp_path, n_images=4, size=64, seed=0)
+    b = generate_shapes(tmp_path, n_images=6, size=64, seed=0)
+    c = generate_shapes(tmp_path, n_images=4, size=96, seed=0)
+    assert len({a, b, c}) == 3
+    assert [len(load_coco(p)) for p in (a, b, c)] == [4, 6, 4]
+    assert load_coco(c)[0][0].shape == (3, 96, 96)
+    assert generate_shapes(tmp_path, n_images=4, size=64, seed=0) == a  # the same parameters reuse the files

@@ -155,3 +155,24 @@ def test_an_os_error_is_one_line_and_debug_shows_the_traceback(tmp_path, capsys)
     assert err.count("\n") == 0 and "Not a directory" in err and "Traceback" not in err, err
     with pytest.raises(OSError):
         main(["--ir", str(TINY), "--out", str(blocker / "run"), "--quiet", "--debug"])
+
+
+def test_data_with_no_usable_annotation_stops_before_anything_is_written(tmp_path, capsys):
+    from PIL import Image
+
+    for split in ("train", "val"):
+        (tmp_path / split).mkdir()
+        Image.new("RGB", (64, 64)).save(tmp_path / split / "a.png")
+        (tmp_path / split / "a.xml").write_text(
+            "<annotation><filename>a.png</filename><size><width>64</width><height>64</height></size><object><name>tree</name>"
+            "<bndbox><xmin>5</xmin><ymin>5</ymin><xmax>5</xmax><ymax>9</ymax></bndbox></object></annotation>")  # zero width
+    y = _config(tmp_path, f"data: {{format: voc, train: {{xml: {tmp_path / 'train'}}}, val: {{xml: {tmp_path / 'val'}}}}}")
+    out = tmp_path / "run"
+    with pytest.warns(UserWarning, match="zero or negative size"):
+        assert main(["--ir", str(y), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"{tmp_path / 'train'}: the train split has no usable annotation" in err, err
+    assert not out.exists()
+    with pytest.raises(Exception, match="box .* has zero or negative size"):  # strict: the first problem, named
+        main(["--ir", str(_config(tmp_path, f"data: {{format: voc, strict: true, train: {{xml: {tmp_path / 'train'}}}, "
+                                            f"val: {{xml: {tmp_path / 'val'}}}}}")), "--out", str(out), "--quiet", "--debug"])

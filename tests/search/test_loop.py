@@ -11,6 +11,7 @@ import json
 
 import pytest
 
+from spnas.errors import SpnasError
 from spnas.search import Search, config_from_dict
 from tests.search.fake import COUNTER, FakeEvaluator, flat
 
@@ -309,3 +310,16 @@ def test_resume_cleans_partial_writes(tmp_path):
     run(tmp_path, resume=True)
     assert not (out / "best.partial").exists() and not tmp.exists() and not (out / "best.old").exists()
     assert (out / "best" / "summary.json").is_file()
+
+
+def test_resume_may_change_where_it_runs_not_what_it_decides(tmp_path):
+    from spnas.errors import ConfigError
+
+    ref, ref_events, _ = run(tmp_path, "ref")
+    with pytest.raises(SpnasError):
+        run(tmp_path, evaluator=FakeEvaluator(fail={"g002c1": "disk"}), workers={"backend": "inline", "retries": 0})
+    with pytest.raises(ConfigError, match="the run was started with another config"):
+        run(tmp_path, resume=True, search={"lam": 3})
+    summary, evs, _ = run(tmp_path, resume=True, workers={"backend": "inline", "retries": 5, "timeout_s": 60})
+    assert summary["best_id"] == ref["best_id"]
+    assert "retries: 5" in (tmp_path / "run" / "config.yaml").read_text()

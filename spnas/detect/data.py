@@ -14,6 +14,7 @@ import io
 import json
 import math
 import os
+import re
 import warnings
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -28,7 +29,8 @@ from torch.utils.data import Dataset
 
 from spnas.errors import DataError
 
-__all__ = ["DetectionDataset", "Problem", "load_coco", "load_voc", "generate_shapes", "SHAPE_CLASSES", "collate", "tile_dataset"]
+__all__ = ["DetectionDataset", "Problem", "load_coco", "load_voc", "load_ecp", "generate_shapes", "generate_ecp", "SHAPE_CLASSES",
+           "collate", "tile_dataset"]
 
 SHAPE_CLASSES = ("square", "disc", "triangle", "ring")
 _IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -77,6 +79,17 @@ class DetectionDataset(Dataset):
     @property
     def num_classes(self) -> int:
         return len(self.cat_ids)
+
+    @property
+    def lamr_protocol(self) -> str | None:
+        """``"ecp"`` for ECP frames (annotations carry ``ecp_ignore``), ``"citypersons"`` for
+        CityPersons-style COCO (``vis_ratio``), else None: which miss-rate protocol fits the data."""
+        anns = self.coco.dataset.get("annotations", [])
+        if any("ecp_ignore" in a for a in anns):
+            return "ecp"
+        if any("vis_ratio" in a for a in anns):
+            return "citypersons"
+        return None
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -406,6 +419,179 @@ def load_voc(
     _warn(problems, str(files[0].parent))
     common = img_dir or files[0].parent
     return DetectionDataset(_quiet_coco(d), common, problems=problems)
+
+
+# ------------------------------------------------------------------------------ EuroCity Persons
+ECP_PERSON = "pedestrian"
+ECP_TOLERATED = ("rider",)  # the benchmark ignores riders when pedestrians are evaluated (ignore_other_vru)
+ECP_CROWD = "person-group-far-away"  # a don't-care region: detections inside it are neither found nor false
+ECP_IGNORED_TAGS = ("sitting-lying", "behind-glass")
+_ECP_NUMBER = re.compile(r"\d+")
+
+
+def _ecp_percent(tags: list[str], word: str) -> int:
+    """The number of the ``occluded>40``-style tag (the toolkit's rule: one number in a tag holding ``word``)."""
+    value = 0
+    for t in tags:
+        if word in t:
+            found = _ECP_NUMBER.findall(t)
+            if len(found) == 1:
+                value = int(found[0])
+    return value
+
+
+def load_ecp(
+    label_dir: str | os.PathLike,
+    image_dir: str | os.PathLike | None = None,
+    *,
+    classes: list[str] | None = None,
+    strict: bool = False,
+) -> DetectionDataset:
+    """EuroCity Persons frames (``labels/<split>/<city>/<city>_<n>.json``) as a COCO-indexed data set.
+
+    Each frame's ``children`` with ``identity`` ``pedestrian`` are the objects to find; ``rider``
+    (tolerated), ``person-group-far-away`` (a crowd region; with a ``depiction`` tag it is dropped)
+    and pedestrians tagged ``sitting-lying`` or ``behind-glass`` are kept as ignored boxes
+    (``iscrowd``: not trained on, ignored by the metrics); other identities are dropped, as the ECP
+    toolkit drops them. Each annotation keeps ``ecp_ignore`` (0, 1 or 2: see
+    :func:`~spnas.detect.metrics.ecp_lamr`), ``occlusion`` and ``truncation`` (the tags' numbers).
+    ``classes`` (default ``["pedestrian"]``; add ``"rider"`` to detect riders too) are the training
+    classes. The image of ``labels/x/y.json`` is ``image_dir/x/y.png`` (``.jpg`` also); without
+    ``image_dir`` the path's ``labels`` folder is replaced by ``img``, the ECP layout.
+    """
+    root = Path(label_dir)
+    files = sorted(root.rglob("*.json")) if root.is_dir() else []
+    if not files:
+        raise DataError(f"{root}: no ECP frame files (*.json) found")
+    if image_dir is None:
+        parts = list(root.resolve().parts)
+        if "labels" not in parts:
+            raise DataError(f"{root}: give the images' folder (data.<split>.images): the path holds no 'labels' folder to map to 'img'")
+        i = len(parts) - 1 - parts[::-1].index("labels")
+        image_root = Path(*parts[:i], "img", *parts[i + 1:])
+    else:
+        image_root = Path(image_dir)
+    classes = list(classes or [ECP_PERSON])
+    cat_of = {n: k + 1 for k, n in enumerate(classes)}
+    images, anns, problems = [], [], []
+
+    def problem(f: Path, id_: Any, reason: str) -> None:
+        p = Problem(str(f), id_, reason)
+        if strict:
+            raise DataError(str(p))
+        problems.append(p)
+
+    for img_id, f in enumerate(files, start=1):
+        try:
+            frame = json.loads(f.read_text())
+        except (OSError, UnicodeDecodeError) as e:
+            raise DataError(f"{f}: cannot read ({e})") from None
+        except json.JSONDecodeError as e:
+            raise DataError(f"{f}: line {e.lineno}: not valid JSON ({e.msg})") from None
+        if not isinstance(frame, dict) or frame.get("identity") != "frame" or not isinstance(frame.get("children"), list):
+            raise DataError(f"{f}: expected an ECP frame: an object with identity 'frame' and a list of children")
+        rel = f.relative_to(root).with_suffix("")
+        path = next((image_root / rel.with_suffix(e) for e in (".png", ".jpg", ".jpeg") if _is_file(image_root / rel.with_suffix(e))), None)
+        if path is None:
+            problem(f, str(rel), f"image file {image_root / rel}.png is missing")
+            continue
+        w, h = frame.get("imagewidth"), frame.get("imageheight")
+        if not (isinstance(w, int) and isinstance(h, int) and w > 0 and h > 0):
+            w, h = _probe(path)
+        elif strict and (w, h) != _probe(path):
+            raise DataError(f"{f}: imagewidth x imageheight says {w}x{h}, the image {path} is {'x'.join(map(str, _probe(path)))}")
+        images.append({"id": img_id, "file_name": os.path.relpath(path, image_root), "width": w, "height": h})
+        for i, o in enumerate(frame["children"]):
+            if not isinstance(o, dict):
+                problem(f, f"child #{i}", "expected an object")
+                continue
+            ident = o.get("identity")
+            tags = o.get("tags") or []
+            if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+                problem(f, f"child #{i}", f"tags: expected a list of strings, got {str(tags)[:60]}")
+                continue
+            if ident == ECP_PERSON:
+                ignore = 1 if any(t in ECP_IGNORED_TAGS for t in tags) else 0
+            elif ident in ECP_TOLERATED:
+                ignore = 0 if ident in cat_of else 1
+            elif ident == ECP_CROWD:
+                if "depiction" in tags:
+                    continue
+                ignore = 2
+            else:
+                continue  # a vehicle, a bicycle, ...: not part of the person benchmark
+            try:
+                x0, y0, x1, y1 = (float(o[k]) for k in ("x0", "y0", "x1", "y1"))
+            except (KeyError, TypeError, ValueError):
+                problem(f, f"child #{i}", "x0, y0, x1, y1: missing or not numbers")
+                continue
+            if not all(math.isfinite(v) for v in (x0, y0, x1, y1)) or x1 <= x0 or y1 <= y0:
+                problem(f, f"child #{i}", f"box [{x0}, {y0}, {x1}, {y1}] is not finite or has zero or negative size")
+                continue
+            x0, y0, x1, y1 = max(x0, 0.0), max(y0, 0.0), min(x1, float(w)), min(y1, float(h))  # the toolkit clips to the image
+            if x1 <= x0 or y1 <= y0:
+                problem(f, f"child #{i}", f"box lies outside the {w}x{h} image")
+                continue
+            cat = cat_of.get(ident, cat_of[classes[0]])
+            anns.append({"id": len(anns) + 1, "image_id": img_id, "category_id": cat, "bbox": [x0, y0, x1 - x0, y1 - y0],
+                         "area": (x1 - x0) * (y1 - y0), "iscrowd": int(ignore != 0), "ecp_identity": ident, "ecp_ignore": ignore,
+                         "occlusion": _ecp_percent(tags, "occluded"), "truncation": _ecp_percent(tags, "truncated")})
+    if not any(a["ecp_ignore"] == 0 for a in anns):
+        problem(root, None, "no pedestrian to find: nothing to train or evaluate on")
+    d = {"images": images, "annotations": anns, "categories": [{"id": i + 1, "name": n} for i, n in enumerate(classes)]}
+    _warn(problems, str(root))
+    return DetectionDataset(_quiet_coco(d), image_root, problems=problems)
+
+
+def generate_ecp(out_dir: str | os.PathLike, *, n_frames: int = 8, size: tuple[int, int] = (160, 96), seed: int = 0, split: str = "val") -> Path:
+    """A small ECP-format set for tests and examples: ``out_dir/labels/<split>/town/town_<n>.json`` and
+    ``out_dir/img/<split>/town/town_<n>.png``. Upright figures (pedestrians: a head and a body; riders:
+    a figure on a wheel) 20-70 px tall over a textured background, with ECP's tags: occlusion
+    (``occluded>10/40/80``, drawn as a grey block over the lower body), truncation at the border,
+    ``sitting-lying``, and crowd regions. Returns the labels folder of the split.
+    """
+    out = Path(out_dir)
+    rng = np.random.default_rng(seed)
+    W, H = size
+    lab, img_dir = out / "labels" / split / "town", out / "img" / split / "town"
+    lab.mkdir(parents=True, exist_ok=True)
+    img_dir.mkdir(parents=True, exist_ok=True)
+    for n in range(n_frames):
+        bg, img = textured_background(rng, max(W, H))
+        img = img.crop((0, 0, W, H))
+        draw = ImageDraw.Draw(img)
+        children = []
+        for _ in range(int(rng.integers(2, 6))):
+            h = int(rng.integers(20, 71))
+            w = max(6, int(h * rng.uniform(0.35, 0.45)))
+            x0 = int(rng.integers(-w // 3, W - w + w // 3))
+            y0 = int(rng.integers(0, max(1, H - h)))
+            ident = str(rng.choice(["pedestrian"] * 6 + ["rider", "person-group-far-away"]))
+            colour = contrasting_colour(rng, bg)
+            x1, y1 = x0 + w, y0 + h
+            if ident == "person-group-far-away":
+                for k in range(3):
+                    draw.ellipse((x0 + k * w // 3, y0, x0 + k * w // 3 + w // 3, y0 + h // 4), fill=colour)
+            else:
+                draw.ellipse((x0 + w // 4, y0, x1 - w // 4, y0 + h // 5), fill=colour)  # head
+                draw.rectangle((x0, y0 + h // 5, x1, y1 if ident == "pedestrian" else y1 - h // 4), fill=colour)
+                if ident == "rider":
+                    draw.ellipse((x0 - w // 4, y1 - h // 4, x1 + w // 4, y1), outline=colour, width=2)
+            tags = []
+            occ = int(rng.choice([0, 0, 0, 10, 40, 80]))
+            if occ and ident != "person-group-far-away":
+                draw.rectangle((x0, y1 - int(h * occ / 100), x1, y1), fill=(128, 128, 128))
+                tags.append(f"occluded>{occ}")
+            if x0 < 0 or x1 > W:
+                tags.append("truncated>10")
+            if ident == "pedestrian" and rng.random() < 0.1:
+                tags.append("sitting-lying")
+            children.append({"identity": ident, "x0": x0, "y0": y0, "x1": x1, "y1": y1, "tags": tags, "children": []})
+        name = f"town_{n:05d}"
+        img.save(img_dir / f"{name}.png")
+        frame = {"identity": "frame", "imagewidth": W, "imageheight": H, "children": children}
+        (lab / f"{name}.json").write_text(json.dumps(frame))
+    return out / "labels" / split
 
 
 def tile_dataset(ds: DetectionDataset, tile: int, *, min_visible: float = 0.5) -> DetectionDataset:

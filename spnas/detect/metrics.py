@@ -1,27 +1,42 @@
-"""Detection metrics: COCO AP family (pycocotools), VOC AP50, and ECP log-average miss rate.
+"""Detection metrics, each equal to the reference evaluator of its benchmark on the same inputs.
 
-- :func:`coco_evaluate` runs pycocotools' ``COCOeval`` on results in COCO format; the twelve
-  ``stats`` come back by name (``AP``, ``AP50``, ``AP75``, ``APs``, ``APm``, ``APl``, ``AR1``, …).
-- :func:`voc_ap` / :func:`voc_eval`: VOC AP at IoU 0.5, either ``"area"`` (VOC2010 and later: the
-  area under the monotone precision envelope) or ``"11point"`` (VOC2007). Difficult objects are
-  ignored: matching one is neither a true nor a false positive. Boxes are continuous (no +1).
-- :func:`lamr`: the ECP/Caltech log-average miss rate: miss rate sampled at 9 FPPI points
-  log-spaced in [1e-2, 1], IoU 0.5, ground truth outside the subset (height, occlusion) or
-  flagged ignore becomes an ignore region, and a detection is ignored when it lies in one
-  (intersection over the detection's area >= 0.5). Subsets: :data:`ECP_SUBSETS`.
+- :func:`coco_evaluate`: pycocotools' ``COCOeval``; the twelve ``stats`` by name (``AP``, ``AP50``,
+  ``AP75``, ``APs``, ``APm``, ``APl``, ``AR1``, ...).
+- :func:`voc_eval`: the PASCAL VOC devkit's rules as its Python lineage has them (py-faster-rcnn's
+  and detectron2's ``voc_eval``): boxes are inclusive pixel boxes (a box ``[x0, y0, x1, y1]`` covers
+  ``x1 - x0 + 1`` pixels, so widths and intersections get ``+1``), a detection matches when its
+  IoU is strictly greater than the threshold, ``difficult`` objects are neither found nor missed,
+  and AP is either VOC2007's 11-point interpolation (``VOC07_AP50``, the paper's VOC2007 test) or
+  the area under the precision envelope of VOC2010 and later (``VOC_AP50``); any other IoU is named
+  in the key (``VOC_AP75``).
+- :func:`ecp_lamr`: the EuroCity Persons benchmark's log-average miss rate (its ECPB toolkit):
+  subsets ``reasonable``, ``small``, ``occluded``, ``all`` by height and occlusion/truncation tags;
+  ground truth outside the subset (and riders, sitting or behind-glass people) is ignored and
+  matched by IoU, crowd regions by the detection's intersection over its own area; detections
+  outside the subset's height range (with a 1.25 margin) are dropped.
+- :func:`citypersons_lamr`: the CityPersons protocol of ``eval_MR_multisetup.py``: setups
+  ``Reasonable``, ``small``, ``heavy``, ``All`` by height and visible ratio; every ignored ground
+  truth is matched by intersection over the detection's area.
+
+Every function checks its input and names what is wrong (which image, which field, which index):
+NaN scores or boxes, boxes with x1 < x0, arrays of different lengths, detections on an image the
+ground truth does not list (``'1'`` is not ``1``), thresholds outside (0, 1].
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
+
+from spnas.errors import EvalError
 
 __all__ = [
     "COCO_STAT_NAMES",
@@ -29,9 +44,13 @@ __all__ = [
     "detections_to_coco",
     "voc_ap",
     "voc_eval",
-    "lamr",
+    "voc_metric_name",
+    "ecp_lamr",
+    "citypersons_lamr",
     "ECP_SUBSETS",
-    "Subset",
+    "CITYPERSONS_SETUPS",
+    "LAMR_METRICS",
+    "lower_is_better",
 ]
 
 COCO_STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
@@ -74,22 +93,101 @@ def coco_evaluate(coco_gt: COCO, results: list[dict], *, image_ids: Sequence[int
     return {k: float(v) for k, v in zip(COCO_STAT_NAMES, ev.stats)}
 
 
+
+def lower_is_better(metric: str) -> bool:
+    """Miss rates (any name with ``LAMR``) are minimised; AP and recall are maximised."""
+    return "LAMR" in metric
+
+
+# ------------------------------------------------------------------------------------- input checks
+def _threshold(name: str, v: float) -> float:
+    if not (isinstance(v, (int, float)) and math.isfinite(v) and 0 < v <= 1):
+        raise EvalError(f"{name}: expected a number in (0, 1], got {v!r}")
+    return float(v)
+
+
+def _array(where: str, field: str, v: Any, n: int | None, dtype: Any = float) -> np.ndarray:
+    try:
+        a = np.asarray(v, dtype=dtype)
+    except (TypeError, ValueError) as e:
+        raise EvalError(f"{where}: {field}: not numeric ({e})") from None
+    if a.ndim != 1 or (n is not None and len(a) != n):
+        raise EvalError(f"{where}: {field}: expected {n if n is not None else 'a list of'} values, got shape {a.shape}")
+    if dtype is float and not np.isfinite(a).all():
+        raise EvalError(f"{where}: {field}[{int(np.argmin(np.isfinite(a)))}]: not a finite number")
+    return a
+
+
+def _boxes(where: str, v: Any) -> np.ndarray:
+    try:
+        b = np.asarray(v, dtype=float)
+    except (TypeError, ValueError) as e:
+        raise EvalError(f"{where}: boxes: not numeric ({e})") from None
+    if b.size == 0:
+        return np.zeros((0, 4))
+    if b.ndim != 2 or b.shape[1] != 4:
+        raise EvalError(f"{where}: boxes: expected shape (N, 4) as [x0, y0, x1, y1], got {b.shape}")
+    bad = ~np.isfinite(b).all(1)
+    if bad.any():
+        raise EvalError(f"{where}: boxes[{int(np.argmax(bad))}]: not finite: {b[np.argmax(bad)].tolist()}")
+    neg = (b[:, 2] < b[:, 0]) | (b[:, 3] < b[:, 1])
+    if neg.any():
+        raise EvalError(f"{where}: boxes[{int(np.argmax(neg))}]: x1 < x0 or y1 < y0: {b[np.argmax(neg)].tolist()} (expected [x0, y0, x1, y1])")
+    return b
+
+
+def _record(kind: str, img: Any, d: Any, fields: dict[str, Any]) -> dict[str, np.ndarray]:
+    """One image's ground truth or detections, checked: ``fields`` maps a field to (dtype, default or None if required)."""
+    where = f"{kind}[{img!r}]"
+    if not isinstance(d, dict):
+        raise EvalError(f"{where}: expected a dict of arrays, got {type(d).__name__}")
+    unknown = set(d) - set(fields) - {"boxes"}
+    if unknown:
+        raise EvalError(f"{where}: unknown field {sorted(unknown)[0]!r}; expected some of {['boxes', *fields]}")
+    if "boxes" not in d:
+        raise EvalError(f"{where}: boxes: missing")
+    out = {"boxes": _boxes(where, d["boxes"])}
+    n = len(out["boxes"])
+    for f, (dtype, default) in fields.items():
+        if f in d:
+            out[f] = _array(where, f, d[f], n, dtype)
+        elif default is None:
+            raise EvalError(f"{where}: {f}: missing")
+        else:
+            out[f] = np.full(n, default, dtype=dtype)
+    return out
+
+
+def _check_ids(gts: dict, dets: dict) -> None:
+    if not isinstance(gts, dict) or not isinstance(dets, dict):
+        raise EvalError("ground truth and detections: expected dicts keyed by image id")
+    for img in dets:
+        if img not in gts:
+            same = [g for g in gts if str(g) == str(img)]
+            hint = f"; the ground truth has {same[0]!r} ({type(same[0]).__name__}), this is a {type(img).__name__}" if same else ""
+            raise EvalError(f"dets[{img!r}]: image id not in the ground truth{hint}")
+
+
 # ------------------------------------------------------------------------------------------- VOC
-def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    ix = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
-    iy = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
-    inter = ix * iy
-    union = (box[2] - box[0]) * (box[3] - box[1]) + (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) - inter
-    return inter / np.maximum(union, 1e-12)
+def voc_metric_name(method: str = "area", iou_thresh: float = 0.5) -> str:
+    """``VOC_AP50`` (area, VOC2010+), ``VOC07_AP50`` (11-point, VOC2007); the IoU is in the name."""
+    return f"{'VOC07' if method == '11point' else 'VOC'}_AP{round(iou_thresh * 100):d}"
 
 
 def voc_ap(recall: np.ndarray, precision: np.ndarray, method: str = "area") -> float:
-    """AP from a precision/recall curve: ``"area"`` (VOC2010+) or ``"11point"`` (VOC2007)."""
+    """AP from a precision/recall curve: ``"area"`` (VOC2010+) or ``"11point"`` (VOC2007).
+
+    The 11 recall points are ``0, 0.1, ..., 1.0`` computed as the devkit computes them
+    (``k * 0.1``: the fourth point is 0.30000000000000004, so a recall of exactly 3/10 misses it).
+    """
     recall, precision = np.asarray(recall, float), np.asarray(precision, float)
     if method == "11point":
-        return float(np.mean([precision[recall >= t].max() if (recall >= t).any() else 0.0 for t in np.linspace(0, 1, 11)]))
+        ap = 0.0
+        for t in np.arange(0.0, 1.1, 0.1):
+            ap += (precision[recall >= t].max() if (recall >= t).any() else 0.0) / 11.0
+        return float(ap)
     if method != "area":
-        raise ValueError(f"VOC AP method: expected 'area' or '11point', got {method!r}")
+        raise EvalError(f"VOC AP method: expected 'area' or '11point', got {method!r}")
     mrec = np.concatenate([[0.0], recall, [1.0]])
     mpre = np.concatenate([[0.0], precision, [0.0]])
     mpre = np.maximum.accumulate(mpre[::-1])[::-1]
@@ -97,139 +195,276 @@ def voc_ap(recall: np.ndarray, precision: np.ndarray, method: str = "area") -> f
     return float(np.sum((mrec[idx + 1] - mrec[idx]) * mpre[idx + 1]))
 
 
+def _iou_inclusive(b: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    iw = np.maximum(np.minimum(b[2], boxes[:, 2]) - np.maximum(b[0], boxes[:, 0]) + 1.0, 0.0)
+    ih = np.maximum(np.minimum(b[3], boxes[:, 3]) - np.maximum(b[1], boxes[:, 1]) + 1.0, 0.0)
+    inter = iw * ih
+    union = (b[2] - b[0] + 1.0) * (b[3] - b[1] + 1.0) + (boxes[:, 2] - boxes[:, 0] + 1.0) * (boxes[:, 3] - boxes[:, 1] + 1.0) - inter
+    return inter / union
+
+
 def voc_eval(
-    gts: dict[int, dict[str, np.ndarray]],
-    dets: dict[int, dict[str, np.ndarray]],
+    gts: dict[Any, dict[str, Any]],
+    dets: dict[Any, dict[str, Any]],
     *,
     iou_thresh: float = 0.5,
     method: str = "area",
-) -> dict[str, float | dict[int, float]]:
-    """VOC mAP over classes that have (non-difficult) ground truth.
+) -> dict[str, Any]:
+    """VOC mAP over the classes that have non-difficult ground truth, by the devkit's rules.
 
-    ``gts[image_id] = {"boxes": (N, 4) xyxy, "labels": (N,), "difficult": (N,) bool}`` and
-    ``dets[image_id] = {"boxes", "scores", "labels"}``. Ties in score keep their input order.
+    ``gts[image] = {"boxes": (N, 4) [x0, y0, x1, y1] inclusive pixels, "labels": (N,), "difficult": (N,) bool}``
+    and ``dets[image] = {"boxes", "scores", "labels"}``. Detections are ranked with
+    ``np.argsort(-scores)`` over the detections of a class in image order, as the devkit ranks
+    the lines of its result file. Returns ``{voc_metric_name(method, iou_thresh): mAP, "per_class": {label: AP}}``.
     """
-    classes = sorted({int(c) for g in gts.values() for c, d in zip(g["labels"], g.get("difficult", np.zeros(len(g["labels"]), bool))) if not d})
+    iou_thresh = _threshold("iou_thresh", iou_thresh)
+    if method not in ("area", "11point"):
+        raise EvalError(f"method: expected 'area' (VOC2010+) or '11point' (VOC2007), got {method!r}")
+    _check_ids(gts, dets)
+    G = {img: _record("gts", img, g, {"labels": (np.int64, None), "difficult": (bool, False)}) for img, g in gts.items()}
+    D = {img: _record("dets", img, d, {"labels": (np.int64, None), "scores": (float, None)}) for img, d in dets.items()}
+    classes = sorted({int(c) for g in G.values() for c in g["labels"][~g["difficult"]]})
     per_class: dict[int, float] = {}
     for c in classes:
-        n_pos = 0
-        gt_c = {}
-        for img, g in gts.items():
-            m = np.asarray(g["labels"]) == c
-            diff = np.asarray(g.get("difficult", np.zeros(len(g["labels"]), bool)), bool)[m]
-            gt_c[img] = (np.asarray(g["boxes"], float).reshape(-1, 4)[m], diff, np.zeros(m.sum(), bool))
-            n_pos += int((~diff).sum())
-        entries = []
-        for img, d in dets.items():
-            m = np.asarray(d["labels"]) == c
-            for b, s in zip(np.asarray(d["boxes"], float).reshape(-1, 4)[m], np.asarray(d["scores"], float)[m]):
-                entries.append((s, img, b))
-        order = sorted(range(len(entries)), key=lambda i: -entries[i][0])  # stable: ties keep input order
-        tp, fp = [], []
-        for i in order:
-            _, img, b = entries[i]
-            boxes, diff, used = gt_c.get(img, (np.zeros((0, 4)), np.zeros(0, bool), np.zeros(0, bool)))
-            if len(boxes):
-                ious = _iou(b, boxes)
+        npos = sum(int((~g["difficult"][g["labels"] == c]).sum()) for g in G.values())
+        found = {img: np.zeros(int((g["labels"] == c).sum()), bool) for img, g in G.items()}
+        imgs, conf, boxes = [], [], []
+        for img, d in D.items():
+            m = d["labels"] == c
+            imgs += [img] * int(m.sum())
+            conf.append(d["scores"][m])
+            boxes.append(d["boxes"][m])
+        conf_a = np.concatenate(conf) if conf else np.zeros(0)
+        boxes_a = np.concatenate(boxes) if boxes else np.zeros((0, 4))
+        order = np.argsort(-conf_a)  # the devkit's own ranking (numpy's default sort)
+        tp, fp = np.zeros(len(order)), np.zeros(len(order))
+        for k, i in enumerate(order):
+            g = G[imgs[i]]
+            m = g["labels"] == c
+            gt_boxes, difficult = g["boxes"][m], g["difficult"][m]
+            ovmax, j = -np.inf, -1
+            if len(gt_boxes):
+                ious = _iou_inclusive(boxes_a[i], gt_boxes)
                 j = int(ious.argmax())
-                if ious[j] >= iou_thresh:
-                    if diff[j]:
-                        continue  # a difficult object: ignored
-                    if not used[j]:
-                        used[j] = True
-                        tp.append(1)
-                        fp.append(0)
-                        continue
-            tp.append(0)
-            fp.append(1)
+                ovmax = ious[j]
+            if ovmax > iou_thresh:
+                if not difficult[j]:
+                    if not found[imgs[i]][j]:
+                        tp[k] = 1.0
+                        found[imgs[i]][j] = True
+                    else:
+                        fp[k] = 1.0
+            else:
+                fp[k] = 1.0
         tp_c, fp_c = np.cumsum(tp), np.cumsum(fp)
-        recall = tp_c / max(n_pos, 1)
-        precision = tp_c / np.maximum(tp_c + fp_c, np.finfo(float).eps)
-        per_class[c] = voc_ap(recall, precision, method) if len(tp) else 0.0
+        recall = tp_c / float(npos)
+        precision = tp_c / np.maximum(tp_c + fp_c, np.finfo(np.float64).eps)
+        per_class[c] = voc_ap(recall, precision, method)
     mean = float(np.mean(list(per_class.values()))) if per_class else 0.0
-    return {"AP50": mean, "per_class": per_class}
+    return {voc_metric_name(method, iou_thresh): mean, "per_class": per_class}
 
 
-# ------------------------------------------------------------------------------------------- ECP
-@dataclass(frozen=True)
-class Subset:
-    """Ground truth counts in a subset when its height and occlusion lie in these ranges."""
+# ------------------------------------------------------------------------------------------- LAMR
+ECP_SUBSETS = ("reasonable", "small", "occluded", "all")
+_ECP_MIN_HEIGHT = {"reasonable": 40, "small": 30, "occluded": 40, "all": 20}
+_ECP_MAX_OCC = {"reasonable": 40, "small": 40, "occluded": 80, "all": 80}  # occlusion or truncation at or over it: ignored
+_ECP_FPPI = np.power(10, np.linspace(-2, 0, 9))
 
-    min_height: float
-    max_height: float
-    min_occlusion: float
-    max_occlusion: float
-
-    def contains(self, height: np.ndarray, occlusion: np.ndarray) -> np.ndarray:
-        return (height >= self.min_height) & (height < self.max_height) & (occlusion >= self.min_occlusion) & (occlusion < self.max_occlusion)
-
-
-ECP_SUBSETS = {
-    "reasonable": Subset(40, np.inf, 0.0, 0.4),
-    "small": Subset(30, 60, 0.0, 0.4),
-    "occluded": Subset(40, np.inf, 0.4, 0.8),
-    "all": Subset(20, np.inf, 0.0, np.inf),
+# CityPersons (eval_MR_multisetup.py): (height range, visible-ratio range), both ends inclusive
+CITYPERSONS_SETUPS = {
+    "Reasonable": ((50, 1e10), (0.65, 1e10)),
+    "small": ((50, 75), (0.65, 1e10)),
+    "heavy": ((50, 1e10), (0.2, 0.65)),
+    "All": ((20, 1e10), (0.2, 1e10)),
 }
-FPPI_POINTS = np.logspace(-2, 0, 9)
+_CP_FPPI = np.array([0.0100, 0.0178, 0.0316, 0.0562, 0.1000, 0.1778, 0.3162, 0.5623, 1.0000])  # the script's rounded points
+EXP_FILTER = 1.25  # detections outside [min_h / 1.25, max_h * 1.25] are dropped (both protocols)
+
+LAMR_METRICS = {
+    "LAMR": ("ecp", "reasonable"), "LAMR_small": ("ecp", "small"), "LAMR_occluded": ("ecp", "occluded"), "LAMR_all": ("ecp", "all"),
+    "CP_LAMR": ("citypersons", "Reasonable"), "CP_LAMR_small": ("citypersons", "small"),
+    "CP_LAMR_heavy": ("citypersons", "heavy"), "CP_LAMR_all": ("citypersons", "All"),
+}
 
 
-def lamr(
-    gts: dict[int, dict[str, np.ndarray]],
-    dets: dict[int, dict[str, np.ndarray]],
+def _clip(b: np.ndarray, size: tuple[float, float] | None) -> np.ndarray:
+    if size is None:
+        return b
+    w, h = size
+    return np.stack([np.clip(b[:, 0], 0, None), np.clip(b[:, 1], 0, None), np.minimum(b[:, 2], w), np.minimum(b[:, 3], h)], 1)
+
+
+def ecp_lamr(
+    gts: dict[Any, dict[str, Any]],
+    dets: dict[Any, dict[str, Any]],
     *,
-    subset: str | Subset = "reasonable",
-    iou_thresh: float = 0.5,
-    ignore_thresh: float = 0.5,
-) -> dict[str, float | np.ndarray]:
-    """Log-average miss rate of one class (pedestrians, say) as the ECP benchmark defines it.
+    subset: str = "reasonable",
+    sizes: dict[Any, tuple[float, float]] | None = None,
+) -> dict[str, Any]:
+    """Log-average miss rate of one class (pedestrians) by the ECP benchmark's rules.
 
-    ``gts[image] = {"boxes": xyxy, "occlusion": (N,) in [0, 1] (default 0), "ignore": (N,) bool}``,
-    ``dets[image] = {"boxes", "scores"}``; every image to count must be a key of ``gts`` (it may
-    hold no boxes). Returns ``{"lamr", "miss_rates" (at the 9 FPPI points), "fppi", "mr"}``.
+    ``gts[image] = {"boxes", "ignore": (N,) 0 | 1 | 2, "occlusion": (N,) percent, "truncation": (N,) percent}``:
+    ``ignore`` 0 is a pedestrian to find, 1 one the benchmark ignores (a rider, a sitting person;
+    matched by IoU), 2 a crowd region (matched by the detection's intersection over its own
+    area); ``occlusion``/``truncation`` are the numbers of the ECP tags (``occluded>40`` is 40).
+    A pedestrian outside ``subset`` becomes ``ignore`` 1. ``dets[image] = {"boxes", "scores"}``.
+    ``sizes[image] = (width, height)`` clips boxes to the image, as the toolkit clips to 1920x1024.
+    Every image to count must be a key of ``gts``. Returns ``{"lamr", "miss_rates" (at the 9 FPPI
+    points), "fppi", "mr", "n_gt"}``; ``lamr`` is NaN when the subset holds no pedestrian.
     """
-    sub = ECP_SUBSETS[subset] if isinstance(subset, str) else subset
-    scored = []  # (score, is_tp) over all non-ignored detections
+    if subset not in ECP_SUBSETS:
+        raise EvalError(f"subset: expected one of {list(ECP_SUBSETS)}, got {subset!r}")
+    _check_ids(gts, dets)
+    min_h, max_occ = _ECP_MIN_HEIGHT[subset], _ECP_MAX_OCC[subset]
+    scored: list[tuple[float, bool]] = []  # (score, true positive) of every detection not matched to an ignored box
     n_gt = 0
-    for img, g in gts.items():
-        boxes = np.asarray(g.get("boxes", np.zeros((0, 4))), float).reshape(-1, 4)
+    for img, g0 in gts.items():
+        g = _record("gts", img, g0, {"ignore": (np.int64, 0), "occlusion": (float, 0.0), "truncation": (float, 0.0)})
+        if not np.isin(g["ignore"], (0, 1, 2)).all():
+            raise EvalError(f"gts[{img!r}]: ignore: expected 0, 1 or 2, got {sorted(set(g['ignore'].tolist()) - {0, 1, 2})[0]}")
+        size = (sizes or {}).get(img)
+        boxes = _clip(g["boxes"], size)
         h = boxes[:, 3] - boxes[:, 1]
-        occ = np.asarray(g.get("occlusion", np.zeros(len(boxes))), float)
-        ign = np.asarray(g.get("ignore", np.zeros(len(boxes), bool)), bool) | ~sub.contains(h, occ)
-        n_gt += int((~ign).sum())
-        d = dets.get(img, {"boxes": np.zeros((0, 4)), "scores": np.zeros(0)})
-        db = np.asarray(d["boxes"], float).reshape(-1, 4)
-        ds = np.asarray(d["scores"], float)
-        used = np.zeros(len(boxes), bool)
-        for k in sorted(range(len(ds)), key=lambda i: -ds[i]):
+        outside = (h < min_h) | (g["occlusion"] >= max_occ) | (g["truncation"] >= max_occ)
+        if subset == "small":
+            outside |= h > 60
+        if subset == "occluded":
+            outside |= g["occlusion"] < 40
+        ign = np.where((g["ignore"] == 0) & outside, 1, g["ignore"])
+        n_gt += int((ign == 0).sum())
+        d = _record("dets", img, dets.get(img, {"boxes": np.zeros((0, 4)), "scores": np.zeros(0)}), {"scores": (float, None)})
+        db = _clip(d["boxes"], size)
+        dh = db[:, 3] - db[:, 1]
+        keep = dh > min_h / EXP_FILTER
+        if subset == "small":
+            keep &= dh < 60 * EXP_FILTER
+        db, ds = db[keep], d["scores"][keep]
+        order_g = np.argsort(ign, kind="stable")  # pedestrians first, then ignored boxes, then crowd regions
+        boxes, ign = boxes[order_g], ign[order_g]
+        matched = np.zeros(len(boxes), bool)
+        for k in sorted(range(len(ds)), key=lambda i: -ds[i]):  # a stable sort: ties keep their order
             b = db[k]
-            if len(boxes):
-                ious = _iou(b, boxes)
-                cand = np.where(~ign & ~used & (ious >= iou_thresh))[0]
-                if len(cand):
-                    j = cand[np.argmax(ious[cand])]
-                    used[j] = True
-                    scored.append((ds[k], True))
+            best, best_j, with_ignore = None, -1, False
+            for j in range(len(boxes)):
+                if best_j >= 0 and not with_ignore and ign[j]:
+                    break  # matched to a pedestrian: ignored boxes cannot take it
+                if matched[j]:
                     continue
-                if ign.any():
-                    ib = boxes[ign]
-                    ix = np.clip(np.minimum(b[2], ib[:, 2]) - np.maximum(b[0], ib[:, 0]), 0, None)
-                    iy = np.clip(np.minimum(b[3], ib[:, 3]) - np.maximum(b[1], ib[:, 1]), 0, None)
-                    area = max((b[2] - b[0]) * (b[3] - b[1]), 1e-12)
-                    if ((ix * iy) / area >= ignore_thresh).any():
-                        continue  # inside an ignore region: neither true nor false positive
-            scored.append((ds[k], False))
-    n_img = max(len(gts), 1)
+                gb = boxes[j]
+                iw = min(gb[2], b[2]) - max(gb[0], b[0])
+                ih = min(gb[3], b[3]) - max(gb[1], b[1])
+                if iw <= 0 or ih <= 0:
+                    continue
+                inter = iw * ih
+                det_area = (b[2] - b[0]) * (b[3] - b[1])
+                denom = det_area if ign[j] == 2 else det_area + (gb[2] - gb[0]) * (gb[3] - gb[1]) - inter
+                iou = inter / denom
+                if iou < 0.5 or (best is not None and iou < best):
+                    continue
+                best, best_j = iou, j
+                with_ignore = bool(ign[j])
+            if best_j >= 0 and with_ignore:
+                continue  # on an ignored box or region: neither found nor false
+            if best_j >= 0:
+                matched[best_j] = True
+            scored.append((float(ds[k]), best_j >= 0))
     if n_gt == 0:
-        return {"lamr": float("nan"), "miss_rates": np.full(9, np.nan), "fppi": np.zeros(0), "mr": np.zeros(0)}
+        return {"lamr": float("nan"), "miss_rates": np.full(9, np.nan), "fppi": np.zeros(0), "mr": np.zeros(0), "n_gt": 0}
     scored.sort(key=lambda t: -t[0])
     tp = np.cumsum([t for _, t in scored]) if scored else np.zeros(0)
     fp = np.cumsum([not t for _, t in scored]) if scored else np.zeros(0)
-    mr = 1.0 - tp / n_gt
-    fppi = fp / n_img
-    miss = np.ones(len(FPPI_POINTS))
-    for i, ref in enumerate(FPPI_POINTS):
-        idx = np.where(fppi <= ref)[0]
-        if len(idx):
-            miss[i] = mr[idx[-1]]
-    value = float(np.exp(np.mean(np.log(np.maximum(miss, 1e-10)))))
-    return {"lamr": value, "miss_rates": miss, "fppi": fppi, "mr": mr}
+    recall = tp / n_gt
+    fppi = fp / len(gts)
+    found = np.zeros(len(_ECP_FPPI))
+    for i, ref in enumerate(_ECP_FPPI):
+        j = np.flatnonzero(fppi <= ref)
+        found[i] = recall[j[-1]] if j.size else 0.0
+    miss = 1.0 - found
+    return {"lamr": float(np.exp(np.mean(np.log(np.maximum(1e-10, miss))))), "miss_rates": miss, "fppi": fppi, "mr": 1.0 - recall, "n_gt": n_gt}
+
+
+def citypersons_lamr(
+    gts: dict[Any, dict[str, Any]],
+    dets: dict[Any, dict[str, Any]],
+    *,
+    setup: str = "Reasonable",
+    max_dets: int = 1000,
+) -> dict[str, Any]:
+    """Log-average miss rate by the CityPersons script (``eval_MR_multisetup.py``), one setup.
+
+    ``gts[image] = {"boxes", "height": (N,) (default: the box's), "vis_ratio": (N,) (default 1), "ignore": (N,) bool}``;
+    a box outside the setup's height or visible-ratio range (ends included) is ignored, and every
+    ignored box matches by the detection's intersection over its own area. ``dets[image] = {"boxes", "scores"}``:
+    the ``max_dets`` best per image, then those of height in ``[min_h / 1.25, max_h * 1.25)``.
+    Images are taken in sorted id order, as the script does; the false positives per image count
+    every image in ``gts``. Kept from the reference: an FPPI point below the first detection's
+    FPPI reads the final recall (``recall[-1]``), and a miss rate of 0 is not floored. Returns
+    ``{"lamr", "miss_rates", "n_gt"}``; ``lamr`` is -1 when the setup holds no person (the script's value).
+    """
+    if setup not in CITYPERSONS_SETUPS:
+        raise EvalError(f"setup: expected one of {list(CITYPERSONS_SETUPS)}, got {setup!r}")
+    _check_ids(gts, dets)
+    (h_lo, h_hi), (v_lo, v_hi) = CITYPERSONS_SETUPS[setup]
+    try:
+        images = sorted(gts)
+    except TypeError:
+        raise EvalError("gts: image ids must be of one comparable type (they are sorted, as the script sorts them)") from None
+    all_scores, all_tp, all_ign = [], [], []
+    n_gt = 0
+    for img in images:
+        g = _record("gts", img, gts[img], {"height": (float, np.nan), "vis_ratio": (float, 1.0), "ignore": (bool, False)})
+        boxes = g["boxes"]
+        height = np.where(np.isnan(g["height"]), boxes[:, 3] - boxes[:, 1], g["height"]) if len(boxes) else g["height"]
+        ign = g["ignore"] | (height < h_lo) | (height > h_hi) | (g["vis_ratio"] < v_lo) | (g["vis_ratio"] > v_hi)
+        d = _record("dets", img, dets.get(img, {"boxes": np.zeros((0, 4)), "scores": np.zeros(0)}), {"scores": (float, None)})
+        if not len(boxes) and not len(d["boxes"]):
+            continue  # the script skips an image with neither (it still counts in the FPPI)
+        order_g = np.argsort(ign.astype(int), kind="mergesort")
+        boxes, ign = boxes[order_g], ign[order_g]
+        n_gt += int((~ign).sum())
+        order = np.argsort(-d["scores"], kind="mergesort")[:max_dets]
+        db, ds = d["boxes"][order], d["scores"][order]
+        dh = db[:, 3] - db[:, 1]
+        keep = (dh >= h_lo / EXP_FILTER) & (dh < h_hi * EXP_FILTER)
+        db, ds = db[keep], ds[keep]
+        matched = np.zeros(len(boxes), bool)
+        for b, s in zip(db, ds):
+            best_iou, best_j, best_is_gt = 0.5, -1, False
+            for j in range(len(boxes)):
+                if matched[j]:
+                    continue
+                if best_j >= 0 and ign[j]:
+                    break
+                gb = boxes[j]
+                iw = min(b[2], gb[2]) - max(b[0], gb[0])
+                ih = min(b[3], gb[3]) - max(b[1], gb[1])
+                if iw <= 0 or ih <= 0:
+                    continue
+                inter = iw * ih
+                det_area = (b[2] - b[0]) * (b[3] - b[1])
+                iou = inter / (det_area if ign[j] else det_area + (gb[2] - gb[0]) * (gb[3] - gb[1]) - inter)
+                if iou < best_iou:
+                    continue
+                best_iou, best_j, best_is_gt = iou, j, not ign[j]
+            if best_is_gt:
+                matched[best_j] = True
+            all_scores.append(s)
+            all_tp.append(best_is_gt)
+            all_ign.append(best_j >= 0 and not best_is_gt)
+    if n_gt == 0:
+        return {"lamr": -1.0, "miss_rates": np.full(9, np.nan), "n_gt": 0}
+    scores = np.asarray(all_scores, float)
+    order = np.argsort(-scores, kind="mergesort")
+    tp = np.asarray(all_tp, bool)[order]
+    ign = np.asarray(all_ign, bool)[order]
+    tp, fp = tp[~ign], ~tp[~ign]
+    recall = np.cumsum(tp) / n_gt
+    fppi = np.cumsum(fp) / len(gts)
+    found = np.zeros(len(_CP_FPPI))
+    if len(recall):
+        idx = np.searchsorted(fppi, _CP_FPPI, side="right") - 1
+        found = recall[idx]  # idx -1 reads the last recall, as the script's list indexing does
+    miss = 1.0 - found
+    with np.errstate(divide="ignore"):
+        value = float(np.exp(np.mean(np.log(miss))))
+    return {"lamr": value, "miss_rates": miss, "n_gt": n_gt}

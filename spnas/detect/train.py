@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from spnas.detect.data import DetectionDataset, collate
-from spnas.detect.metrics import coco_evaluate, detections_to_coco, voc_eval
+from spnas.detect.metrics import LAMR_METRICS, citypersons_lamr, coco_evaluate, detections_to_coco, ecp_lamr, voc_eval
 from spnas.errors import EvalError
 from spnas.ir.io import write_tensors
 
@@ -180,19 +180,61 @@ def predict(model: nn.Module, ds: DetectionDataset, *, device: str | torch.devic
 
 
 def evaluate(model: nn.Module, ds: DetectionDataset, *, device: str | torch.device = "cpu", batch_size: int = 2, quiet: bool = True) -> dict[str, float]:
-    """COCO AP family (pycocotools) and VOC AP50 (VOC2010+ area) of ``model`` on ``ds``."""
-    outs = predict(model, ds, device=device, batch_size=batch_size, quiet=quiet)
+    """Every metric that fits ``ds``, of ``model``'s detections (see :func:`evaluate_outputs`)."""
+    return evaluate_outputs(ds, predict(model, ds, device=device, batch_size=batch_size, quiet=quiet))
+
+
+def _xyxy(anns: list[dict[str, Any]]) -> np.ndarray:
+    return np.array([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]] for a in anns], float).reshape(-1, 4)
+
+
+def evaluate_outputs(ds: DetectionDataset, outs: list[dict[str, torch.Tensor]]) -> dict[str, float]:
+    """COCO AP family (pycocotools), ``VOC07_AP50`` and ``VOC_AP50`` (the VOC devkit's rules), and on
+    person data (ECP frames, or CityPersons-style COCO) the miss rates of :data:`~spnas.detect.metrics.LAMR_METRICS`."""
     results = detections_to_coco(outs, ds.image_ids, ds.label_to_cat)
     metrics = coco_evaluate(ds.coco, results, image_ids=ds.image_ids)
     gts, dets = {}, {}
     for img_id, o in zip(ds.image_ids, outs):
         anns = ds.coco.imgToAnns.get(img_id, [])
-        boxes = np.array([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]] for a in anns]).reshape(-1, 4)
-        gts[img_id] = {"boxes": boxes, "labels": np.array([ds.cat_to_label[a["category_id"]] for a in anns]),
+        gts[img_id] = {"boxes": _xyxy(anns), "labels": np.array([ds.cat_to_label[a["category_id"]] for a in anns], np.int64),
                        "difficult": np.array([bool(a.get("iscrowd", 0) or a.get("ignore", 0)) for a in anns], bool)}
         dets[img_id] = {"boxes": o["boxes"].numpy(), "scores": o["scores"].numpy(), "labels": o["labels"].numpy()}
-    metrics["VOC_AP50"] = float(voc_eval(gts, dets)["AP50"])
+    metrics["VOC_AP50"] = float(voc_eval(gts, dets)["VOC_AP50"])
+    metrics["VOC07_AP50"] = float(voc_eval(gts, dets, method="11point")["VOC07_AP50"])
+    metrics.update(person_miss_rates(ds, outs))
     return metrics
+
+
+def person_miss_rates(ds: DetectionDataset, outs: list[dict[str, torch.Tensor]] | None) -> dict[str, float]:
+    """The log-average miss rates of ``ds``'s protocol (none for other data); ``outs`` None: no detections."""
+    protocol = ds.lamr_protocol
+    if protocol is None:
+        return {}
+    person = ds.cat_to_label[ds.cat_ids[0]] if protocol == "ecp" or 1 not in ds.cat_to_label else ds.cat_to_label[1]
+    gts, dets, sizes = {}, {}, {}
+    for k, img_id in enumerate(ds.image_ids):
+        anns = ds.coco.imgToAnns.get(img_id, [])
+        if protocol == "ecp":  # every person-like box; a rider is ignored when pedestrians are measured, as in the toolkit
+            gts[img_id] = {"boxes": _xyxy(anns), "ignore": np.array([1 if a["ecp_identity"] == "rider" else a["ecp_ignore"] for a in anns], np.int64),
+                           "occlusion": np.array([a["occlusion"] for a in anns], float), "truncation": np.array([a["truncation"] for a in anns], float)}
+            im = ds.coco.imgs[img_id]
+            sizes[img_id] = (im["width"], im["height"])
+        else:
+            anns = [a for a in anns if ds.cat_to_label[a["category_id"]] == person]
+            gts[img_id] = {"boxes": _xyxy(anns), "height": np.array([a.get("height", a["bbox"][3]) for a in anns], float),
+                           "vis_ratio": np.array([a.get("vis_ratio", 1.0) for a in anns], float),
+                           "ignore": np.array([bool(a.get("ignore", 0) or a.get("iscrowd", 0)) for a in anns], bool)}
+        if outs is not None:
+            o = outs[k]
+            m = (o["labels"] == person).numpy()
+            dets[img_id] = {"boxes": o["boxes"].numpy()[m], "scores": o["scores"].numpy()[m]}
+    out = {}
+    for name, (proto, subset) in LAMR_METRICS.items():
+        if proto == protocol == "ecp":
+            out[name] = float(ecp_lamr(gts, dets, subset=subset, sizes=sizes)["lamr"])
+        elif proto == protocol == "citypersons":
+            out[name] = float(citypersons_lamr(gts, dets, setup=subset)["lamr"])
+    return out
 
 
 def save_checkpoint(model: nn.Module, directory: str | os.PathLike, state: dict[str, Any] | None = None) -> Path:

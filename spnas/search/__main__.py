@@ -68,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  accepted {a['id']}: {a['code']}  {summary['metric']} {a['metric']:.4f}, gain {vs}"
               f"{f', noise std {noise:.4f}' if noise is not None else ''}{within}")
     verdict = "beats" if summary["improved"] else "does NOT beat"
-    print(f"  the best net {verdict} the start net: {summary['best_metric']:.4f} vs {summary['start_metric']:.4f} {summary['metric']}"
+    lower = " (lower is better; a gain is a drop)" if summary.get("lower_is_better") else ""
+    print(f"  the best net {verdict} the start net: {summary['best_metric']:.4f} vs {summary['start_metric']:.4f} {summary['metric']}{lower}"
           " (after more training; the gains above compare equal training)")
     print(json.dumps({"summary": summary}))
     return 0

@@ -58,7 +58,9 @@ __all__ = [
     "schema",
 ]
 
-METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "VOC_AP50")
+# what a search may maximise, or minimise (the miss rates, any name with LAMR: person data only)
+METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "VOC_AP50", "VOC07_AP50",
+           "LAMR", "LAMR_small", "LAMR_occluded", "LAMR_all", "CP_LAMR", "CP_LAMR_small", "CP_LAMR_heavy", "CP_LAMR_all")
 
 
 def _number(v: Any) -> Any:
@@ -109,8 +111,8 @@ class StartConfig(_Section):
 
 
 class DataConfig(_Section):
-    format: Literal["shapes", "coco", "voc"] = "shapes"
-    train: dict[Str, Any] = Field(default_factory=dict)  # coco: {json, images}; voc: {xml, images}
+    format: Literal["shapes", "coco", "voc", "ecp"] = "shapes"
+    train: dict[Str, Any] = Field(default_factory=dict)  # coco: {json, images}; voc: {xml, images}; ecp: {labels, images}
     val: dict[Str, Any] = Field(default_factory=dict)
     classes: tuple[Str, ...] = ()
     strict: Bool = False
@@ -124,7 +126,7 @@ class DataConfig(_Section):
     def _splits(self) -> DataConfig:
         if self.format == "shapes":
             return self
-        key = "json" if self.format == "coco" else "xml"
+        key = {"coco": "json", "voc": "xml", "ecp": "labels"}[self.format]
         for split in ("train", "val"):
             spec = getattr(self, split)
             if not isinstance(spec.get(key), str):
@@ -436,7 +438,7 @@ def _check_environment(cfg: SearchConfig, where: str, text: str | None) -> None:
     if cfg.data.format != "shapes":
         for split in ("train", "val"):
             for key, v in getattr(cfg.data, split).items():
-                if key in ("json", "xml", "images") and isinstance(v, str) and not cfg.path(v).exists():
+                if key in ("json", "xml", "labels", "images") and isinstance(v, str) and not cfg.path(v).exists():
                     raise fail(("data", split, key), f"no such file or directory: {cfg.path(v)}")
 
 

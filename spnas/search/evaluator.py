@@ -43,7 +43,7 @@ def load_datasets(data: dict[str, Any]) -> tuple[Any, Any]:
     key = json.dumps(data, sort_keys=True)
     if key in _DATA_CACHE:
         return _DATA_CACHE[key]
-    from spnas.detect.data import load_coco, load_voc, tile_dataset
+    from spnas.detect.data import load_coco, load_ecp, load_voc, tile_dataset
 
     fmt = data["format"]
     sets = []
@@ -57,6 +57,9 @@ def load_datasets(data: dict[str, Any]) -> tuple[Any, Any]:
 
                 raise DataError(f"{spec['json']}: its categories differ from the training split's ({spec['json']} vs "
                                 f"{data['train']['json']}); both splits need the same ids and names")
+        elif fmt == "ecp":
+            ds = load_ecp(spec["labels"], spec.get("images"), classes=classes, strict=data.get("strict", False))
+            classes = ds.class_names
         else:  # one class list for both splits: data.classes, else the training split's
             ds = load_voc(spec["xml"], spec.get("images"), classes=classes, strict=data.get("strict", False),
                           unknown_class_is_error=split == "val")
@@ -68,7 +71,7 @@ def load_datasets(data: dict[str, Any]) -> tuple[Any, Any]:
         if not any(not a.get("iscrowd") for a in ds.coco.anns.values()):
             from spnas.errors import DataError
 
-            where = spec.get("json") or spec.get("xml")
+            where = spec.get("json") or spec.get("xml") or spec.get("labels")
             raise DataError(f"{where}: the {split} split has no usable annotation (see the warnings above); a search on it "
                             "could decide nothing")
         sets.append(ds)

@@ -44,15 +44,18 @@ from spnas.errors import ConfigError, SpnasError
 from spnas.ir import Arch, load, parse, save
 from spnas.ir.io import WEIGHTS_FILE, sha256_file, write_tensors
 from spnas.ops import Space, get_morphism
+from spnas.detect.metrics import LAMR_METRICS, lower_is_better
 from spnas.search.config import SearchConfig
 from spnas.search.evaluator import HEAD_FILE, candidate_seed, detector_state, evaluate_candidate, make_pool
 from spnas.search.journal import Journal
 
 __all__ = ["Search", "Candidate", "sample_parallel_code", "stage_flops", "resolve_data", "code_of", "auto_timeout"]
 
-if not hasattr(creator, "SpnasFitness"):
-    creator.create("SpnasFitness", base.Fitness, weights=(1.0,))
-    creator.create("SpnasIndividual", dict, fitness=creator.SpnasFitness)
+if not hasattr(creator, "SpnasFitnessMax"):  # DEAP's way to say a metric's direction: AP up, miss rates down
+    creator.create("SpnasFitnessMax", base.Fitness, weights=(1.0,))
+    creator.create("SpnasFitnessMin", base.Fitness, weights=(-1.0,))
+    creator.create("SpnasIndividualMax", dict, fitness=creator.SpnasFitnessMax)
+    creator.create("SpnasIndividualMin", dict, fitness=creator.SpnasFitnessMin)
 
 Evaluate = Callable[[dict[str, Any]], dict[str, Any]]
 Listener = Callable[[dict[str, Any]], None]
@@ -132,11 +135,14 @@ class Search:
         if resume and cfg_file.is_file() and _decisive(yaml.safe_load(cfg_file.read_text())) != _decisive(cfg.to_dict()):
             raise ConfigError(f"{cfg_file}: the run was started with another config; resume without changing it "
                               "(only the workers section may change: another machine, other devices)")
+        if lower_is_better(cfg.search.metric) and cfg.data.format in ("shapes", "voc") and evaluate is evaluate_candidate:
+            raise ConfigError(f"search.metric: {cfg.search.metric} is a miss rate of person data: use data.format ecp, or "
+                              "coco with CityPersons-style annotations (vis_ratio)")
         self.start_arch = self._start_arch()  # start weights are read (and refused) before anything is written
         self.data: dict[str, Any] | None = None
         if cfg.data.format != "shapes":  # the user's annotations too: bad data is one line now, not every candidate's failure
             self.data = resolve_data(cfg, self.out)
-            _check_data(self.data, keep=cfg.workers.backend == "inline")
+            _check_data(self.data, cfg.search.metric, keep=cfg.workers.backend == "inline")
         self.out.mkdir(parents=True, exist_ok=True)
         self._lock = _lock(self.out)
         try:
@@ -161,6 +167,7 @@ class Search:
         o = resolve_options(cfg.detector.preset, **cfg.detector.options)
         self.size = (o.max_size, o.max_size)  # the detector's input: FLOPs and budgets are counted at it
         self.rng = np.random.default_rng(cfg.seed)
+        self.lower = lower_is_better(cfg.search.metric)  # a miss rate: every comparison is turned around
         self.seen: set[str] = set()
         self.candidates: dict[str, Candidate] = {}
         self.noise: dict[str, Any] | None = None
@@ -220,7 +227,7 @@ class Search:
                 break
             continued = self._continued(parent, f"g{gen:03d}p", gen, "continued") if s.acceptance == "fair" else None
             self._evaluate(children + ([continued] if continued else []))
-            winner = max(children, key=lambda c: c.metric)
+            winner = max(children, key=self._score)
             bar = continued if continued is not None and continued.ok else best  # fair: the parent trained on; paper: acc_best
             won = self._beats(winner, bar)
             if won:
@@ -333,15 +340,19 @@ class Search:
         self._emit("reignited", once=True, id=r.id, generation=gen, phase="reignite", parent=parent.id, metric=_finite(r.metric), final=final)
         return self._trained(r) if r.ok else None
 
+    def _score(self, c: Candidate) -> float:
+        """The metric turned so that higher is better (a miss rate is negated); a failure is -inf."""
+        return (-c.metric if self.lower else c.metric) if c.ok else -math.inf
+
     def _beats(self, c: Candidate, bar: Candidate) -> bool:
-        return c.ok and c.metric > bar.metric + self.cfg.search.min_gain
+        return c.ok and self._score(c) > self._score(bar) + self.cfg.search.min_gain
 
     def _accept(self, c: Candidate, bar: Candidate, gen: int) -> Candidate:
         """``c`` beat ``bar``: journal the gain (next to the measured noise); ``c`` becomes the parent."""
         c = self._trained(c)
         self._emit("accepted", once=True, id=c.id, generation=gen, phase=c.phase, rule=self.cfg.search.acceptance,
                    metric=_finite(c.metric), encoding=code_of(c.arch), baseline=bar.id, baseline_metric=_finite(bar.metric),
-                   gain=_finite(c.metric - bar.metric), noise_std=(self.noise or {}).get("std"))
+                   gain=_finite(self._score(c) - self._score(bar)), noise_std=(self.noise or {}).get("std"))
         return c
 
     def _reject(self, c: Candidate, bar: Candidate, gen: int, kept: Candidate) -> Candidate:
@@ -357,7 +368,7 @@ class Search:
         the parent is the result even where its raw metric dips below an earlier, shorter-trained
         one. A reignited line takes over only by beating acc_best, which is never reset.
         """
-        if c.ok and (line_is_best or c.metric > best.metric):
+        if c.ok and (line_is_best or self._score(c) > self._score(best)):
             if c.id != best.id:
                 self._emit("best", once=True, id=c.id, generation=gen, phase=c.phase, metric=c.metric)
             return c, True
@@ -373,7 +384,7 @@ class Search:
         self._emit("generation", once=True, id=None, generation=generation, phase=phase, rng=state)
 
     def _log_generation(self, gen: int, phase: str, evaluated: list[Candidate], bar: Candidate, decision: str) -> None:
-        inds = [_individual(c) for c in evaluated if c.ok]
+        inds = [_individual(c, self.lower) for c in evaluated if c.ok]
         rec = self.stats.compile(inds) if inds else {}
         self.logbook.record(gen=gen, phase=phase, evals=len(evaluated), baseline=_finite(bar.metric), decision=decision, **rec)
 
@@ -516,7 +527,7 @@ class Search:
                     raise SpnasError(f"the machine failed candidate {c.id} {attempts[c.id]} times ({c.result.get('cause')}: "
                                      f"{c.result.get('reason')}); nothing journaled is lost: fix the machine, then --resume")
                 self._emit("retried", id=c.id, phase=c.phase, after=c.result.get("reason"), attempt=attempts[c.id])
-        self.hof.update([_individual(c) for c in cands if c.ok])
+        self.hof.update([_individual(c, self.lower) for c in cands if c.ok])
 
 
     # ------------------------------------------------------------------------------ the result
@@ -537,7 +548,8 @@ class Search:
             "acceptance": self.cfg.search.acceptance,
             "start_code": code_of(start.arch),
             "start_metric": start.metric,
-            "improved": best.metric > start.metric,
+            "improved": self._score(best) > self._score(start),
+            "lower_is_better": self.lower,
             "noise_std": (self.noise or {}).get("std"),
             "accepted": [{"id": e["id"], "code": e.get("encoding"), "metric": e.get("metric"), "baseline": e.get("baseline"),
                           "gain": e.get("gain")} for e in accepted],
@@ -641,9 +653,10 @@ def auto_timeout(seconds: list[float], *, factor: float = 10.0, floor: float = 6
     return max(floor, factor * max(seconds)) if seconds else first
 
 
-def _individual(c: Candidate) -> Any:
-    """The DEAP individual of an evaluated candidate (its fitness is its metric)."""
-    ind = creator.SpnasIndividual(id=c.id, fingerprint=c.arch.fingerprint(), encoding=code_of(c.arch))
+def _individual(c: Candidate, lower: bool = False) -> Any:
+    """The DEAP individual of an evaluated candidate (its fitness is its metric, minimised if ``lower``)."""
+    kind = creator.SpnasIndividualMin if lower else creator.SpnasIndividualMax
+    ind = kind(id=c.id, fingerprint=c.arch.fingerprint(), encoding=code_of(c.arch))
     ind.fitness.values = (c.metric,)
     return ind
 
@@ -686,14 +699,23 @@ def _decisive(d: dict[str, Any] | None) -> dict[str, Any]:
     return {k: v for k, v in (d or {}).items() if k != "workers"}
 
 
-def _check_data(data: dict[str, Any], *, keep: bool) -> None:
+def _check_data(data: dict[str, Any], metric: str, *, keep: bool) -> None:
     """Load both splits once in the driver (annotations only; images decode lazily, or all under ``strict``).
 
     ``keep``: leave them in the process cache (inline evaluation reuses them); else free them.
     """
     from spnas.search import evaluator
 
-    evaluator.load_datasets(data)
+    _, val = evaluator.load_datasets(data)
+    if metric in LAMR_METRICS:
+        from spnas.detect.train import person_miss_rates
+
+        if val.lamr_protocol is None:
+            raise ConfigError(f"search.metric: {metric} is a miss rate of person data: ECP frames (data.format: ecp) or "
+                              "CityPersons-style COCO (annotations with vis_ratio); this data set is neither")
+        value = person_miss_rates(val, None)[metric]
+        if not (math.isfinite(value) and value >= 0):
+            raise ConfigError(f"search.metric: {metric}: the validation split has no person in this subset, so the miss rate is undefined")
     if not keep:
         evaluator._DATA_CACHE.clear()
 

@@ -35,7 +35,10 @@ class TBLogger:
         self.events: list[dict[str, Any]] = []
         self.proposed: dict[str, dict[str, Any]] = {}
         self.results = 0
-        self.best = -math.inf
+        from spnas.detect.metrics import lower_is_better
+
+        self.pick = min if lower_is_better(cfg.search.metric) else max  # best so far: the lowest miss rate, the highest AP
+        self.best = math.inf if self.pick is min else -math.inf
         for ev in events:
             self._index(ev)
 
@@ -47,7 +50,7 @@ class TBLogger:
         elif kind in ("evaluated", "failed"):
             self.results += 1
             if kind == "evaluated":
-                self.best = max(self.best, float(ev["metric"]))
+                self.best = self.pick(self.best, float(ev["metric"]))
 
     def _writer(self) -> SummaryWriter:
         if self.w is None:

@@ -323,3 +323,26 @@ def test_resume_may_change_where_it_runs_not_what_it_decides(tmp_path):
     summary, evs, _ = run(tmp_path, resume=True, workers={"backend": "inline", "retries": 5, "timeout_s": 60})
     assert summary["best_id"] == ref["best_id"]
     assert "retries: 5" in (tmp_path / "run" / "config.yaml").read_text()
+
+
+def test_a_miss_rate_is_minimised_everywhere(tmp_path):
+    """metric: LAMR (lower is better). The fake's miss rate falls with depth and with training: the
+    fair rule must accept the deeper children (lower than the continued parent), never a higher one."""
+    from tests.search.fake import blocks_and_subnets
+
+    ev = FakeEvaluator(quality=lambda a: 0.9 - blocks_and_subnets(a), per_epoch=-0.001)
+    summary, evs, _ = run(tmp_path, evaluator=ev, search={**BASE["search"], "metric": "LAMR"})
+    accepted = [e for e in of(evs, "accepted") if e["rule"] != "start"]
+    assert accepted, "no child was accepted"
+    for e in accepted:
+        assert e["metric"] < e["baseline_metric"] and e["gain"] == pytest.approx(e["baseline_metric"] - e["metric"], abs=1e-6) and e["gain"] > 0
+    for e in of(evs, "rejected"):
+        assert e["metric"] >= e["baseline_metric"]
+    assert summary["lower_is_better"] and summary["improved"] and summary["best_metric"] < summary["start_metric"]
+    best = [e["metric"] for e in of(evs, "best")]
+    assert best == sorted(best, reverse=True)  # each new best is lower
+    top = sorted((tmp_path / "run" / "best" / "top").iterdir())
+    ranks = [json.loads((d / "metric.json").read_text())["metric"] for d in top]
+    assert ranks == sorted(ranks) and ranks[0] == pytest.approx(summary["best_metric"])  # the hall of fame: lowest first
+    with pytest.raises(Exception, match="LAMR is a miss rate of person data"):  # the real evaluator on shapes: refused at once
+        Search(config(search={**BASE["search"], "metric": "LAMR"}), tmp_path / "x", quiet=True, tensorboard=False)

@@ -297,6 +297,13 @@ class SearchConfig(_Section):
     seed: Annotated[StrictInt, Field(ge=0, le=2**32 - 1)] = 0
     _base_dir: str = PrivateAttr(default=".")
 
+    @model_validator(mode="after")
+    def _metric_fits_data(self) -> SearchConfig:
+        if "LAMR" in self.search.metric and self.data.format in ("shapes", "voc"):
+            raise ValueError(f"search.metric: {self.search.metric} is a miss rate of person data: use data.format ecp, "
+                             "or coco with CityPersons-style annotations (vis_ratio)")
+        return self
+
     @property
     def base_dir(self) -> str:
         return self._base_dir

@@ -135,9 +135,6 @@ class Search:
         if resume and cfg_file.is_file() and _decisive(yaml.safe_load(cfg_file.read_text())) != _decisive(cfg.to_dict()):
             raise ConfigError(f"{cfg_file}: the run was started with another config; resume without changing it "
                               "(only the workers section may change: another machine, other devices)")
-        if lower_is_better(cfg.search.metric) and cfg.data.format in ("shapes", "voc") and evaluate is evaluate_candidate:
-            raise ConfigError(f"search.metric: {cfg.search.metric} is a miss rate of person data: use data.format ecp, or "
-                              "coco with CityPersons-style annotations (vis_ratio)")
         self.start_arch = self._start_arch()  # start weights are read (and refused) before anything is written
         self.data: dict[str, Any] | None = None
         if cfg.data.format != "shapes":  # the user's annotations too: bad data is one line now, not every candidate's failure

@@ -250,3 +250,36 @@ def test_lamr_bad_input_is_named(fn):
         fn({1: {"boxes": _b([0, 0, 40, 100])}}, {"1": {"boxes": _b([0, 0, 40, 100]), "scores": [0.5]}})
     with pytest.raises(EvalError, match="expected one of"):
         fn({}, {}, **({"subset": "tiny"} if fn is ecp_lamr else {"setup": "tiny"}))
+
+
+def _perfect(ds):
+    """Detections equal to the ground truth (crowd regions excepted), score falling with the index."""
+    outs = []
+    for img in ds.image_ids:
+        anns = [a for a in ds.coco.imgToAnns.get(img, []) if not a.get("iscrowd")]
+        boxes = torch.tensor([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]] for a in anns]).reshape(-1, 4)
+        outs.append({"boxes": boxes, "scores": torch.linspace(0.99, 0.5, len(anns)), "labels": torch.tensor([ds.cat_to_label[a["category_id"]] for a in anns])})
+    return outs
+
+
+def test_every_metric_of_perfect_detections(tmp_path):
+    """Through the evaluation path of training: perfect detections give AP 1, VOC AP 1, and miss rates
+    at their floor (ECP: 1e-10; CityPersons: 0), on ECP frames and on CityPersons-style COCO."""
+    from spnas.detect.data import generate_ecp, generate_shapes, load_coco, load_ecp
+    from spnas.detect.train import evaluate_outputs
+
+    ecp = load_ecp(generate_ecp(tmp_path / "ecp", n_frames=6, seed=2))
+    m = evaluate_outputs(ecp, _perfect(ecp))
+    assert m["AP50"] == pytest.approx(1.0) and m["VOC_AP50"] == pytest.approx(1.0) and m["VOC07_AP50"] == pytest.approx(1.0)
+    assert m["LAMR"] == pytest.approx(1e-10) and m["LAMR_all"] == pytest.approx(1e-10)
+    jp = generate_shapes(tmp_path / "cp", n_images=6, size=128, seed=0)
+    d = json.loads(jp.read_text())
+    for a in d["annotations"]:
+        a.update(vis_ratio=1.0, height=a["bbox"][3], category_id=1)
+    d["categories"] = [{"id": 1, "name": "pedestrian"}]
+    jp.write_text(json.dumps(d))
+    cp = load_coco(jp)
+    assert cp.lamr_protocol == "citypersons"
+    m = evaluate_outputs(cp, _perfect(cp))
+    assert m["CP_LAMR"] == 0.0 and m["CP_LAMR_all"] == 0.0 and m["CP_LAMR_heavy"] == -1.0  # nobody is heavily occluded: the script's -1
+    assert "LAMR" not in m

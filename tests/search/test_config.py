@@ -51,6 +51,8 @@ CASES = [
     ("missing weights", "start: {code: 'BB(1,d1,d1,d1)', weights: nowhere.pth}", "start.weights: no such file or directory"),
     ("missing annotations", "data: {format: coco, train: {json: a.json}, val: {json: b.json}}", "data.train.json: no such file or directory"),
     ("voc without xml", "data: {format: voc, train: {json: a.json}, val: {xml: b}}", "data.train.xml: expected the path of the voc annotations"),
+    ("ecp without labels", "data: {format: ecp, train: {xml: a}, val: {labels: b}}", "data.train.labels: expected the path of the ecp annotations"),
+    ("a miss rate on shapes", "search: {metric: LAMR}", "search.metric: LAMR is a miss rate of person data"),
     ("a bool for an int", "search: {lam: true}", "search.lam: Input should be a valid integer, got True"),
     ("a float for an int", "search: {lam: 2.5}", "search.lam: Input should be a valid integer, got 2.5"),
 ]

@@ -182,3 +182,41 @@ def test_generated_sets_are_keyed_by_their_parameters(tmp_path):
     assert [len(load_coco(p)) for p in (a, b, c)] == [4, 6, 4]
     assert load_coco(c)[0][0].shape == (3, 96, 96)
     assert generate_shapes(tmp_path, n_images=4, size=64, seed=0) == a  # the same parameters reuse the files
+
+
+def test_ecp_loader_reads_the_benchmarks_rules(tmp_path):
+    from PIL import Image
+
+    from spnas.detect.data import load_ecp
+
+    (tmp_path / "labels" / "val" / "x").mkdir(parents=True)
+    (tmp_path / "img" / "val" / "x").mkdir(parents=True)
+    Image.new("RGB", (200, 100)).save(tmp_path / "img" / "val" / "x" / "x_0.png")
+    kids = [
+        {"identity": "pedestrian", "x0": 10, "y0": 5, "x1": 30, "y1": 80, "tags": ["occluded>40", "truncated>10"]},
+        {"identity": "pedestrian", "x0": 40, "y0": 5, "x1": 60, "y1": 80, "tags": ["sitting-lying"]},
+        {"identity": "rider", "x0": 70, "y0": 5, "x1": 90, "y1": 80, "tags": []},
+        {"identity": "person-group-far-away", "x0": 100, "y0": 5, "x1": 150, "y1": 20, "tags": []},
+        {"identity": "person-group-far-away", "x0": 100, "y0": 30, "x1": 150, "y1": 40, "tags": ["depiction"]},
+        {"identity": "bicycle", "x0": 160, "y0": 50, "x1": 190, "y1": 80, "tags": []},
+        {"identity": "pedestrian", "x0": 190, "y0": 5, "x1": 230, "y1": 90, "tags": []},  # clipped to the 200-px image
+    ]
+    f = tmp_path / "labels" / "val" / "x" / "x_0.json"
+    f.write_text(json.dumps({"identity": "frame", "imagewidth": 200, "imageheight": 100, "children": kids}))
+    ds = load_ecp(tmp_path / "labels" / "val")
+    got = [(a["ecp_identity"], a["ecp_ignore"], a["occlusion"], a["truncation"], a["iscrowd"]) for a in ds.coco.anns.values()]
+    assert got == [("pedestrian", 0, 40, 10, 0), ("pedestrian", 1, 0, 0, 1), ("rider", 1, 0, 0, 1), ("person-group-far-away", 2, 0, 0, 1),
+                   ("pedestrian", 0, 0, 0, 0)]
+    assert ds.coco.anns[5]["bbox"] == [190.0, 5.0, 10.0, 85.0] and ds.lamr_protocol == "ecp"
+    assert [a["category_id"] for a in load_ecp(tmp_path / "labels" / "val", classes=["pedestrian", "rider"]).coco.anns.values()][2] == 2
+    kids[0]["x1"] = "wide"
+    f.write_text(json.dumps({"identity": "frame", "children": kids}))
+    with pytest.raises(DataError, match=r"x_0.json: id child #0: x0, y0, x1, y1: missing or not numbers"):
+        load_ecp(tmp_path / "labels" / "val", strict=True)
+    f.write_text(json.dumps({"identity": "seq", "children": []}))
+    with pytest.raises(DataError, match=r"x_0.json: expected an ECP frame"):
+        load_ecp(tmp_path / "labels" / "val")
+    (tmp_path / "img" / "val" / "x" / "x_0.png").unlink()
+    f.write_text(json.dumps({"identity": "frame", "children": kids[1:]}))
+    with pytest.raises(DataError, match=r"x_0.json: id x/x_0: image file .*x_0.png is missing"):
+        load_ecp(tmp_path / "labels" / "val", strict=True)

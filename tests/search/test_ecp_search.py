@@ -43,3 +43,25 @@ def test_search_on_ecp_minimises_the_miss_rate(tmp_path):
     assert any(e["event"] == "accepted" for e in decisions), "no child beat its continued parent: the run shows no acceptance"
     assert summary["lower_is_better"] and summary["metric"] == "LAMR_all"
     assert summary["best_metric"] == metrics[summary["best_id"]]
+
+
+def test_a_subset_with_nobody_is_refused_before_the_search(tmp_path):
+    import pytest
+    from PIL import Image
+
+    from spnas.errors import ConfigError
+
+    for split in ("train", "val"):
+        (tmp_path / "labels" / split / "c").mkdir(parents=True)
+        (tmp_path / "img" / split / "c").mkdir(parents=True)
+        Image.new("RGB", (160, 96)).save(tmp_path / "img" / split / "c" / "c_0.png")
+        frame = {"identity": "frame", "children": [{"identity": "pedestrian", "x0": 10, "y0": 5, "x1": 40, "y1": 85, "tags": []}]}
+        (tmp_path / "labels" / split / "c" / "c_0.json").write_text(json.dumps(frame))  # one 80-px pedestrian: nobody 'small'
+    d = yaml.safe_load(TINY.read_text())
+    d["data"] = {"format": "ecp", "train": {"labels": str(tmp_path / "labels" / "train")}, "val": {"labels": str(tmp_path / "labels" / "val")}}
+    d["search"]["metric"] = "LAMR_small"
+    with pytest.raises(ConfigError, match="search.metric: LAMR_small: the validation split has no person in this subset"):
+        Search(config_from_dict(d), tmp_path / "run", quiet=True, tensorboard=False)
+    assert not (tmp_path / "run").exists()
+    d["search"]["metric"] = "LAMR"
+    Search(config_from_dict(d), tmp_path / "run", quiet=True, tensorboard=False)._lock.close()  # 'reasonable' holds it: accepted

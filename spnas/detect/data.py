@@ -131,7 +131,7 @@ class DetectionDataset(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         image_id = self.image_ids[i]
         img = self.load_image(image_id).float().div_(255.0)
-        anns = [a for a in self.coco.imgToAnns.get(image_id, []) if not a.get("iscrowd", 0)]
+        anns = [a for a in self.coco.imgToAnns.get(image_id, []) if not a.get("iscrowd", 0) and not a.get("ignore", 0)]  # regions, not objects
         boxes = torch.tensor([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]] for a in anns], dtype=torch.float32).reshape(-1, 4)
         labels = torch.tensor([self.cat_to_label[a["category_id"]] for a in anns], dtype=torch.int64)
         if self.flip and self._rng.random() < 0.5:

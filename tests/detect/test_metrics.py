@@ -280,6 +280,10 @@ def test_every_metric_of_perfect_detections(tmp_path):
     jp.write_text(json.dumps(d))
     cp = load_coco(jp)
     assert cp.lamr_protocol == "citypersons"
+    d["annotations"][0]["ignore"] = 1  # a CityPersons ignore region: not an object to train on
+    jp.write_text(json.dumps(d))
+    region = load_coco(jp)
+    assert len(region[0][1]["boxes"]) == len([a for a in region.coco.imgToAnns[region.image_ids[0]]]) - 1
     m = evaluate_outputs(cp, _perfect(cp))
     assert m["CP_LAMR"] == 0.0 and m["CP_LAMR_all"] == 0.0 and m["CP_LAMR_heavy"] == -1.0  # nobody is heavily occluded: the script's -1
     assert "LAMR" not in m

@@ -238,6 +238,18 @@ def _probe(path: Path) -> tuple[int, int]:
     return size
 
 
+def _image_size(path: Path, declared: tuple[int, int] | None, what: str, strict: bool) -> tuple[int, int]:
+    """The annotation's (width, height) where it gives a usable one (checked against the file under
+    ``strict``), else the file's own; the file is read at most once."""
+    if declared is None:
+        return _probe(path)
+    if strict:
+        actual = _probe(path)
+        if actual != declared:
+            raise DataError(f"{what} says {declared[0]}x{declared[1]}, the image {path} is {actual[0]}x{actual[1]}")
+    return declared
+
+
 def _is_file(path: Path) -> bool:
     """``path.is_file()``, False where the name itself is unusable (too long, a NUL byte)."""
     try:
@@ -375,13 +387,10 @@ def load_voc(
             continue
         seen_files[key] = f
         w, h = (_number(root.findtext(f"size/{k}")) for k in ("width", "height"))
-        if not (w and h and w >= 1 and h >= 1 and w == int(w) and h == int(h)):  # missing or unusable: the file's own size
-            if strict and root.find("size") is not None:
-                raise DataError(f"{f}: <size> must hold positive integer width and height, got {w}x{h}")
-            w, h = _probe(path)
-        w, h = int(w), int(h)
-        if strict and (w, h) != _probe(path):
-            raise DataError(f"{f}: <size> says {w}x{h}, the image {path} is {'x'.join(map(str, _probe(path)))}")
+        usable = bool(w and h and w >= 1 and h >= 1 and w == int(w) and h == int(h))
+        if not usable and strict and root.find("size") is not None:
+            raise DataError(f"{f}: <size> must hold positive integer width and height, got {w}x{h}")
+        w, h = _image_size(path, (int(w), int(h)) if usable else None, f"{f}: <size>", strict)
         images.append({"id": img_id, "file_name": os.path.relpath(path, base), "width": w, "height": h})
         seen_objs: dict[tuple, int] = {}
         for i, name, box, difficult in objs:
@@ -472,6 +481,8 @@ def load_ecp(
     else:
         image_root = Path(image_dir)
     classes = list(classes or [ECP_PERSON])
+    if ECP_PERSON not in classes:
+        raise DataError(f"{root}: classes {classes} must include {ECP_PERSON!r}, the class the benchmark measures")
     cat_of = {n: k + 1 for k, n in enumerate(classes)}
     images, anns, problems = [], [], []
 
@@ -496,10 +507,8 @@ def load_ecp(
             problem(f, str(rel), f"image file {image_root / rel}.png is missing")
             continue
         w, h = frame.get("imagewidth"), frame.get("imageheight")
-        if not (isinstance(w, int) and isinstance(h, int) and w > 0 and h > 0):
-            w, h = _probe(path)
-        elif strict and (w, h) != _probe(path):
-            raise DataError(f"{f}: imagewidth x imageheight says {w}x{h}, the image {path} is {'x'.join(map(str, _probe(path)))}")
+        usable = isinstance(w, int) and isinstance(h, int) and w > 0 and h > 0
+        w, h = _image_size(path, (w, h) if usable else None, f"{f}: imagewidth x imageheight", strict)
         images.append({"id": img_id, "file_name": os.path.relpath(path, image_root), "width": w, "height": h})
         for i, o in enumerate(frame["children"]):
             if not isinstance(o, dict):
@@ -532,7 +541,7 @@ def load_ecp(
             if x1 <= x0 or y1 <= y0:
                 problem(f, f"child #{i}", f"box lies outside the {w}x{h} image")
                 continue
-            cat = cat_of.get(ident, cat_of[classes[0]])
+            cat = cat_of.get(ident, cat_of[ECP_PERSON])  # ignored riders and crowd regions sit with the pedestrians
             anns.append({"id": len(anns) + 1, "image_id": img_id, "category_id": cat, "bbox": [x0, y0, x1 - x0, y1 - y0],
                          "area": (x1 - x0) * (y1 - y0), "iscrowd": int(ignore != 0), "ecp_identity": ident, "ecp_ignore": ignore,
                          "occlusion": _ecp_percent(tags, "occluded"), "truncation": _ecp_percent(tags, "truncated")})

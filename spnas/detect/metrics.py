@@ -226,8 +226,9 @@ def voc_eval(
     classes = sorted({int(c) for g in G.values() for c in g["labels"][~g["difficult"]]})
     per_class: dict[int, float] = {}
     for c in classes:
-        npos = sum(int((~g["difficult"][g["labels"] == c]).sum()) for g in G.values())
-        found = {img: np.zeros(int((g["labels"] == c).sum()), bool) for img, g in G.items()}
+        gt_c = {img: (g["boxes"][g["labels"] == c], g["difficult"][g["labels"] == c]) for img, g in G.items()}
+        npos = sum(int((~difficult).sum()) for _, difficult in gt_c.values())
+        found = {img: np.zeros(len(difficult), bool) for img, (_, difficult) in gt_c.items()}
         imgs, conf, boxes = [], [], []
         for img, d in D.items():
             m = d["labels"] == c
@@ -239,9 +240,7 @@ def voc_eval(
         order = np.argsort(-conf_a)  # the devkit's own ranking (numpy's default sort)
         tp, fp = np.zeros(len(order)), np.zeros(len(order))
         for k, i in enumerate(order):
-            g = G[imgs[i]]
-            m = g["labels"] == c
-            gt_boxes, difficult = g["boxes"][m], g["difficult"][m]
+            gt_boxes, difficult = gt_c[imgs[i]]
             ovmax, j = -np.inf, -1
             if len(gt_boxes):
                 ious = _iou_inclusive(boxes_a[i], gt_boxes)
@@ -285,6 +284,18 @@ LAMR_METRICS = {
     "CP_LAMR": ("citypersons", "Reasonable"), "CP_LAMR_small": ("citypersons", "small"),
     "CP_LAMR_heavy": ("citypersons", "heavy"), "CP_LAMR_all": ("citypersons", "All"),
 }
+
+
+def _overlap(det: np.ndarray, gt: np.ndarray, *, over_detection: bool) -> float:
+    """Continuous-box IoU of ``det`` and ``gt``, or with ``over_detection`` the intersection over the
+    detection's own area (how both toolkits match an ignore region); 0 where they do not overlap."""
+    iw = min(det[2], gt[2]) - max(det[0], gt[0])
+    ih = min(det[3], gt[3]) - max(det[1], gt[1])
+    if iw <= 0 or ih <= 0:
+        return 0.0
+    inter = iw * ih
+    det_area = (det[2] - det[0]) * (det[3] - det[1])
+    return inter / (det_area if over_detection else det_area + (gt[2] - gt[0]) * (gt[3] - gt[1]) - inter)
 
 
 def _clip(b: np.ndarray, size: tuple[float, float] | None) -> np.ndarray:
@@ -350,15 +361,7 @@ def ecp_lamr(
                     break  # matched to a pedestrian: ignored boxes cannot take it
                 if matched[j]:
                     continue
-                gb = boxes[j]
-                iw = min(gb[2], b[2]) - max(gb[0], b[0])
-                ih = min(gb[3], b[3]) - max(gb[1], b[1])
-                if iw <= 0 or ih <= 0:
-                    continue
-                inter = iw * ih
-                det_area = (b[2] - b[0]) * (b[3] - b[1])
-                denom = det_area if ign[j] == 2 else det_area + (gb[2] - gb[0]) * (gb[3] - gb[1]) - inter
-                iou = inter / denom
+                iou = _overlap(b, boxes[j], over_detection=ign[j] == 2)
                 if iou < 0.5 or (best is not None and iou < best):
                     continue
                 best, best_j = iou, j
@@ -435,14 +438,7 @@ def citypersons_lamr(
                     continue
                 if best_j >= 0 and ign[j]:
                     break
-                gb = boxes[j]
-                iw = min(b[2], gb[2]) - max(b[0], gb[0])
-                ih = min(b[3], gb[3]) - max(b[1], gb[1])
-                if iw <= 0 or ih <= 0:
-                    continue
-                inter = iw * ih
-                det_area = (b[2] - b[0]) * (b[3] - b[1])
-                iou = inter / (det_area if ign[j] else det_area + (gb[2] - gb[0]) * (gb[3] - gb[1]) - inter)
+                iou = _overlap(b, boxes[j], over_detection=bool(ign[j]))
                 if iou < best_iou:
                     continue
                 best_iou, best_j, best_is_gt = iou, j, not ign[j]

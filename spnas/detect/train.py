@@ -210,7 +210,10 @@ def person_miss_rates(ds: DetectionDataset, outs: list[dict[str, torch.Tensor]] 
     protocol = ds.lamr_protocol
     if protocol is None:
         return {}
-    person = ds.cat_to_label[ds.cat_ids[0]] if protocol == "ecp" or 1 not in ds.cat_to_label else ds.cat_to_label[1]
+    if protocol == "ecp":  # the pedestrian class (a rider class, if trained, is ignored as the toolkit ignores it)
+        person = ds.class_names.index("pedestrian") + 1
+    else:  # the script measures category 1
+        person = ds.cat_to_label.get(1, 1)
     gts, dets, sizes = {}, {}, {}
     for k, img_id in enumerate(ds.image_ids):
         anns = ds.coco.imgToAnns.get(img_id, [])

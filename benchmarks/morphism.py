@@ -29,10 +29,11 @@ from spnas.ops import check, get_morphism, list_morphisms, load_plugin  # noqa: 
 def randomise_bn(arch, seed):
     g = torch.Generator().manual_seed(seed)
     for key, t in list(arch.weights.items()):
+        node, name = key.split("/", 1)
         if key.endswith("running_mean"):
-            arch.weights[key] = torch.randn(t.shape, generator=g) * 0.1
+            arch.set_tensors(node, {name: torch.randn(t.shape, generator=g) * 0.1})
         elif key.endswith("running_var"):
-            arch.weights[key] = torch.rand(t.shape, generator=g) + 0.5
+            arch.set_tensors(node, {name: torch.rand(t.shape, generator=g) + 0.5})
     return arch
 
 

@@ -26,6 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--classes", type=int, default=80, help="object classes of the detector head")
     p.add_argument("--head", default="cascade", choices=["cascade", "faster"])
+    p.add_argument("--plugin", action="append", default=[], metavar="FILE",
+                   help="a plugin file whose node kinds the saved net uses (repeatable)")
     p.add_argument("--no-inductor", action="store_true", help="skip the torch.compile export (needs a C++ compiler; 2-10 s to compile)")
     args = p.parse_args(argv)
     import torch
@@ -36,6 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     from spnas.ir import load, parse
 
     try:
+        from spnas.ops import load_plugin
+
+        for f in args.plugin:
+            load_plugin(f)
         arch = load(args.arch) if Path(args.arch).is_dir() else parse(args.arch)
     except SpnasError as e:
         print(f"spnas: error: {e}", file=sys.stderr)
@@ -68,11 +74,7 @@ def main(argv: list[str] | None = None) -> int:
                 if dev.type == "cuda":
                     torch.cuda.synchronize()
                 times[k].append(time.perf_counter() - t0)
-    try:
-        code = arch.encode()
-    except SpnasError:
-        code = "<custom>"
-    row = {"code": code, "size": args.size, "batch": args.batch, "device": str(dev), "gmacs": round(arch.flops((args.size, args.size)) / 1e9, 3),
+    row = {"code": arch.code(), "size": args.size, "batch": args.batch, "device": str(dev), "gmacs": round(arch.flops((args.size, args.size)) / 1e9, 3),
            "params_m": round(arch.params() / 1e6, 3), **{f"{k}_ms": round(statistics.median(v) * 1e3, 2) for k, v in times.items()}}
     width = max(map(len, row))
     for k, v in row.items():

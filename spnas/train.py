@@ -32,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cuda" if _cuda() else "cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--strict", action="store_true", help="a bad annotation is an error, not a dropped annotation")
+    p.add_argument("--plugin", action="append", default=[], metavar="FILE",
+                   help="a plugin file whose node kinds the saved net uses (repeatable)")
     args = p.parse_args(argv)
     from spnas.errors import SpnasError
 
@@ -40,15 +42,6 @@ def main(argv: list[str] | None = None) -> int:
     except SpnasError as e:
         print(f"spnas: error: {e}", file=sys.stderr)
         return 2
-
-
-def _code(arch) -> str:
-    from spnas.errors import ArchError
-
-    try:
-        return arch.encode()
-    except ArchError:
-        return "<custom>"
 
 
 def _cuda() -> bool:
@@ -67,10 +60,13 @@ def _run(args: argparse.Namespace) -> int:
     from spnas.detect.train import FAST, FULL, save_checkpoint, train_detector
     from spnas.errors import ConfigError
     from spnas.ir import load, parse, save
+    from spnas.ops import load_plugin
     from spnas.search.config import config_from_dict
     from spnas.search.evaluator import load_datasets
     from spnas.search.runner import resolve_data
 
+    for f in args.plugin:
+        load_plugin(f)
     dp = Path(args.data)
     try:
         doc = yaml.safe_load(dp.read_text())
@@ -100,7 +96,7 @@ def _run(args: argparse.Namespace) -> int:
     writer.close()
     save(lift(arch, model.backbone.body), out / "arch")
     save_checkpoint(model, out / "checkpoint", {"epoch": tc.epochs, "metrics": res.metrics, "train": dataclasses.asdict(tc)})
-    summary = {"arch": _code(arch), "metrics": res.metrics, "history": res.history, "seconds": round(res.seconds, 1),
+    summary = {"arch": arch.code(), "metrics": res.metrics, "history": res.history, "seconds": round(res.seconds, 1),
                "iterations": res.iterations}
     (out / "metrics.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps({"metrics": res.metrics, "seconds": round(res.seconds, 1)}))

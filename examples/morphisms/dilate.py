@@ -15,9 +15,10 @@ from spnas.ops import register_morphism
 
 
 def dilate_sites(arch):
-    """Stride-1, undilated main-chain blocks of the last two stages."""
+    """Stride-1, undilated residual blocks (kind ``block``) of the last two stages' main chains."""
     stages = arch.stages()
-    return [b for st in stages[-2:] for b in st.blocks if arch.spec(b).stride == 1 and arch.spec(b).dilation == 1]
+    return [b for st in stages[-2:] for b in st.blocks
+            if arch.kind(b) == "block" and arch.spec(b).stride == 1 and arch.spec(b).dilation == 1]
 
 
 @register_morphism("dilate", exact=False, sites=dilate_sites)

@@ -1,7 +1,7 @@
 """The compiler: an :class:`~spnas.ir.Arch` to a plain, fast ``nn.Module`` and back.
 
-``compile_backbone`` lowers each node through a registry of builders (one per node kind) into a
-submodule named by its node id, then writes a straight-line ``forward`` with torch.fx: no networkx
+``compile_backbone`` lowers each node through its kind's module builder (:mod:`spnas.ir.nodes`:
+one registration per kind) into a submodule named by its node id, then writes a straight-line ``forward`` with torch.fx: no networkx
 at run time. State-dict keys are ``<node_id>.<tensor>``, the IR's ``<node_id>/<tensor>``, so
 ``lift`` writes trained weights back by name. ``export_inference`` folds BatchNorm into the
 convolutions and runs channels-last, eagerly, as frozen TorchScript, or frozen under inductor.
@@ -17,23 +17,20 @@ import contextlib
 import copy
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable
-from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from spnas.errors import ArchError, ConfigError
-from spnas.ir import Arch, BlockSpec, FuseSpec, StemSpec
+from spnas.ir import Arch, get_kind
+from spnas.ir.modules import BasicBlock, Bottleneck, Fuse, ResizeAdd, Stem
 
 __all__ = [
     "compile_backbone",
     "lift",
     "module_key",
     "export_inference",
-    "register_builder",
     "Backbone",
     "BasicBlock",
     "Bottleneck",
@@ -41,132 +38,6 @@ __all__ = [
     "Fuse",
     "ResizeAdd",
 ]
-
-_BUILDERS: dict[str, Callable[[Any], nn.Module]] = {}
-
-
-def register_builder(kind: str) -> Callable[[Callable[[Any], nn.Module]], Callable[[Any], nn.Module]]:
-    """Register the nn.Module builder of a node kind; its state_dict keys must match the kind's tensors."""
-
-    def deco(fn: Callable[[Any], nn.Module]) -> Callable[[Any], nn.Module]:
-        if kind in _BUILDERS:
-            raise ArchError(f"a builder for node kind {kind!r} is already registered")
-        _BUILDERS[kind] = fn
-        return fn
-
-    return deco
-
-
-def _conv(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1, dilation: int = 1) -> nn.Conv2d:
-    pad = dilation * (k - 1) // 2
-    return nn.Conv2d(cin, cout, k, stride, pad, groups=groups, dilation=dilation, bias=False)
-
-
-def _shortcut(spec: BlockSpec) -> nn.Module | None:
-    if spec.shortcut == "identity":
-        return None
-    layers: list[nn.Module] = [_conv(spec.in_channels, spec.out_channels, 1, spec.stride)]
-    if spec.shortcut == "conv_bn":
-        layers.append(nn.BatchNorm2d(spec.out_channels))
-    return nn.Sequential(*layers)
-
-
-class Stem(nn.Module):
-    """torchvision's stem (7x7/2 conv, BN, ReLU, 3x3/2 max-pool) or the deep stem (two 3x3/2 convs)."""
-
-    def __init__(self, spec: StemSpec) -> None:
-        super().__init__()
-        self.deep = spec.style == "deep"
-        if self.deep:
-            mid = spec.out_channels // 2
-            self.conv1 = _conv(spec.in_channels, mid, 3, 2)
-            self.bn1 = nn.BatchNorm2d(mid)
-            self.conv2 = _conv(mid, spec.out_channels, 3, 2)
-            self.bn2 = nn.BatchNorm2d(spec.out_channels)
-        else:
-            self.conv1 = nn.Conv2d(spec.in_channels, spec.out_channels, 7, 2, 3, bias=False)
-            self.bn1 = nn.BatchNorm2d(spec.out_channels)
-            self.maxpool = nn.MaxPool2d(3, 2, 1)
-        self.relu = nn.ReLU(inplace=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu(self.bn1(self.conv1(x)))
-        if self.deep:
-            return self.relu(self.bn2(self.conv2(x)))
-        return self.maxpool(x)
-
-
-class BasicBlock(nn.Module):
-    """torchvision's BasicBlock, with dilation and a BN-free shortcut allowed."""
-
-    def __init__(self, spec: BlockSpec) -> None:
-        super().__init__()
-        d = spec.dilation
-        self.conv1 = _conv(spec.in_channels, spec.planes, 3, spec.stride, dilation=d)
-        self.bn1 = nn.BatchNorm2d(spec.planes)
-        self.relu = nn.ReLU(inplace=True)
-        self.conv2 = _conv(spec.planes, spec.planes, 3, dilation=d)
-        self.bn2 = nn.BatchNorm2d(spec.planes)
-        self.downsample = _shortcut(spec)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        out += identity  # in place, as torchvision does: a fresh tensor per block costs ~4% at 512 px
-        return self.relu(out)
-
-
-class Bottleneck(nn.Module):
-    """torchvision's Bottleneck (ResNet v1.5: stride on the 3x3), groups and base width for ResNeXt."""
-
-    def __init__(self, spec: BlockSpec) -> None:
-        super().__init__()
-        w, d = spec.width, spec.dilation
-        self.conv1 = _conv(spec.in_channels, w, 1)
-        self.bn1 = nn.BatchNorm2d(w)
-        self.conv2 = _conv(w, w, 3, spec.stride, spec.groups, d)
-        self.bn2 = nn.BatchNorm2d(w)
-        self.conv3 = _conv(w, spec.out_channels, 1)
-        self.bn3 = nn.BatchNorm2d(spec.out_channels)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = _shortcut(spec)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        out += identity
-        return self.relu(out)
-
-
-class Fuse(nn.Module):
-    """1x1 conv + BN from a stage's output to the previous stage's channels (the resize is in ResizeAdd)."""
-
-    def __init__(self, spec: FuseSpec) -> None:
-        super().__init__()
-        self.conv = _conv(spec.in_channels, spec.out_channels, 1)
-        self.bn = nn.BatchNorm2d(spec.out_channels)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn(self.conv(x))
-
-
-class ResizeAdd(nn.Module):
-    """``a + nearest_resize(b, a's size)``."""
-
-    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        if b.shape[-2:] != a.shape[-2:]:
-            b = F.interpolate(b, size=a.shape[-2:], mode="nearest")
-        return a + b
-
-
-register_builder("stem")(Stem)
-register_builder("block")(lambda spec: BasicBlock(spec) if spec.block == "basic" else Bottleneck(spec))
-register_builder("fuse")(Fuse)
-register_builder("add")(lambda spec: ResizeAdd())
-
 
 class Backbone(fx.GraphModule):
     """A compiled backbone: ``forward(x) -> OrderedDict[name, Tensor]``, one entry per stage, fine to coarse.
@@ -198,16 +69,16 @@ def compile_backbone(arch: Arch) -> Backbone:
     env: dict[str, fx.Node] = {}
     outs: list[tuple[int, str, fx.Node]] = []
     for n in arch.nodes():
-        kind = arch.kind(n)
-        if kind == "output":  # taps become the graph's return value, like fx's output node
+        kind = get_kind(arch.kind(n))
+        if kind.role == "tap":  # taps become the graph's return value, like fx's output node
             name = arch.spec(n).name
             outs.append((specs[n].stride, name, env[arch.inputs(n)[0]]))
             continue
-        builder = _BUILDERS.get(kind)
-        if builder is None:
-            raise ArchError(f"node {n!r}: no builder registered for node kind {kind!r}")
         with torch.device("meta"):  # no wasted random init: the Arch's tensors are assigned below
-            root.add_module(n, builder(arch.spec(n)))
+            module = kind.build(arch.spec(n))
+        if module is None:
+            raise ArchError(f"node {n!r}: node kind {kind.name!r} builds no module")
+        root.add_module(n, module)
         args = tuple(env[i] for i in arch.inputs(n)) or (x,)
         env[n] = graph.call_module(n, args)
     outs.sort()
@@ -237,7 +108,8 @@ def lift(arch: Arch, body: nn.Module) -> Arch:
             raise ArchError(f"lift: module tensor {k!r} has no place in the Arch (node {k.split('.', 1)[0]!r})")
         if tuple(v.shape) != tuple(new.weights[key].shape):
             raise ArchError(f"lift: tensor {k!r} expected shape {tuple(new.weights[key].shape)}, got {tuple(v.shape)}")
-        new.weights[key] = v.detach().to("cpu", copy=True)
+        node, name = key.split("/", 1)
+        new.set_tensors(node, {name: v.detach().to("cpu", copy=True)})
         seen.add(key)
     missing = sorted(set(new.weights) - seen)
     if missing:

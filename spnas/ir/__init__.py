@@ -8,12 +8,13 @@
 
 from spnas.ir.arch import Arch, Stage, Subnet
 from spnas.ir.build import add_subnet, build, parse
-from spnas.ir.encoding import Code, decode, encode
+from spnas.ir.encoding import Code, decode, describe, encode
 from spnas.ir.io import load, save
 from spnas.ir.nodes import (
     AddSpec,
     BlockSpec,
     FuseSpec,
+    ROLES,
     NodeKind,
     OutputSpec,
     StemSpec,
@@ -21,6 +22,7 @@ from spnas.ir.nodes import (
     get_kind,
     list_kinds,
     register_kind,
+    unregister_kind,
 )
 from spnas.ir.torchvision_import import from_torchvision, to_torchvision_state_dict
 
@@ -31,6 +33,7 @@ __all__ = [
     "Code",
     "decode",
     "encode",
+    "describe",
     "parse",
     "build",
     "add_subnet",
@@ -46,6 +49,8 @@ __all__ = [
     "OutputSpec",
     "NodeKind",
     "register_kind",
+    "unregister_kind",
+    "ROLES",
     "get_kind",
     "list_kinds",
 ]

@@ -1,4 +1,4 @@
-"""``python -m spnas.ir show CODE|DIR [--json] [--size H W]``: stages, blocks, channels, strides, FLOPs, params."""
+"""``python -m spnas.ir show CODE|DIR [--json] [--size H W] [--plugin FILE]``: stages, blocks, channels, strides, FLOPs, params."""
 
 from __future__ import annotations
 
@@ -16,26 +16,23 @@ def describe(arch: Arch, size: tuple[int, int]) -> dict:
     flops = arch.node_flops(size)
     stages = []
     for st in arch.stages():
-        first = arch.spec(st.blocks[0])
         ids = list(st.blocks) + [n for sub in st.subnets for n in (sub.fuse, sub.add, *sub.blocks)]
         stages.append(
             {
                 "stage": st.index + 1,
                 "blocks": len(st.blocks),
                 "subnets": len(st.subnets),
-                "in_channels": first.in_channels,
+                "in_channels": specs[arch.inputs(st.blocks[0])[0]].channels,
                 "out_channels": specs[st.outputs[-1]].channels,
                 "stride": specs[st.outputs[-1]].stride,
                 "output": arch.spec(st.tap).name if st.tap else None,
                 "gmacs": round(sum(flops[n] for n in ids) / 1e9, 4),
             }
         )
-    try:
-        code = arch.encode()
-    except SpnasError:
-        code = None
     return {
-        "code": code,
+        "code": arch.code(),
+        "grammar": "custom" if arch.code().startswith("~") else "paper",
+        "custom_kinds": arch.custom_kinds(),
         "stem": arch.spec(arch.stem).style,
         "blocks": sum(s["blocks"] for s in stages),
         "stages": stages,
@@ -54,8 +51,14 @@ def main(argv: list[str] | None = None) -> int:
     show.add_argument("--json", action="store_true", help="print JSON instead of a table")
     show.add_argument("--size", nargs=2, type=int, default=(224, 224), metavar=("H", "W"))
     show.add_argument("--stem", default="resnet", choices=["resnet", "deep"])
+    show.add_argument("--plugin", action="append", default=[], metavar="FILE",
+                      help="a plugin file whose node kinds the saved net uses (repeatable)")
     args = p.parse_args(argv)
     try:
+        from spnas.ops import load_plugin
+
+        for f in args.plugin:
+            load_plugin(f)
         arch = load(args.target) if Path(args.target).is_dir() else parse(args.target, stem=args.stem)
         d = describe(arch, tuple(args.size))
     except SpnasError as e:

@@ -39,7 +39,7 @@ def build(code: Code, *, stem: str = "resnet", seed: int = 0) -> Arch:
     for si, last in enumerate(last_of_stage):
         name = output_name(4 << si)
         arch.add_node(name, "output", OutputSpec(name), [last])
-    arch.next_id = bid
+    arch.reserve_ids(bid)
     for si, k in enumerate(code.parallel):
         for _ in range(k):
             add_subnet(arch, si, gen=gen)
@@ -70,7 +70,8 @@ def add_subnet(arch: Arch, stage: int, *, gen: torch.Generator | None = None) ->
     cur = add
     new = [fuse, add]
     for b in st.blocks:
-        cur = arch.add_node(arch.mint_id("b"), "block", arch.spec(b), [cur], tensors=arch.tensors(b))
+        kind = arch.kind(b)  # a plugin kind on the stage's chain is copied like a block
+        cur = arch.add_node(arch.mint_id("b" if kind == "block" else kind), kind, arch.spec(b), [cur], tensors=arch.tensors(b))
         new.append(cur)
     if st.tap is not None:
         arch.set_input(st.tap, 0, cur)

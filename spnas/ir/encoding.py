@@ -24,7 +24,7 @@ from spnas.errors import ArchError, EncodingError
 if TYPE_CHECKING:  # the codec reads an Arch through its methods; it never builds one (see spnas.ir.build)
     from spnas.ir.arch import Arch
 
-__all__ = ["Code", "decode", "encode", "BASE_PLANES", "MAX_PLANES", "MAX_BLOCKS"]
+__all__ = ["Code", "decode", "encode", "describe", "BASE_PLANES", "MAX_PLANES", "MAX_BLOCKS"]
 
 BASE_PLANES = 64
 MAX_PLANES = 2048  # five doublings of 64: far past any detection backbone
@@ -71,6 +71,9 @@ def decode(s: str) -> Code:
     """Parse a code string into a :class:`Code`, without building anything."""
     if not isinstance(s, str):
         raise EncodingError(f"expected a code string, got {type(s).__name__}")
+    if s.startswith("~"):
+        raise _fail(s, 0, "a custom encoding (it starts with '~') describes a net with kinds the paper's grammar "
+                          "cannot express; it names no architecture: load the net's IR directory (start.ir) instead")
     m = _TYPE.match(s)
     if not m:
         raise _fail(s, 0, "expected a block type BB, BNB or XB")
@@ -141,8 +144,11 @@ def decode(s: str) -> Code:
 
 
 def encode(arch: "Arch") -> str:
-    """The code of an Arch; raises ArchError when the Arch has no code (mixed blocks, odd widths)."""
+    """The code of an Arch; raises ArchError when the Arch has no code (mixed blocks, odd widths, other kinds)."""
     stages = arch.stages()
+    for n in arch.nodes():
+        if arch.kind(n) not in _PAPER_KINDS:
+            raise ArchError(f"node {n!r}: kind {arch.kind(n)!r} has no code in the paper's grammar")
     first = arch.spec(stages[0].blocks[0])
     planes = BASE_PLANES
     out: list[str] = []
@@ -162,3 +168,45 @@ def encode(arch: "Arch") -> str:
         out.append(s)
     code = Code(first.block, first.groups, first.base_width, tuple(out), tuple(len(st.subnets) for st in stages))
     return str(code)
+
+
+_PAPER_KINDS = ("stem", "block", "fuse", "add", "output")
+
+
+def describe(arch: "Arch") -> str:
+    """A custom encoding for a net the grammar cannot express: ``~`` then the paper's notation.
+
+    Residual blocks read as in the paper (``1``/``d`` from their base channels); a node of another
+    kind reads ``[kind]`` where it sits on its stage's chain; block types that differ read
+    ``[block]``. Subnet counts follow as in the paper. It names no architecture by itself (the IR
+    file does): :func:`decode` refuses it.
+    """
+    try:
+        stages = arch.stages()
+    except ArchError:
+        return f"~<{arch.fingerprint()}>"
+    blocks = [b for st in stages for b in st.blocks if arch.kind(b) == "block"]
+    if not blocks:
+        return f"~<{arch.fingerprint()}>"
+    first = arch.spec(blocks[0])
+    prefix = Code(first.block, first.groups, first.base_width, (), ()).prefix
+    planes = BASE_PLANES
+    out = []
+    for st in stages:
+        s = ""
+        for b in st.blocks:
+            spec = arch.spec(b)
+            if arch.kind(b) != "block":
+                s += f"[{arch.kind(b)}]"
+            elif (spec.block, spec.groups, spec.base_width) != (first.block, first.groups, first.base_width):
+                s += "[block]"
+            elif spec.planes == planes * 2:
+                s += "d"
+                planes *= 2
+            elif spec.planes == planes:
+                s += "1"
+            else:
+                s += "[block]"
+        out.append(s)
+    counts = [len(st.subnets) for st in stages]
+    return f"~{prefix}({','.join(out)})" + (f"({','.join(map(str, counts))})" if any(counts) else "")

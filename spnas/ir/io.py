@@ -64,7 +64,7 @@ def save(arch: Arch, directory: str | os.PathLike) -> Path:
     os.replace(tmp, d / WEIGHTS_FILE)
     doc = {"format": FORMAT}
     try:
-        doc["code"] = arch.encode()
+        doc["code"] = arch.code()
     except ArchError:
         pass
     doc["weights"] = {"file": WEIGHTS_FILE, "sha256": sha256_file(d / WEIGHTS_FILE)}

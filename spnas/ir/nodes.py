@@ -1,23 +1,48 @@
-"""Node kinds of the architecture graph: frozen specs, shapes, tensors and initialisation.
+"""Node kinds of the architecture graph: one registration per kind.
 
-A kind is a small object registered by name: it knows its spec dataclass, how many inputs it takes,
-how a :class:`TensorSpec` flows through it, the names and shapes of its weight tensors (in
-torchvision's layout, so state dicts line up), how to initialise them from a seeded generator, and
-its multiply-accumulates. The compiler (``spnas.detect.compile``) owns the matching nn.Modules; the IR
-never builds one. New kinds call :func:`register_kind`.
+A kind is its frozen **spec** dataclass, its **role** in the graph, and its **module** builder
+(``spec -> nn.Module``). Everything else is read off that module built on the meta device (no
+memory, no random init): the names and shapes of its tensors, its multiply-accumulates for a given
+input (``torch.utils.flop_counter``), and, unless the kind states it, how a :class:`TensorSpec`
+flows through it. A layout is therefore written once, in the module.
+
+Roles (the IR's structural queries, :meth:`Arch.stages` and friends, work from roles, never from
+kind names, so a new kind needs no edit inside spnas):
+
+========== ===== ======================================================================
+role       arity what it is
+========== ===== ======================================================================
+``source`` 0     the stem: takes the image (``spec.in_channels`` channels); exactly one
+``block``  1     a unit of a chain (the main chain or a subnet's); a block whose output is
+                 coarser than its input starts a stage
+``fuse``   1     the side branch from a stage's last output into its next parallel subnet
+``merge``  2     starts a subnet: ``(previous stage's output, fuse)``
+``tap``    1     a stage output the FPN reads (``spec.name``); no module, no tensors
+========== ===== ======================================================================
+
+A user file adds a kind with the decorator form::
+
+    @register_kind("se", spec=SESpec, role="block")
+    class SqueezeExcite(nn.Module):
+        def __init__(self, spec: SESpec): ...
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import re
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from spnas.errors import ArchError
+from spnas.ir.modules import Fuse, ResizeAdd, Stem, residual_block
+from spnas.ir.specs import AddSpec, BlockSpec, FuseSpec, OutputSpec, StemSpec, TensorSpec, output_name
 
 __all__ = [
     "TensorSpec",
@@ -27,169 +52,119 @@ __all__ = [
     "AddSpec",
     "OutputSpec",
     "NodeKind",
+    "ROLES",
+    "BUILTIN_KINDS",
     "register_kind",
+    "unregister_kind",
     "get_kind",
     "list_kinds",
     "output_name",
 ]
 
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """What flows along an edge: channels and stride relative to the image (detectron2's ShapeSpec)."""
-
-    channels: int
-    stride: int
-
-
-@dataclass(frozen=True)
-class StemSpec:
-    """``resnet``: 7x7/2 conv + BN + ReLU + 3x3/2 max-pool (torchvision); ``deep``: two 3x3/2 convs."""
-
-    style: str = "resnet"
-    in_channels: int = 3
-    out_channels: int = 64
-
-    def __post_init__(self) -> None:
-        if self.style not in ("resnet", "deep"):
-            raise ArchError(f"stem style: expected 'resnet' or 'deep', got {str(self.style)[:40]!r}")
-        _positive(self, "in_channels", "out_channels")
-
-
-@dataclass(frozen=True)
-class BlockSpec:
-    """A residual block in torchvision's layout (BasicBlock or Bottleneck, ResNet v1.5).
-
-    ``planes`` are the base channels; the block outputs ``planes * expansion``. ``shortcut`` is
-    ``identity``, ``conv_bn`` (torchvision's 1x1 conv + BN downsample) or ``conv`` (a 1x1 conv
-    without BN, which morphisms use because it is exact in train mode too).
-    """
-
-    block: str
-    in_channels: int
-    planes: int
-    stride: int = 1
-    groups: int = 1
-    base_width: int = 64
-    dilation: int = 1
-    shortcut: str = "identity"
-
-    def __post_init__(self) -> None:
-        if self.block not in ("basic", "bottleneck"):
-            raise ArchError(f"block: expected 'basic' or 'bottleneck', got {self.block!r}")
-        if self.shortcut not in ("identity", "conv_bn", "conv"):
-            raise ArchError(f"shortcut: expected identity, conv_bn or conv, got {self.shortcut!r}")
-        if self.block == "basic" and (self.groups != 1 or self.base_width != 64):
-            raise ArchError(f"basic block: expected groups=1, base_width=64, got {self.groups}, {self.base_width}")
-        for f in ("in_channels", "planes", "stride", "groups", "base_width", "dilation"):
-            if not isinstance(getattr(self, f), int) or getattr(self, f) < 1:
-                raise ArchError(f"block {f}: expected a positive int, got {getattr(self, f)!r}")
-        if self.stride not in (1, 2):
-            raise ArchError(f"block stride: expected 1 or 2, got {self.stride}")
-        if self.shortcut == "identity" and (self.stride != 1 or self.in_channels != self.out_channels):
-            raise ArchError(
-                f"identity shortcut needs stride 1 and in == out channels, got stride {self.stride}, "
-                f"{self.in_channels} -> {self.out_channels}"
-            )
-
-    @property
-    def expansion(self) -> int:
-        return 1 if self.block == "basic" else 4
-
-    @property
-    def out_channels(self) -> int:
-        return self.planes * self.expansion
-
-    @property
-    def width(self) -> int:
-        """Channels inside the block (torchvision's Bottleneck ``width``)."""
-        if self.block == "basic":
-            return self.planes
-        return int(self.planes * (self.base_width / 64.0)) * self.groups
-
-
-@dataclass(frozen=True)
-class FuseSpec:
-    """The parallel level's ``upsample(.)``: 1x1 conv + BN; the following ``add`` resizes."""
-
-    in_channels: int
-    out_channels: int
-
-    def __post_init__(self) -> None:
-        _positive(self, "in_channels", "out_channels")
-
-
-@dataclass(frozen=True)
-class AddSpec:
-    """Sum of a high-resolution input and a lower-resolution one resized (nearest) to it."""
-
-    channels: int
-
-    def __post_init__(self) -> None:
-        _positive(self, "channels")
-
-
-@dataclass(frozen=True)
-class OutputSpec:
-    """A stage output fed to the FPN; ``name`` is its key in the backbone's OrderedDict."""
-
-    name: str
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", self.name):
-            raise ArchError(f"output name: expected a plain identifier such as res4, got {str(self.name)[:40]!r}")
-
-
-def _positive(spec: Any, *fields: str) -> None:
-    for f in fields:
-        v = getattr(spec, f)
-        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 1_000_000:
-            raise ArchError(f"{type(spec).__name__} {f}: expected an int in 1..1000000, got {str(v)[:40]!r}")
-
-
-def output_name(stride: int) -> str:
-    """detectron2's naming of a stage output: stride 4 -> ``res2``, stride 8 -> ``res3``, …"""
-    return f"res{stride.bit_length() - 1}"
-
-
-def _bn(prefix: str, c: int) -> dict[str, tuple[int, ...]]:
-    return {
-        f"{prefix}.weight": (c,),
-        f"{prefix}.bias": (c,),
-        f"{prefix}.running_mean": (c,),
-        f"{prefix}.running_var": (c,),
-        f"{prefix}.num_batches_tracked": (),
-    }
-
-
-def _conv_out(size: int, k: int, s: int, p: int, d: int = 1) -> int:
-    return (size + 2 * p - d * (k - 1) - 1) // s + 1
+ROLES: dict[str, int] = {"source": 0, "block": 1, "fuse": 1, "merge": 2, "tap": 1}  # role -> arity
+_CACHE_LIMIT = 4096
 
 
 class NodeKind:
-    """Base class of a node kind; subclasses set ``name``, ``spec_type``, ``arity``."""
+    """A node kind: ``name``, ``spec_type``, ``role`` and the module builder ``module(spec)``.
+
+    Built-in kinds subclass it; a user's kind is usually made by the :func:`register_kind`
+    decorator. ``init`` (optional) adjusts the default initialisation: it receives the spec and the
+    default tensors (convs Kaiming-normal fan-out as torchvision, BN identity, biases zero) and
+    returns them, for instance with a last layer zeroed so a fresh node computes the identity.
+    """
 
     name: ClassVar[str]
     spec_type: ClassVar[type]
-    arity: ClassVar[int] = 1
+    role: ClassVar[str] = "block"
 
-    def out_spec(self, spec: Any, inputs: list[TensorSpec]) -> TensorSpec:
+    def __init__(self) -> None:
+        self._tensors: dict[Any, dict[str, tuple[int, ...]]] = {}
+        self._macs: dict[Any, tuple[int, tuple[int, int, int]]] = {}
+        self._flow: dict[Any, TensorSpec] = {}
+
+    @property
+    def arity(self) -> int:
+        return ROLES[self.role]
+
+    # ------------------------------------------------------------------ what a kind states
+    def build(self, spec: Any) -> nn.Module | None:
+        """The node's module (its state-dict names are the IR's tensor names); None for a tap."""
         raise NotImplementedError
 
+    def adjust_init(self, spec: Any, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return tensors
+
+    # ------------------------------------------------------------------ what is derived from the module
     def tensors(self, spec: Any) -> dict[str, tuple[int, ...]]:
-        """Names and shapes of the node's parameters and buffers."""
-        return {}
+        """Names and shapes of the node's parameters and buffers: the module's state dict (meta device)."""
+        got = self._tensors.get(spec)
+        if got is None:
+            with torch.device("meta"):
+                m = self.build(spec)
+            got = {} if m is None else {k: tuple(v.shape) for k, v in m.state_dict().items()}
+            self._remember(self._tensors, spec, got)
+        return dict(got)
 
     def init(self, spec: Any, gen: torch.Generator) -> dict[str, torch.Tensor]:
-        """Fresh tensors: convs Kaiming-normal (fan_out, as torchvision), BN identity."""
-        out: dict[str, torch.Tensor] = {}
-        for name, shape in self.tensors(spec).items():
-            out[name] = _init_tensor(name, shape, gen)
-        return out
+        """Fresh tensors drawn from ``gen`` in state-dict order, then :meth:`adjust_init`."""
+        out = {name: _init_tensor(name, shape, gen) for name, shape in self.tensors(spec).items()}
+        return self.adjust_init(spec, out)
 
-    def macs(self, spec: Any, hw: list[tuple[int, int]]) -> tuple[int, tuple[int, int]]:
-        """Multiply-accumulates and output (H, W) given the inputs' (H, W)."""
-        return 0, hw[0]
+    def macs(self, spec: Any, inputs: list[tuple[int, int, int]]) -> tuple[int, tuple[int, int, int]]:
+        """Multiply-accumulates and the output's (C, H, W), given the inputs' (C, H, W), one image.
+
+        Counted by ``torch.utils.flop_counter`` on the module run on the meta device (convolutions
+        and matrix products; pooling, BN folded at inference, adds and resizes count zero).
+        """
+        key = (spec, tuple(inputs))
+        got = self._macs.get(key)
+        if got is None:
+            with torch.device("meta"):
+                m = self.build(spec)
+            if m is None:
+                got = (0, inputs[0])
+            else:
+                xs = [torch.empty(1, *s, device="meta") for s in inputs]
+                try:
+                    with FlopCounterMode(display=False) as fc, torch.no_grad():
+                        y = m.eval()(*xs)
+                except Exception as e:  # noqa: BLE001 - a kind's module failing on its input is the node's error
+                    raise ArchError(f"{self.name} module on inputs {list(inputs)}: {_first_line(e)}") from e
+                got = (fc.get_total_flops() // 2, tuple(y.shape[1:]))
+            self._remember(self._macs, key, got)
+        return got
+
+    def out_spec(self, spec: Any, inputs: list[TensorSpec]) -> TensorSpec:
+        """Shape inference, read off a meta run at a resolution fine enough for every input.
+
+        Built-in kinds state it instead, to name the mismatch in their own words.
+        """
+        key = (spec, tuple(inputs))
+        got = self._flow.get(key)
+        if got is None:
+            if self.arity == 0:
+                shapes = [(getattr(spec, "in_channels", 3), 256, 256)]
+                base = 256
+            else:
+                base = 8 * max(i.stride for i in inputs)
+                shapes = [(i.channels, base // i.stride, base // i.stride) for i in inputs]
+            _, (c, h, w) = self.macs(spec, shapes)
+            stride = base // h if h else 0
+            if not h or base % h or stride * h != base:
+                raise ArchError(f"output size {h}x{w} from {base}x{base} is no whole stride")
+            got = TensorSpec(int(c), stride)
+            self._remember(self._flow, key, got)
+        return got
+
+    @property
+    def source(self) -> str:
+        """The file that defines the kind (recorded in ``arch.yaml`` for plugin kinds)."""
+        obj = getattr(self, "_builder", None) or type(self)
+        try:
+            return inspect.getsourcefile(obj) or "<unknown>"
+        except TypeError:
+            return "<unknown>"
 
     def spec_from_dict(self, d: dict[str, Any]) -> Any:
         names = {f.name for f in dataclasses.fields(self.spec_type)}
@@ -197,6 +172,16 @@ class NodeKind:
         if unknown:
             raise ArchError(f"{self.name} spec: unknown field(s) {sorted(unknown)}, expected some of {sorted(names)}")
         return self.spec_type(**d)
+
+    @staticmethod
+    def _remember(cache: dict, key: Any, value: Any) -> None:
+        if len(cache) >= _CACHE_LIMIT:
+            cache.clear()
+        cache[key] = value
+
+
+def _first_line(e: BaseException) -> str:
+    return ((str(e).strip().splitlines() or [type(e).__name__])[0])[:200]
 
 
 def _init_tensor(name: str, shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
@@ -207,8 +192,8 @@ def _init_tensor(name: str, shape: tuple[int, ...], gen: torch.Generator) -> tor
         return torch.ones(shape)
     if leaf in ("running_mean", "bias"):
         return torch.zeros(shape)
-    if len(shape) == 4:  # conv weight, kaiming_normal_(mode="fan_out", nonlinearity="relu")
-        fan_out = shape[0] * shape[2] * shape[3]
+    if len(shape) >= 2:  # conv / linear weight, kaiming_normal_(mode="fan_out", nonlinearity="relu")
+        fan_out = shape[0] * math.prod(shape[2:])
         std = math.sqrt(2.0 / fan_out)
         return torch.randn(shape, generator=gen) * std
     return torch.ones(shape)  # BN weight
@@ -217,38 +202,22 @@ def _init_tensor(name: str, shape: tuple[int, ...], gen: torch.Generator) -> tor
 class StemKind(NodeKind):
     name = "stem"
     spec_type = StemSpec
-    arity = 0
+    role = "source"
+
+    def build(self, spec: StemSpec) -> nn.Module:
+        return Stem(spec)
 
     def out_spec(self, spec: StemSpec, inputs: list[TensorSpec]) -> TensorSpec:
         return TensorSpec(spec.out_channels, 4)
-
-    def tensors(self, spec: StemSpec) -> dict[str, tuple[int, ...]]:
-        if spec.style == "resnet":
-            return {"conv1.weight": (spec.out_channels, spec.in_channels, 7, 7), **_bn("bn1", spec.out_channels)}
-        mid = spec.out_channels // 2
-        return {
-            "conv1.weight": (mid, spec.in_channels, 3, 3),
-            **_bn("bn1", mid),
-            "conv2.weight": (spec.out_channels, mid, 3, 3),
-            **_bn("bn2", spec.out_channels),
-        }
-
-    def macs(self, spec: StemSpec, hw: list[tuple[int, int]]) -> tuple[int, tuple[int, int]]:
-        h, w = hw[0]
-        if spec.style == "resnet":
-            h, w = _conv_out(h, 7, 2, 3), _conv_out(w, 7, 2, 3)
-            macs = spec.out_channels * spec.in_channels * 49 * h * w
-            return macs, (_conv_out(h, 3, 2, 1), _conv_out(w, 3, 2, 1))
-        mid = spec.out_channels // 2
-        h, w = _conv_out(h, 3, 2, 1), _conv_out(w, 3, 2, 1)
-        macs = mid * spec.in_channels * 9 * h * w
-        h, w = _conv_out(h, 3, 2, 1), _conv_out(w, 3, 2, 1)
-        return macs + spec.out_channels * mid * 9 * h * w, (h, w)
 
 
 class BlockKind(NodeKind):
     name = "block"
     spec_type = BlockSpec
+    role = "block"
+
+    def build(self, spec: BlockSpec) -> nn.Module:
+        return residual_block(spec)
 
     def out_spec(self, spec: BlockSpec, inputs: list[TensorSpec]) -> TensorSpec:
         (x,) = inputs
@@ -256,48 +225,14 @@ class BlockKind(NodeKind):
             raise ArchError(f"expected {spec.in_channels} input channels, got {x.channels}")
         return TensorSpec(spec.out_channels, x.stride * spec.stride)
 
-    def tensors(self, spec: BlockSpec) -> dict[str, tuple[int, ...]]:
-        w, out = spec.width, spec.out_channels
-        if spec.block == "basic":
-            t = {
-                "conv1.weight": (w, spec.in_channels, 3, 3),
-                **_bn("bn1", w),
-                "conv2.weight": (out, w, 3, 3),
-                **_bn("bn2", out),
-            }
-        else:
-            t = {
-                "conv1.weight": (w, spec.in_channels, 1, 1),
-                **_bn("bn1", w),
-                "conv2.weight": (w, w // spec.groups, 3, 3),
-                **_bn("bn2", w),
-                "conv3.weight": (out, w, 1, 1),
-                **_bn("bn3", out),
-            }
-        if spec.shortcut != "identity":
-            t["downsample.0.weight"] = (out, spec.in_channels, 1, 1)
-        if spec.shortcut == "conv_bn":
-            t.update(_bn("downsample.1", out))
-        return t
-
-    def macs(self, spec: BlockSpec, hw: list[tuple[int, int]]) -> tuple[int, tuple[int, int]]:
-        h, w = hw[0]
-        d, s, width, out = spec.dilation, spec.stride, spec.width, spec.out_channels
-        ho, wo = _conv_out(h, 3, s, d, d), _conv_out(w, 3, s, d, d)
-        if spec.block == "basic":
-            macs = width * spec.in_channels * 9 * ho * wo + out * width * 9 * ho * wo
-        else:
-            macs = width * spec.in_channels * h * w
-            macs += width * (width // spec.groups) * 9 * ho * wo
-            macs += out * width * ho * wo
-        if spec.shortcut != "identity":
-            macs += out * spec.in_channels * _conv_out(h, 1, s, 0) * _conv_out(w, 1, s, 0)
-        return macs, (ho, wo)
-
 
 class FuseKind(NodeKind):
     name = "fuse"
     spec_type = FuseSpec
+    role = "fuse"
+
+    def build(self, spec: FuseSpec) -> nn.Module:
+        return Fuse(spec)
 
     def out_spec(self, spec: FuseSpec, inputs: list[TensorSpec]) -> TensorSpec:
         (x,) = inputs
@@ -305,23 +240,18 @@ class FuseKind(NodeKind):
             raise ArchError(f"expected {spec.in_channels} input channels, got {x.channels}")
         return TensorSpec(spec.out_channels, x.stride)
 
-    def tensors(self, spec: FuseSpec) -> dict[str, tuple[int, ...]]:
-        return {"conv.weight": (spec.out_channels, spec.in_channels, 1, 1), **_bn("bn", spec.out_channels)}
-
-    def init(self, spec: FuseSpec, gen: torch.Generator) -> dict[str, torch.Tensor]:
-        t = super().init(spec, gen)
-        t["bn.weight"].zero_()  # gamma = beta = 0: a new fuse adds nothing (DESIGN §3)
-        return t
-
-    def macs(self, spec: FuseSpec, hw: list[tuple[int, int]]) -> tuple[int, tuple[int, int]]:
-        h, w = hw[0]
-        return spec.out_channels * spec.in_channels * h * w, (h, w)
+    def adjust_init(self, spec: FuseSpec, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        tensors["bn.weight"].zero_()  # gamma = beta = 0: a new fuse adds nothing
+        return tensors
 
 
 class AddKind(NodeKind):
     name = "add"
     spec_type = AddSpec
-    arity = 2
+    role = "merge"
+
+    def build(self, spec: AddSpec) -> nn.Module:
+        return ResizeAdd()
 
     def out_spec(self, spec: AddSpec, inputs: list[TensorSpec]) -> TensorSpec:
         a, b = inputs
@@ -331,27 +261,88 @@ class AddKind(NodeKind):
             raise ArchError(f"second input must not be finer than the first, got strides {a.stride} and {b.stride}")
         return a
 
-    def macs(self, spec: AddSpec, hw: list[tuple[int, int]]) -> tuple[int, tuple[int, int]]:
-        return 0, hw[0]
-
 
 class OutputKind(NodeKind):
     name = "output"
     spec_type = OutputSpec
+    role = "tap"
+
+    def build(self, spec: OutputSpec) -> None:
+        return None
 
     def out_spec(self, spec: OutputSpec, inputs: list[TensorSpec]) -> TensorSpec:
         return inputs[0]
 
 
+class _UserKind(NodeKind):
+    """A kind made by the :func:`register_kind` decorator from a module class or builder function."""
+
+    def __init__(self, name: str, spec_type: type, builder: Callable[[Any], nn.Module], role: str,
+                 init: Callable[[Any, dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None) -> None:
+        super().__init__()
+        self.name = name  # type: ignore[misc]
+        self.spec_type = spec_type  # type: ignore[misc]
+        self.role = role  # type: ignore[misc]
+        self._builder = builder
+        self._init = init
+
+    def build(self, spec: Any) -> nn.Module:
+        return self._builder(spec)
+
+    def adjust_init(self, spec: Any, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return tensors if self._init is None else self._init(spec, tensors)
+
+
 _KINDS: dict[str, NodeKind] = {}
+BUILTIN_KINDS = ("stem", "block", "fuse", "add", "output")
+_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
 
 
-def register_kind(kind: NodeKind) -> NodeKind:
-    """Register a node kind under ``kind.name``; a duplicate name is an error."""
-    if kind.name in _KINDS:
-        raise ArchError(f"node kind {kind.name!r} is already registered")
-    _KINDS[kind.name] = kind
-    return kind
+def register_kind(kind: NodeKind | str, spec: type | None = None, *, role: str = "block",
+                  init: Callable[[Any, dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None) -> Any:
+    """Register a node kind. Two forms:
+
+    ``register_kind(kind_instance)`` for a :class:`NodeKind` subclass, or the decorator
+    ``@register_kind("se", spec=SESpec, role="block", init=...)`` over an ``nn.Module`` class (or a
+    function) taking the spec. A duplicate name, an unknown role, or a spec that is not a frozen
+    dataclass is refused with one line naming the kind.
+    """
+    if isinstance(kind, NodeKind):
+        _check_kind(kind.name, kind.spec_type, kind.role)
+        _KINDS[kind.name] = kind
+        return kind
+    if not isinstance(kind, str):
+        raise ArchError(f"register_kind: expected a NodeKind or a kind name, got {type(kind).__name__}")
+    name = kind
+
+    def deco(builder: Callable[[Any], nn.Module]) -> Callable[[Any], nn.Module]:
+        if not callable(builder):
+            raise ArchError(f"node kind {name!r}: expected an nn.Module class or a builder function, got {type(builder).__name__}")
+        if init is not None and not callable(init):
+            raise ArchError(f"node kind {name!r}: init must be callable(spec, tensors), got {type(init).__name__}")
+        _check_kind(name, spec, role)
+        _KINDS[name] = _UserKind(name, spec, builder, role, init)  # type: ignore[arg-type]
+        return builder
+
+    return deco
+
+
+def _check_kind(name: Any, spec_type: Any, role: Any) -> None:
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ArchError(f"node kind name: expected lower-case letters, digits and '_' (at most 32), got {str(name)[:40]!r}")
+    if name in _KINDS:
+        raise ArchError(f"node kind {name!r} is already registered")
+    if not (inspect.isclass(spec_type) and dataclasses.is_dataclass(spec_type) and spec_type.__dataclass_params__.frozen):
+        raise ArchError(f"node kind {name!r}: spec must be a frozen dataclass (@dataclass(frozen=True)), got {spec_type!r}")
+    if role not in ROLES:
+        raise ArchError(f"node kind {name!r}: role must be one of {', '.join(ROLES)}, got {role!r}")
+
+
+def unregister_kind(name: str) -> None:
+    """Forget a user's kind (tests, notebooks); the built-in kinds stay."""
+    if name in BUILTIN_KINDS:
+        raise ArchError(f"node kind {name!r} is built in and cannot be unregistered")
+    _KINDS.pop(name, None)
 
 
 def get_kind(name: str) -> NodeKind:

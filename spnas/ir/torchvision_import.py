@@ -85,7 +85,7 @@ def from_torchvision(model_or_state_dict: nn.Module | Mapping[str, torch.Tensor]
         stride = specs[last].stride
         name = output_name(stride)
         arch.add_node(name, "output", OutputSpec(name), [last])
-    arch.next_id = n
+    arch.reserve_ids(n)
     try:
         arch.verify()
     except ArchError as e:
@@ -95,6 +95,9 @@ def from_torchvision(model_or_state_dict: nn.Module | Mapping[str, torch.Tensor]
 
 def to_torchvision_state_dict(arch: Arch) -> dict[str, torch.Tensor]:
     """The inverse for a serial 4-stage Arch: keys as torchvision's ResNet (no ``fc``)."""
+    custom = arch.custom_kinds()
+    if custom:
+        raise ArchError(f"to_torchvision_state_dict: node kind(s) {custom} have no place in torchvision's ResNet")
     out = {f"{k}": v for k, v in arch.tensors(arch.stem).items()}
     for li, st in enumerate(arch.stages(), start=1):
         if st.subnets:

@@ -9,7 +9,9 @@
 | ``add_subnet`` | exact       | a stage index (0-based)      | add a parallel subnet copying the stage, zero fuse |
 
 Node ids of surviving blocks never change, so weights and history follow the block. ``swap`` and
-``widen`` act on serial nets (the parallel level comes after the serial search).
+``widen`` act on serial nets (the parallel level comes after the serial search). The rules act on
+residual blocks (kind ``block``) and leave nodes of plugin kinds on the chain where they are; stage
+taps follow automatically (:class:`~spnas.ir.Arch` moves them after every edit).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from spnas.ir.nodes import output_name
 from spnas.ops.registry import Space, register_morphism
 from spnas.ops.weights import identity_conv1x1, random_shares, replicate, replicate_bn, split, wider_map, zero_bn
 
-__all__ = ["retap", "pristine"]
+__all__ = ["pristine"]
 
 
 def _gen(rng: np.random.Generator) -> torch.Generator:
@@ -36,18 +38,15 @@ def _serial(arch: Arch) -> bool:
     return not any(st.subnets for st in arch.stages())
 
 
-def retap(arch: Arch, taps: list[str]) -> None:
-    """Point each stage's output tap (given in stage order) at the stage's current last output."""
-    for tap, st in zip(taps, arch.stages(), strict=True):
-        if arch.inputs(tap)[0] != st.outputs[-1]:
-            arch.set_input(tap, 0, st.outputs[-1])
+def _residual(arch: Arch, node: str) -> bool:
+    return arch.kind(node) == "block"
 
 
 # ------------------------------------------------------------------------------------------ expand
 def _expand_sites(arch: Arch, space: Space) -> list[str]:
     if len(arch.main_chain()) >= space.max_blocks:
         return []
-    return [b for b in arch.main_chain() if arch.spec(b).block in ("basic", "bottleneck")]
+    return [b for b in arch.main_chain() if _residual(arch, b)]
 
 
 @register_morphism("expand", exact=True, sites=_expand_sites)
@@ -61,12 +60,7 @@ def expand(arch: Arch, site: str, rng: np.random.Generator) -> Arch:
     spec = BlockSpec(prev.block, prev.out_channels, prev.planes, 1, prev.groups, prev.base_width, prev.dilation, "identity")
     last_bn = "bn2" if spec.block == "basic" else "bn3"
     tensors = zero_bn(get_kind("block").init(spec, _gen(rng)), last_bn)
-    users = arch.users(site)
-    new = arch.add_node(arch.mint_id("b"), "block", spec, [site], tensors=tensors)
-    for u in users:
-        for port, i in enumerate(arch.inputs(u)):
-            if i == site:
-                arch.set_input(u, port, new)
+    arch.insert_after(site, "block", spec, tensors=tensors, prefix="b")
     return arch
 
 
@@ -77,10 +71,12 @@ def _swap_sites(arch: Arch, space: Space) -> list[tuple[str, str]]:
     stages = arch.stages()
     out = []
     for prev, st in zip(stages, stages[1:]):
+        if not _residual(arch, st.blocks[0]):
+            continue
         for k in range(1, space.max_shift + 1):
-            if len(prev.blocks) > k:  # boundary moves left by k: prev's k-th last block takes the stride
+            if len(prev.blocks) > k and _residual(arch, prev.blocks[-k]):  # boundary moves left by k
                 out.append((prev.blocks[-k], st.blocks[0]))
-            if len(st.blocks) > k:  # boundary moves right by k: st's (k+1)-th block takes the stride
+            if len(st.blocks) > k and _residual(arch, st.blocks[k]):  # boundary moves right by k
                 out.append((st.blocks[k], st.blocks[0]))
     return out
 
@@ -102,13 +98,11 @@ def swap(arch: Arch, site: tuple[str, str], rng: np.random.Generator) -> Arch:
     ``gainer`` lies up to ``space.max_shift`` blocks before or after the boundary (paper Figure 2).
 
     The block that gains stride 2 and had an identity shortcut gets a 1x1 stride-2 conv shortcut
-    initialised to the identity (pure subsampling).
+    initialised to the identity (pure subsampling). The stage taps follow the boundary by themselves.
     """
     gainer, loser = site
-    taps = [st.tap for st in arch.stages()]
     _with_stride(arch, loser, 1)
     _with_stride(arch, gainer, 2)
-    retap(arch, taps)
     return arch
 
 
@@ -117,13 +111,16 @@ def _widen_sites(arch: Arch, space: Space) -> list[str]:
     if not _serial(arch):
         return []
     chain = arch.main_chain()
-    stem_c = arch.spec(arch.stem).out_channels
     out = []
+    planes = [arch.spec(b).planes if _residual(arch, b) else None for b in chain]
     for i in range(1, len(chain)):
+        if planes[i] is None or planes[i - 1] is None:
+            continue  # both must be residual blocks, next to each other
         j, p = arch.spec(chain[i]), arch.spec(chain[i - 1])
         if j.planes != 2 * p.planes:
             continue  # chain[i] is no 'd' block
-        pp = arch.spec(chain[i - 2]).planes if i >= 2 else stem_c
+        before = [q for q in planes[: i - 1] if q is not None]
+        pp = before[-1] if before else arch.spec(arch.stem).out_channels
         if p.planes == pp and p.dilation == 1:  # chain[i-1] is a '1' block that can take the doubling
             out.append(chain[i])
     return out
@@ -196,8 +193,12 @@ def widen(arch: Arch, site: str, rng: np.random.Generator) -> Arch:
 
 # --------------------------------------------------------------------------------------- add_stage
 def _add_stage_sites(arch: Arch, space: Space) -> list[str]:
-    if len(arch.stages()) >= space.max_stages or len(arch.main_chain()) >= space.max_blocks:
+    chain = arch.main_chain()
+    if len(arch.stages()) >= space.max_stages or len(chain) >= space.max_blocks:
         return []
+    blocks = [b for b in chain if _residual(arch, b)]
+    if not blocks or arch.specs()[chain[-1]].channels != arch.spec(blocks[-1]).out_channels:
+        return []  # the new block copies the last residual block; a plugin node after it must keep its channels
     return ["end"]
 
 
@@ -209,12 +210,14 @@ def add_stage(arch: Arch, site: str, rng: np.random.Generator) -> Arch:
     zero in the detector). The block starts from the last block's trained weights where the shapes
     agree (else a fresh initialisation) with an exactly subsampling 1x1 shortcut.
     """
-    last = arch.main_chain()[-1]
-    prev = arch.spec(last)
+    chain = arch.main_chain()
+    last = chain[-1]  # the chain's end, which may be a plugin node after the last residual block
+    like = [b for b in chain if _residual(arch, b)][-1]
+    prev = arch.spec(like)
     spec = BlockSpec(prev.block, prev.out_channels, prev.planes, 2, prev.groups, prev.base_width, 1, "conv")
     body = dataclasses.replace(spec, stride=1, shortcut="identity")
     shapes = get_kind("block").tensors(body)
-    src = arch.tensors(last)
+    src = arch.tensors(like)
     if all(k in src and tuple(src[k].shape) == s for k, s in shapes.items()):
         t = {k: src[k] for k in shapes}  # shared by reference: tensors are never modified in place
     else:
@@ -257,7 +260,7 @@ def _add_subnet_sites(arch: Arch, space: Space) -> list[int]:
     if not pristine(arch):
         return []
     stages = arch.stages()
-    n_blocks = len(arch.nodes_of("block"))
+    n_blocks = len(arch.nodes_with_role("block"))
     return [
         st.index
         for st in stages

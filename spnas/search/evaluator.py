@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["evaluate_candidate", "failure", "detector_state", "HEAD_FILE", "LocalPool", "InlinePool", "RayPool", "make_pool", "candidate_seed"]
+__all__ = ["evaluate_candidate", "load_plugins", "failure", "detector_state", "HEAD_FILE", "LocalPool", "InlinePool", "RayPool", "make_pool", "candidate_seed"]
 
 _DATA_CACHE: dict[str, Any] = {}
 HEAD_FILE = "head.safetensors"  # a candidate's detector weights outside the backbone body
@@ -104,6 +104,14 @@ def failure(req: dict[str, Any], e: BaseException | None, seconds: float, *, kin
     return {"id": req["id"], "status": "failed", "reason": text, "kind": kind, "cause": cause, "seconds": round(seconds, 3)}
 
 
+def load_plugins(req: dict[str, Any]) -> None:
+    """Import the search's plugin files (their node kinds and rules) in this worker, once per process."""
+    from spnas.ops import load_plugin
+
+    for path in req.get("plugins") or ():
+        load_plugin(path)
+
+
 def evaluate_candidate(req: dict[str, Any]) -> dict[str, Any]:
     """Train the candidate in ``req["dir"]`` with the fast scheme and measure it; see the module doc."""
     t0 = time.perf_counter()
@@ -131,6 +139,7 @@ def _evaluate(req: dict[str, Any], t0: float) -> dict[str, Any]:
 
     if req.get("threads"):
         torch.set_num_threads(int(req["threads"]))
+    load_plugins(req)
     d = Path(req["dir"])
     seed = int(req["seed"])
     torch.manual_seed(seed)

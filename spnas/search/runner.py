@@ -102,11 +102,19 @@ def sample_parallel_code(flops: list[int], counts: list[int], K: int, n_add: int
 
 
 def code_of(arch: Arch) -> str:
-    """The paper's code of ``arch``, or ``<custom>`` for a net the grammar cannot express."""
+    """The paper's code of ``arch``, or its custom encoding (``~…``, see :meth:`Arch.code`)."""
     try:
-        return arch.encode()
+        return arch.code()
     except SpnasError:
-        return "<custom>"
+        return "<no code>"
+
+
+def _grammar(arch: Arch) -> dict[str, Any]:
+    """Journal fields saying whether the paper's grammar expresses the net; if not, which plugin kinds it holds."""
+    custom = arch.custom_kinds()
+    if not custom and code_of(arch)[:1] not in ("~", "<"):
+        return {"grammar": "paper"}
+    return {"grammar": "custom", "custom_kinds": custom, "note": "the code is a description; candidates/<id>/input/arch.yaml is the net"}
 
 
 def _plain_site(site: Any) -> Any:
@@ -399,7 +407,7 @@ class Search:
         if not (d / "arch.yaml").is_file() or c.id not in self.journal.proposed:
             save(c.arch, d)
         self._emit("proposed", once=True, id=c.id, phase=c.phase, role=c.role, generation=c.generation, parent=c.parent,
-                   encoding=code_of(c.arch), fingerprint=c.arch.fingerprint(), morphisms=c.morphisms,
+                   encoding=code_of(c.arch), **_grammar(c.arch), fingerprint=c.arch.fingerprint(), morphisms=c.morphisms,
                    gmacs=round(c.arch.flops(size) / 1e9, 4), params_m=round(c.arch.params() / 1e6, 4))
         self.seen.add(c.arch.fingerprint())
         self.candidates[c.id] = c
@@ -466,6 +474,7 @@ class Search:
             "metric": self.cfg.search.metric,
             "seed": candidate_seed(self.cfg.seed, seed_key),
             "reignite": self.cfg.reignite.model_dump() if c.role == "reignite" else None,
+            "plugins": [str(self.cfg.path(p)) for p in self.cfg.search.plugins],
         }
 
     def _cached(self, c: Candidate) -> dict[str, Any] | None:
@@ -726,15 +735,14 @@ def _with_weights(arch: Arch, path: Path) -> Arch:
     if not path.is_file():
         raise ConfigError(f"start.weights: {path}: no such file")
     if path.suffix == ".safetensors":
-        new = arch.clone()
         try:
             tensors = load_file(str(path))
         except Exception as e:
             raise ConfigError(f"start.weights: {path}: not a safetensors file ({e})") from None
-        if set(tensors) != set(new.weights):
-            missing = sorted(set(new.weights) ^ set(tensors))[:1]
+        if set(tensors) != set(arch.weights):
+            missing = sorted(set(arch.weights) ^ set(tensors))[:1]
             raise ConfigError(f"start.weights: {path}: keys differ from the start architecture's (e.g. {missing})")
-        new.weights = dict(tensors)
+        new = arch.with_weights(tensors)
         new.verify()
         return new
     try:

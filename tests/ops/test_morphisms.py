@@ -8,10 +8,11 @@ from hypothesis import strategies as st
 
 from spnas.detect import compile_backbone
 from spnas.errors import MorphismError
-from spnas.ir import Arch, add_subnet, parse
+from spnas.ir import Arch, add_subnet, get_kind, parse
 from spnas.ops import Space, check, get_morphism, list_morphisms, load_plugin, register_morphism, relative_error, unregister_morphism
 
 load_plugin("examples/morphisms/dilate.py")
+load_plugin("examples/morphisms/squeeze_excite.py")  # a rule that brings its own node kind, "se"
 RULES = list_morphisms()
 
 
@@ -24,13 +25,13 @@ def randomise_bn(arch: Arch, seed: int) -> Arch:
             continue
         leaf = name.rsplit(".", 1)[-1]
         if leaf == "running_mean":
-            arch.weights[key] = torch.randn(t.shape, generator=g) * 0.1
+            arch.set_tensors(node, {name: torch.randn(t.shape, generator=g) * 0.1})
         elif leaf == "running_var":
-            arch.weights[key] = torch.rand(t.shape, generator=g) + 0.5
+            arch.set_tensors(node, {name: torch.rand(t.shape, generator=g) + 0.5})
         elif leaf == "weight" and t.dim() == 1:
-            arch.weights[key] = torch.rand(t.shape, generator=g) + 0.5
+            arch.set_tensors(node, {name: torch.rand(t.shape, generator=g) + 0.5})
         elif leaf == "bias":
-            arch.weights[key] = torch.randn(t.shape, generator=g) * 0.1
+            arch.set_tensors(node, {name: torch.randn(t.shape, generator=g) * 0.1})
     return arch
 
 
@@ -48,6 +49,11 @@ def architectures(draw):
             blocks += "d" if d else "1"
         stages.append(blocks)
     arch = randomise_bn(parse(f"{prefix}({','.join(stages)})", seed=draw(st.integers(0, 3))), draw(st.integers(0, 100)))
+    if draw(st.booleans()):  # plugin-kind nodes on the chain, already trained (a real gate): every rule must cope
+        g = torch.Generator().manual_seed(draw(st.integers(0, 100)))
+        for b in draw(st.lists(st.sampled_from(arch.main_chain()), max_size=3, unique=True)):
+            se = arch.insert_after(b, "se", get_kind("se").spec_type(arch.specs()[b].channels), gen=g)
+            arch.set_tensors(se, {k: torch.randn(t.shape, generator=g) * 0.3 for k, t in arch.tensors(se).items()})
     if draw(st.booleans()):  # a parallel net as the parallel level builds it: subnets copy the trained stage
         for i in range(n_stages):  # the first stage included: its subnets fuse into the stem's output
             for _ in range(draw(st.integers(0, 1))):
@@ -152,7 +158,7 @@ def test_widen_reaches_paper_channel_layouts():
 
 def test_widen_changes_channels_by_replication():
     arch = randomise_bn(parse("BB(11,d1,d1,d1)"), 0)
-    arch.weights = {k: v.double() if v.is_floating_point() else v for k, v in arch.weights.items()}  # exact arithmetic
+    arch = arch.with_weights({k: v.double() if v.is_floating_point() else v for k, v in arch.weights.items()})  # exact arithmetic
     r = check("widen", arch, torch.randn(2, 3, 64, 64, dtype=torch.float64), site="b2")
     assert r.after.encode() == "BB(1d,11,d1,d1)"
     assert compile_backbone(r.after).output_shape()["res2"] == (128, 4)
@@ -208,7 +214,7 @@ def test_add_subnet_refuses_trained_parallel_nets():
     arch = parse("BB(11,d1,d1,d1)(0,1,0,0)")
     assert get_morphism("add_subnet").sites(arch) == [0, 1, 2, 3]  # the first stage too (its fuse resizes to the stem)
     fuse = arch.stages()[1].subnets[0].fuse
-    arch.weights[f"{fuse}/bn.weight"] = torch.full_like(arch.weights[f"{fuse}/bn.weight"], 0.1)
+    arch.set_tensors(fuse, {"bn.weight": torch.full_like(arch.weights[f"{fuse}/bn.weight"], 0.1)})
     assert get_morphism("add_subnet").sites(arch) == []
 
 

@@ -60,7 +60,7 @@ class FakeEvaluator:
         if req.get("reignite"):  # the cost stays with the line: its weights remember it (stem BN mean, 0 at init)
             w[PENALTY] = w[PENALTY].clone()
             w[PENALTY][0] -= self.reignite_cost
-        arch.weights = w
+        arch = arch.with_weights(w)
         save(arch, d / "trained")
         save_file({"roi_heads.fake": torch.zeros(1)}, str(d / HEAD_FILE))
         epochs = int(w[COUNTER])

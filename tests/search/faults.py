@@ -40,6 +40,6 @@ def faulty_evaluate(req: dict[str, Any]) -> dict[str, Any]:
         from spnas.ir import load, save
 
         arch = load(f"{req['dir']}/input")
-        arch.weights = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in arch.weights.items()}
+        arch = arch.with_weights({k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in arch.weights.items()})
         save(arch, f"{req['dir']}/input")
     return evaluate_candidate(req)

@@ -285,3 +285,27 @@ def test_auto_timeout():
     assert auto_timeout([]) == 6 * 3600  # before any result
     assert auto_timeout([5.0, 12.0]) == 600  # the floor
     assert auto_timeout([100.0, 250.0]) == 2500  # 10x the slowest
+
+
+def test_a_rule_that_brings_its_own_kind_searches_end_to_end(tmp_path):
+    """examples/morphisms/squeeze_excite.py: a new node kind and its rule, named from the config; real training in a worker process."""
+    plugin = ROOT / "examples/morphisms/squeeze_excite.py"
+    y = tmp_path / "se.yaml"
+    y.write_text(TINY.read_text().replace("morphisms: [expand, swap, widen, add_stage]", f"plugins: [{plugin}]\n  morphisms: [add_se]")
+                 .replace("max_generations: 2", "max_generations: 1").replace("enabled: true", "enabled: false"))
+    out = tmp_path / "run"
+    p = subprocess.run([sys.executable, "-m", "spnas.search", "--ir", str(y), "--out", str(out), "--quiet"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    events = journal(out)
+    se = [e for e in events if e["event"] == "proposed" and any(m["rule"] == "add_se" for m in e["morphisms"])]
+    assert se, "no candidate used add_se"
+    evaluated = {e["id"]: e for e in events if e["event"] == "evaluated"}
+    for e in se:
+        assert e["grammar"] == "custom" and e["custom_kinds"] == ["se"] and "[se]" in e["encoding"]
+        assert e["id"] in evaluated and evaluated[e["id"]]["metric"] is not None  # trained and measured in the worker
+    s = summary(out)
+    shown = subprocess.run([sys.executable, "-m", "spnas.ir", "show", str(out / "best" / "arch"), "--json", "--plugin", str(plugin)],
+                           cwd=ROOT, capture_output=True, text=True)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["code"] == s["best_code"]

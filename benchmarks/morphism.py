@@ -43,7 +43,8 @@ def main() -> None:
     p.add_argument("--sites", type=int, default=4)
     p.add_argument("--repeats", type=int, default=20)
     args = p.parse_args()
-    load_plugin(os.path.join(os.path.dirname(__file__), "..", "examples", "morphisms", "dilate.py"))
+    for plugin in ("dilate.py", "squeeze_excite.py"):  # a rule on existing blocks; a rule with its own node kind
+        load_plugin(os.path.join(os.path.dirname(__file__), "..", "examples", "morphisms", plugin))
     rng = np.random.default_rng(0)
     arch = randomise_bn(parse(args.code), 0)
     x = torch.randn(2, 3, 128, 128, generator=torch.Generator().manual_seed(0))

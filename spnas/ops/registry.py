@@ -108,7 +108,7 @@ class Morphism:
 
 def _code(arch: Arch) -> str:
     try:
-        return arch.encode()
+        return arch.code()
     except ArchError:
         return "<arch>"
 

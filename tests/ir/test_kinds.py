@@ -241,3 +241,28 @@ def test_a_throwaway_kind_is_searched(throwaway, tmp_path):
         assert net.code() == e["encoding"] and net.fingerprint() == e["fingerprint"]
     assert all(e["grammar"] == "paper" for e in proposed if e["encoding"][0] != "~")
     assert summary["best_code"]
+
+
+def test_a_trivial_kind_after_the_first_block_verifies():
+    """The case that failed before kinds had roles: a tensor-free kind placed after b0 (``stage 1 has no output tap``)."""
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class NoopSpec:
+        pass
+
+    register_kind("noop", spec=NoopSpec, role="block")(lambda spec: torch.nn.Identity())
+    try:
+        arch = parse("BB(1,d1,d1,d1)")
+        before = compile_backbone(arch).eval()
+        new = arch.insert_after("b0", "noop", NoopSpec())
+        arch.verify()
+        assert arch.stages()[0].blocks == ("b0", new) and arch.inputs("res2") == (new,)
+        assert arch.code() == "~BB(1[noop],d1,d1,d1)" and get_kind("noop").tensors(NoopSpec()) == {}
+        x = torch.randn(1, 3, 64, 64)
+        with torch.no_grad():
+            a, b = before(x), compile_backbone(arch).eval()(x)
+        assert all(torch.equal(a[k], b[k]) for k in a)
+        assert arch.flops((64, 64)) == parse("BB(1,d1,d1,d1)").flops((64, 64))
+    finally:
+        unregister_kind("noop")

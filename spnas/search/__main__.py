@@ -1,4 +1,4 @@
-"""``python -m spnas.search --ir start.yaml [--out DIR] [--resume] [--seed N] [--workers N] [--backend local|ray|inline]``
+"""``python -m spnas.search --ir start.yaml [--out DIR] [--resume] [--seed N] [--workers N] [--backend local|ray|inline] [--address ADDR]``
 
 Runs the SP-NAS search described by ``start.yaml`` and prints the logbook and a summary. Bad input
 prints one line (what, where, what to do) and exits 2; ``--schema`` prints the config's JSON schema.
@@ -22,6 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=None, help="override the config's seed")
     p.add_argument("--workers", type=int, default=None, help="override workers.n")
     p.add_argument("--backend", choices=["local", "ray", "inline"], default=None, help="override workers.backend")
+    p.add_argument("--address", default=None, help="the Ray cluster (ray backend; default: workers.address, RAY_ADDRESS, else a local one)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--schema", action="store_true", help="print the JSON schema of the config and exit")
     p.add_argument("--debug", action="store_true", help="show the traceback of an error, not one line")
@@ -38,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         from spnas.search.runner import Search
 
         cfg = load_config(args.ir)
-        changes = {k: v for k, v in {"n": args.workers, "backend": args.backend}.items() if v is not None}
+        changes = {k: v for k, v in {"n": args.workers, "backend": args.backend, "address": args.address}.items() if v is not None}
         if changes or args.seed is not None:
             cfg = cfg.replace(**({"workers": changes} if changes else {}), **({"seed": args.seed} if args.seed is not None else {}))
         out = Path(args.out) if args.out else Path("runs") / Path(args.ir).stem

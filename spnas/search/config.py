@@ -275,6 +275,11 @@ class WorkersConfig(_Section):
     # per candidate, in seconds; None: automatic (10x the slowest result so far, at least 600 s; 6 h for the first); 0: none
     timeout_s: Annotated[Float, Field(ge=0.0, le=1e7)] | None = None
     retries: Annotated[StrictInt, Field(ge=0, le=100)] = 2  # re-runs of a candidate the machine failed (disk, memory, worker, timeout); then the search stops
+    # ray only: the cluster (None: RAY_ADDRESS, else a local one), the GPU share of one candidate, and how candidates
+    # travel: object_store (workers need no shared file system) or files (every worker reads the run directory)
+    address: Str | None = None
+    gpus_per_task: Annotated[Float, Field(gt=0.0, le=8.0)] = 1.0
+    transport: Literal["object_store", "files"] = "object_store"
 
     @field_validator("devices")
     @classmethod

@@ -15,11 +15,16 @@ own process; :class:`RayPool` runs it as Ray tasks.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import hashlib
 import json
 import multiprocessing as mp
 import os
 import queue
+import shutil
+import socket
+import tempfile
 import time
 import traceback
 import zlib
@@ -27,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["evaluate_candidate", "load_plugins", "failure", "detector_state", "HEAD_FILE", "LocalPool", "InlinePool", "RayPool", "make_pool", "candidate_seed"]
+__all__ = ["evaluate_candidate", "load_plugins", "pack_request", "run_portable", "unpack_result", "scratch_root", "failure", "detector_state", "HEAD_FILE", "LocalPool", "InlinePool", "RayPool", "make_pool", "candidate_seed"]
 
 _DATA_CACHE: dict[str, Any] = {}
 HEAD_FILE = "head.safetensors"  # a candidate's detector weights outside the backbone body
@@ -311,10 +316,136 @@ class LocalPool:
         self._tasks = [None] * len(self.devices)
 
 
-class RayPool:
-    """The same evaluation as Ray tasks, one GPU each on CUDA devices (``workers.backend: ray``)."""
+# ------------------------------------------------------------------------- Ray: portable candidates
+# What a candidate reads and writes in its directory. Over the object store these files travel as bytes:
+# the driver packs the inputs, a worker unpacks them into its own scratch directory, evaluates, and returns
+# the outputs; the driver alone writes the run directory.
+_INPUTS = ("input/arch.yaml", "input/weights.safetensors")
+_OUTPUTS = ("trained/arch.yaml", "trained/weights.safetensors", HEAD_FILE, "metrics.json", "error.txt")
 
-    def __init__(self, devices: list[str], *, threads: int = 0, address: str | None = None) -> None:
+
+def pack_request(req: dict[str, Any]) -> dict[str, Any]:
+    """The bytes a worker without the run directory needs: the input net, the parent's head, the plugins' source."""
+    d = Path(req["dir"])
+    files = {name: (d / name).read_bytes() for name in _INPUTS}
+    head = (Path(req["parent_head"]).read_bytes() if req.get("parent_head") else None)
+    plugins = {Path(p).name: Path(p).read_text() for p in req.get("plugins") or ()}
+    return {"files": files, "parent_head": head, "plugins": plugins}
+
+
+def scratch_root() -> Path:
+    """Where a worker unpacks candidates and generates data: ``SPNAS_SCRATCH``, else the system's temp dir."""
+    return Path(os.environ.get("SPNAS_SCRATCH") or tempfile.gettempdir()) / "spnas-worker"
+
+
+def _portable_data(data: dict[str, Any], root: Path) -> dict[str, Any]:
+    """The data request as this worker can read it: a generated set is made here (the same bytes: it is seeded)."""
+    gen = data.get("generate")
+    if not gen:
+        for split in ("train", "val"):  # a user's data must be at the same path on every node (say so, not "candidate failed")
+            for key in ("json", "xml", "labels", "images"):
+                path = data[split].get(key)
+                if path and not Path(path).exists():
+                    raise _NodeCannotRead(f"data.{split}.{key}: {path} is not readable on this node "
+                                          f"({socket.gethostname()}); every node needs the data at the same path")
+        return data
+    from spnas.detect.data import generate_shapes
+
+    key = hashlib.sha256(json.dumps(gen, sort_keys=True).encode()).hexdigest()[:12]
+    out = dict(data)
+    for split in ("train", "val"):
+        g = gen[split]
+        with _lock_file(root / f"data-{key}.lock"):
+            path = generate_shapes(root / f"data-{key}", n_images=g["n_images"], size=g["size"], seed=g["seed"], split=split)
+        out[split] = {"json": str(path)}
+    return out
+
+
+class _NodeCannotRead(OSError):
+    """The node lacks something the search needs (data, not the candidate): a machine failure."""
+
+
+@contextlib.contextmanager
+def _lock_file(path: Path):
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def run_portable(fn: Callable[[dict[str, Any]], dict[str, Any]], req: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
+    """Evaluate a packed candidate in this worker's scratch directory; the result carries the output files as bytes."""
+    t0 = time.perf_counter()
+    root = scratch_root()
+    root.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f"{req['id']}-", dir=root))
+    try:
+        d = work / "candidates" / req["id"]
+        for name, data in payload["files"].items():
+            (d / name).parent.mkdir(parents=True, exist_ok=True)
+            (d / name).write_bytes(data)
+        head = None
+        if payload.get("parent_head") is not None:
+            head = work / "parent-head.safetensors"
+            head.write_bytes(payload["parent_head"])
+        plugins = []
+        for name, text in (payload.get("plugins") or {}).items():
+            p = root / "plugins" / hashlib.sha256(text.encode()).hexdigest()[:12] / name
+            if not p.is_file():
+                p.parent.mkdir(parents=True, exist_ok=True)
+                p.write_text(text)
+            plugins.append(str(p))
+        try:
+            local = {**req, "dir": str(d), "parent_head": str(head) if head else None, "plugins": plugins,
+                     "data": _portable_data(req["data"], root)}
+        except _NodeCannotRead as e:
+            return failure(req, e, time.perf_counter() - t0, kind="machine", reason=str(e))
+        res = _call(fn, local)
+        res["_files"] = {name: (d / name).read_bytes() for name in _OUTPUTS if (d / name).is_file()}
+        res["_node"] = socket.gethostname()
+        return res
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _ray_call(fn: Callable[[dict[str, Any]], dict[str, Any]], req: dict[str, Any], payload: dict[str, Any] | None) -> dict[str, Any]:
+    return _call(fn, req) if payload is None else run_portable(fn, req, payload)
+
+
+def unpack_result(req: dict[str, Any], res: dict[str, Any]) -> dict[str, Any]:
+    """Write a portable result's files into the candidate's directory (each file whole: tmp + rename); return the result."""
+    files = res.pop("_files", None) or {}
+    res.pop("_node", None)
+    d = Path(req["dir"])
+    for name, data in files.items():
+        dst = d / name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.with_name(dst.name + ".tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, dst)  # a new file: best/top/ may hold a hard link to the old one
+    return res
+
+
+class RayPool:
+    """Candidates as Ray tasks (``workers.backend: ray``): one GPU each (``gpus_per_task``) or ``threads`` CPUs.
+
+    ``transport: object_store`` (default) sends each candidate's input net and parent head as bytes
+    through Ray's object store and gets the trained net and head back the same way, so workers need
+    no shared file system and only the driver writes the run directory. ``files`` hands workers
+    paths into the run directory (every node must mount it at the same path). At most ``slots``
+    candidates are in flight; results are taken as they complete (``ray.wait``); a task past
+    ``timeout_s`` is cancelled. A task whose worker or node is lost comes back as a *machine*
+    failure (Ray's own retries are off), which the search retries, bounded by ``workers.retries``,
+    and journals.
+    """
+
+    def __init__(self, devices: list[str], *, threads: int = 0, address: str | None = None, gpus_per_task: float = 1.0,
+                 transport: str = "object_store", timeout_s: float = 0.0) -> None:
         try:
             import ray
         except ImportError:
@@ -322,37 +453,65 @@ class RayPool:
 
             raise ConfigError("workers.backend: ray needs the 'ray' package: pip install 'spnas[cluster]'") from None
         self.ray = ray
-        if not ray.is_initialized():  # RAY_ADDRESS names a running cluster; without it a local one starts
+        if not ray.is_initialized():  # an address (or RAY_ADDRESS) names a running cluster; without one a local one starts
             ray.init(address=address or os.environ.get("RAY_ADDRESS") or None, include_dashboard=False, log_to_driver=False,
                      ignore_reinit_error=True)
+        self.slots = len(devices)
         self.gpu = any(d.startswith("cuda") for d in devices)
         self.threads = threads or 1
-        self._opts = {"num_gpus": 1} if self.gpu else {"num_cpus": self.threads}
-        self._task = ray.remote(max_retries=0, **self._opts)(_call)
+        self.transport = transport
+        self.timeout_s = timeout_s
+        opts = {"num_gpus": gpus_per_task, "num_cpus": 1} if self.gpu else {"num_cpus": self.threads}
+        self._task = ray.remote(max_retries=0, **opts)(_ray_call)
+
+    def _submit(self, fn: Callable, req: dict[str, Any]) -> Any:
+        device = "cuda" if self.gpu else "cpu"
+        payload = self.ray.put(pack_request(req)) if self.transport == "object_store" else None
+        return self._task.remote(fn, {**req, "device": device, "threads": self.threads}, payload)
 
     def map(self, fn: Callable, requests: list[dict[str, Any]], on_result: OnResult = None) -> list[dict[str, Any]]:
-        device = "cuda" if self.gpu else "cpu"
-        refs = [self._task.remote(fn, {**r, "device": device, "threads": self.threads}) for r in requests]
-        out = []
-        for i, (r, ref) in enumerate(zip(requests, refs)):
-            try:
-                res = self.ray.get(ref)
-            except Exception as e:  # the task's worker died
-                res = failure(r, None, 0.0, kind="machine", reason=f"ray task failed: {type(e).__name__}: {e}")
-            if on_result is not None:
-                on_result(i, res)
-            out.append(res)
-        return out
+        from ray.exceptions import RayTaskError
+
+        out: list[dict[str, Any] | None] = [None] * len(requests)
+        pending = list(range(len(requests)))
+        inflight: dict[Any, tuple[int, float]] = {}
+        while pending or inflight:
+            while pending and len(inflight) < self.slots:
+                i = pending.pop(0)
+                inflight[self._submit(fn, requests[i])] = (i, time.time())
+            ready, _ = self.ray.wait(list(inflight), num_returns=1, timeout=0.5)
+            for ref in ready:
+                i, started = inflight.pop(ref)
+                try:
+                    res = unpack_result(requests[i], self.ray.get(ref))
+                except RayTaskError as e:  # the evaluation function itself could not run (it catches its own errors)
+                    res = failure(requests[i], None, time.time() - started, kind="candidate", reason=f"ray task raised: {e}")
+                except Exception as e:  # the worker, its node or the result object was lost: the machine's failure
+                    res = failure(requests[i], None, time.time() - started, kind="machine",
+                                  reason=f"ray task lost: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}")
+                out[i] = res
+                if on_result is not None:
+                    on_result(i, res)
+            for ref, (i, started) in list(inflight.items()):
+                if self.timeout_s and time.time() - started > self.timeout_s:
+                    self.ray.cancel(ref, force=True)
+                    del inflight[ref]
+                    out[i] = failure(requests[i], None, time.time() - started, kind="machine",
+                                     reason=f"timed out after {self.timeout_s:.0f} s")
+                    if on_result is not None:
+                        on_result(i, out[i])
+        return out  # type: ignore[return-value]
 
     def close(self) -> None:
         self.ray.shutdown()
 
 
-def make_pool(backend: str, devices: list[str], n: int, threads: int, timeout_s: float = 0.0):  # timeout 0: none
+def make_pool(backend: str, devices: list[str], n: int, threads: int, timeout_s: float = 0.0, *, address: str | None = None,
+              gpus_per_task: float = 1.0, transport: str = "object_store"):  # timeout 0: none
     """``n`` slots over ``devices`` (round-robin): local processes, the search's own process, or Ray."""
     slots = [devices[i % len(devices)] for i in range(n)]
     if backend == "ray":
-        return RayPool(slots, threads=threads)
+        return RayPool(slots, threads=threads, address=address, gpus_per_task=gpus_per_task, transport=transport, timeout_s=timeout_s)
     if backend == "inline":
         return InlinePool(slots, threads=threads)
     return LocalPool(slots, threads=threads, timeout_s=timeout_s)

@@ -492,7 +492,8 @@ class Search:
     def _pool_map(self, fn: Evaluate, requests: list[dict[str, Any]], on_result: Callable[[int, dict[str, Any]], None]) -> list[dict[str, Any]]:
         if self.pool is None:
             w = self.cfg.workers
-            self.pool = make_pool(w.backend, list(w.devices), w.n, w.threads)
+            self.pool = make_pool(w.backend, list(w.devices), w.n, w.threads, address=w.address,
+                                  gpus_per_task=w.gpus_per_task, transport=w.transport)
         if hasattr(self.pool, "timeout_s"):  # so a hung worker (SIGSTOP, a deadlock) never blocks the search forever
             self.pool.timeout_s = self._timeout()
         return self.pool.map(fn, requests, on_result)
@@ -692,7 +693,10 @@ def resolve_data(cfg: SearchConfig, out: Path) -> dict[str, Any]:
         root = cfg.path(c.root) if c.root else out / "data"
         tr = generate_shapes(root, n_images=c.n_train, size=c.size, seed=cfg.seed, split="train")
         va = generate_shapes(root, n_images=c.n_val, size=c.size, seed=cfg.seed + 1, split="val")
-        return {"format": "shapes", "train": {"json": str(tr)}, "val": {"json": str(va)}, "strict": c.strict, "tile": c.tile}
+        # "generate": how a worker without the run directory makes the same set itself (generate_shapes is deterministic)
+        return {"format": "shapes", "train": {"json": str(tr)}, "val": {"json": str(va)}, "strict": c.strict, "tile": c.tile,
+                "generate": {"train": {"n_images": c.n_train, "size": c.size, "seed": cfg.seed},
+                             "val": {"n_images": c.n_val, "size": c.size, "seed": cfg.seed + 1}}}
 
     def res(d: dict[str, Any]) -> dict[str, Any]:
         return {k: str(cfg.path(v)) if isinstance(v, str) else v for k, v in d.items()}

@@ -43,3 +43,20 @@ def faulty_evaluate(req: dict[str, Any]) -> dict[str, Any]:
         arch = arch.with_weights({k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in arch.weights.items()})
         save(arch, f"{req['dir']}/input")
     return evaluate_candidate(req)
+
+
+def node_marking_evaluate(req: dict[str, Any]) -> dict[str, Any]:
+    """For the Ray cluster test: candidate g001c0's first attempt names its node in ``$SPNAS_TEST_MARKS`` and waits there,
+    so the test can remove that node mid-candidate; a later attempt (on another node) evaluates at once."""
+    import time
+
+    marks = os.environ.get("SPNAS_TEST_MARKS")
+    mark = os.path.join(marks, req["id"]) if marks else None
+    if mark and req["id"] == "g001c0" and not os.path.exists(mark):
+        import ray
+
+        with open(mark + ".tmp", "w") as f:
+            f.write(ray.get_runtime_context().get_node_id())
+        os.replace(mark + ".tmp", mark)
+        time.sleep(120)
+    return evaluate_candidate(req)

@@ -1,0 +1,140 @@
+"""The search on a multi-node Ray cluster simulated on this machine (``ray.cluster_utils.Cluster``).
+
+Each worker node has its own scratch directory (``SPNAS_SCRATCH``); candidates travel through Ray's
+object store. Slow (about a minute each): run with ``pytest -m slow tests/search/test_ray_cluster.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.search.test_search import ROOT, TINY, journal, run_search
+
+pytestmark = pytest.mark.slow
+ray = pytest.importorskip("ray")
+ENV = {"RAY_ADDRESS": "", "RAY_DISABLE_USAGE_STATS": "1"}
+
+
+@pytest.fixture
+def cluster(tmp_path, monkeypatch):
+    from ray.cluster_utils import Cluster
+
+    for k, v in ENV.items():
+        monkeypatch.setenv(k, v)
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})  # the head runs no candidate
+    nodes = []
+    for i in range(2):
+        env = {"SPNAS_SCRATCH": str(tmp_path / f"node{i}"), "SPNAS_TEST_MARKS": str(tmp_path / "marks")}
+        nodes.append(c.add_node(num_cpus=1, env_vars=env))
+    (tmp_path / "marks").mkdir()
+    c.wait_for_nodes()
+    yield c, nodes
+    if ray.is_initialized():
+        ray.shutdown()
+    c.shutdown()
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory):
+    out = tmp_path_factory.mktemp("local") / "run"
+    run_search(out, "--workers", "2")
+    return out
+
+
+def _sorted(events):
+    return sorted(json.dumps(e, sort_keys=True) for e in events)
+
+
+def _decisions(events):
+    return [(e["event"], e["id"]) for e in events if e["event"] in ("accepted", "rejected", "best", "done")]
+
+
+def test_cluster_without_the_run_directory_writes_the_local_journal(cluster, local, tmp_path):
+    """Workers cannot see the run directory at all: it is a tmpfs mounted in the driver's own mount namespace."""
+    c, _ = cluster
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode != 0:
+        pytest.skip("needs a private mount namespace (unshare -m) to hide the run directory from the workers")
+    hidden, copy = tmp_path / "hidden", tmp_path / "copy"
+    hidden.mkdir()
+    script = ('mount -t tmpfs -o size=1g spnas-run "$0" || exit 97; '
+              '"$1" -m spnas.search --ir "$2" --out "$0/run" --quiet --backend ray --address "$3" --workers 2; rc=$?; '
+              'cp -a "$0/run" "$4"; exit $rc')
+    p = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script, str(hidden), sys.executable, str(TINY),
+                        c.address, str(copy)], cwd=ROOT, capture_output=True, text=True, timeout=900, env={**os.environ, **ENV})
+    if p.returncode == 97:
+        pytest.skip("mounting a tmpfs was refused")
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert not any(hidden.iterdir())  # what the workers see where the run directory is: nothing
+    got, want = journal(copy), journal(local)
+    assert _sorted(got) == _sorted(want)  # the same events (completion order may differ with 2 in flight)
+    assert _decisions(got) == _decisions(want)
+    for i in range(2):  # every node worked in its own scratch directory, and left no candidate behind
+        scratch = tmp_path / f"node{i}" / "spnas-worker"
+        assert any(scratch.glob("data-*/train-*.json")), f"node {i} ran no candidate"
+        assert not [p for p in scratch.iterdir() if p.name.startswith(("g0", "start", "r", "p0"))]
+
+
+def test_a_lost_node_mid_candidate_is_retried_on_another(cluster, local, tmp_path):
+    from spnas.search import Search, load_config
+    from tests.search.faults import node_marking_evaluate
+
+    c, nodes = cluster
+    cfg = load_config(TINY).replace(workers={"backend": "ray", "address": c.address, "n": 2})
+    out = tmp_path / "run"
+    s = Search(cfg, out, evaluate=node_marking_evaluate, quiet=True, tensorboard=False)
+    result: dict = {}
+    t = threading.Thread(target=lambda: result.update(summary=s.run()), daemon=True)
+    t.start()
+    mark = tmp_path / "marks" / "g001c0"
+    deadline = time.time() + 600
+    while not mark.exists() and time.time() < deadline and t.is_alive():
+        time.sleep(0.2)
+    assert mark.exists(), "candidate g001c0 never started"
+    node_id = mark.read_text()
+    lost = [n for n in nodes if n.node_id == node_id]
+    assert len(lost) == 1
+    c.remove_node(lost[0], allow_graceful=False)  # the machine goes away in the middle of the candidate
+    t.join(timeout=900)
+    assert not t.is_alive() and result.get("summary"), "the search did not complete"
+    events = journal(out)
+    failed = [e for e in events if e["event"] == "failed"]
+    assert [(e["id"], e["kind"]) for e in failed] == [("g001c0", "machine")] and "NodeDiedError" in failed[0]["reason"]
+    assert [e["id"] for e in events if e["event"] == "retried"] == ["g001c0"]
+    evaluated = [e["id"] for e in events if e["event"] == "evaluated"]
+    assert len(evaluated) == len(set(evaluated))  # nothing evaluated twice
+    clean = [e for e in events if e["event"] not in ("failed", "retried")]
+    assert _sorted(clean) == _sorted(journal(local))  # nothing lost: the decisions of the run without the fault
+    assert _decisions(events) == _decisions(journal(local))
+
+
+def test_a_lost_driver_resumes_from_the_journal(cluster, local, tmp_path):
+    """SIGKILL the driver after its second result; a new driver on the same cluster resumes and reaches the same journal."""
+    c, _ = cluster
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "spnas.search", "--ir", str(TINY), "--out", str(out), "--quiet", "--backend", "ray",
+           "--address", c.address, "--workers", "2"]
+    p = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **ENV}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while time.time() < deadline and p.poll() is None:
+        j = out / "journal.jsonl"
+        if j.is_file() and j.read_text().count('"event": "evaluated"') >= 2:
+            break
+        time.sleep(0.2)
+    assert p.poll() is None, "the search ended before it could be killed"
+    p.kill()
+    p.wait()
+    r = subprocess.run([*cmd, "--resume"], cwd=ROOT, env={**os.environ, **ENV}, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    events = journal(out)
+    evaluated = [e["id"] for e in events if e["event"] == "evaluated"]
+    assert len(evaluated) == len(set(evaluated))
+    assert _sorted(e for e in events if e["event"] != "resumed") == _sorted(journal(local))

@@ -77,7 +77,7 @@ def overhead(tasks: int) -> list[dict[str, Any]]:
             rows.append({"backend": "local process", "transport": "files", "ms_per_candidate": _wall(pool, copy_evaluate, reqs) / tasks * 1e3})
         finally:
             pool.close()
-        ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
         try:
             for transport in ("files", "object_store"):
                 pool = RayPool(["cpu"], threads=1, transport=transport)

@@ -344,7 +344,7 @@ def _portable_data(data: dict[str, Any], root: Path) -> dict[str, Any]:
     if not gen:
         for split in ("train", "val"):  # a user's data must be at the same path on every node (say so, not "candidate failed")
             for key in ("json", "xml", "labels", "images"):
-                path = data[split].get(key)
+                path = (data.get(split) or {}).get(key)
                 if path and not Path(path).exists():
                     raise _NodeCannotRead(f"data.{split}.{key}: {path} is not readable on this node "
                                           f"({socket.gethostname()}); every node needs the data at the same path")

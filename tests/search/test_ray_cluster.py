@@ -115,26 +115,3 @@ def test_a_lost_node_mid_candidate_is_retried_on_another(cluster, local, tmp_pat
     assert _sorted(clean) == _sorted(journal(local))  # nothing lost: the decisions of the run without the fault
     assert _decisions(events) == _decisions(journal(local))
 
-
-def test_a_lost_driver_resumes_from_the_journal(cluster, local, tmp_path):
-    """SIGKILL the driver after its second result; a new driver on the same cluster resumes and reaches the same journal."""
-    c, _ = cluster
-    out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "spnas.search", "--ir", str(TINY), "--out", str(out), "--quiet", "--backend", "ray",
-           "--address", c.address, "--workers", "2"]
-    p = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **ENV}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 600
-    while time.time() < deadline and p.poll() is None:
-        j = out / "journal.jsonl"
-        if j.is_file() and j.read_text().count('"event": "evaluated"') >= 2:
-            break
-        time.sleep(0.2)
-    assert p.poll() is None, "the search ended before it could be killed"
-    p.kill()
-    p.wait()
-    r = subprocess.run([*cmd, "--resume"], cwd=ROOT, env={**os.environ, **ENV}, capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0, r.stderr[-3000:]
-    events = journal(out)
-    evaluated = [e["id"] for e in events if e["event"] == "evaluated"]
-    assert len(evaluated) == len(set(evaluated))
-    assert _sorted(e for e in events if e["event"] != "resumed") == _sorted(journal(local))

@@ -48,6 +48,7 @@ from spnas.detect.metrics import LAMR_METRICS, lower_is_better
 from spnas.search.config import SearchConfig
 from spnas.search.evaluator import HEAD_FILE, candidate_seed, detector_state, evaluate_candidate, make_pool
 from spnas.search.journal import Journal
+from spnas.search.log import RunLog
 
 __all__ = ["Search", "Candidate", "sample_parallel_code", "stage_flops", "resolve_data", "code_of", "auto_timeout"]
 
@@ -164,6 +165,8 @@ class Search:
 
             self.listeners.append(TBLogger(self.out / "tb", cfg, self.journal.events))
         self.listeners.append(_Progress(cfg, disable=self.quiet))
+        # run.log always; echoed to stderr when that is no terminal (sbatch, nohup) and --quiet was not given
+        self.listeners.append(RunLog(self.out, cfg.search.metric, echo=quiet is not True and not sys.stderr.isatty()))
         s = cfg.search
         self.space = Space(min_blocks=s.min_blocks, max_blocks=s.max_blocks, max_stages=s.max_stages,
                            max_subnets=cfg.parallel.K, max_shift=s.max_shift)

@@ -351,3 +351,23 @@ def test_a_miss_rate_is_minimised_everywhere(tmp_path):
     top = sorted((tmp_path / "run" / "best" / "top").iterdir())
     ranks = [json.loads((d / "metric.json").read_text())["metric"] for d in top]
     assert ranks == sorted(ranks) and ranks[0] == pytest.approx(summary["best_metric"])  # the hall of fame: lowest first
+
+
+def test_run_log_has_a_line_per_result_and_decision(tmp_path, capsys):
+    """run.log is written as the search goes; with stderr no terminal (here: pytest's capture) it is echoed there too."""
+    s = Search(config(), tmp_path / "run", evaluate=FakeEvaluator(), quiet=None, tensorboard=False)
+    s.run()
+    log = [line.split(" ", 2)[2] for line in (tmp_path / "run" / "run.log").read_text().splitlines()]  # without the time
+    evs = events(tmp_path / "run")
+    codes = {e["id"]: e["encoding"] for e in of(evs, "proposed")}
+    results = [line for line in log if line.startswith("evaluated ")]
+    assert len(results) == len(of(evs, "evaluated"))
+    for e in of(evs, "evaluated"):
+        assert f"evaluated {e['id']} {codes[e['id']]} AP={e['metric']:.4f} " in "\n".join(results) + " "
+    for e in [e for e in of(evs, "accepted") if e["rule"] != "start"] + of(evs, "rejected"):
+        assert sum(line.startswith(f"{e['event']} {e['id']} AP={e['metric']:.4f} vs {e['baseline']} ") for line in log) == 1
+    assert log[0].startswith("search started") and log[-1].startswith("done: best ")
+    err = capsys.readouterr().err
+    assert "evaluated start BB(1,1,1,1) AP=" in err
+    Search(config(), tmp_path / "quiet", evaluate=FakeEvaluator(), quiet=True, tensorboard=False).run()
+    assert (tmp_path / "quiet" / "run.log").is_file() and "evaluated" not in capsys.readouterr().err

@@ -91,12 +91,19 @@ def resolve_options(preset: str = "default", **overrides: Any) -> DetectorOption
 
 
 class DetectionBackbone(nn.Module):
-    """Compiled body + FPN; ``out_channels`` is the FPN's, as torchvision's ``BackboneWithFPN``."""
+    """Compiled body + FPN, a drop-in for torchvision's ``BackboneWithFPN``.
 
-    def __init__(self, body: Backbone, fpn_channels: int) -> None:
+    ``out_channels`` is the FPN's; the levels are named as torchvision names them, ``'0'``, ``'1'``, …
+    fine to coarse, plus ``'pool'`` (a max-pooled level) below 5 stages, so torchvision's
+    ``FasterRCNN(backbone, num_classes)`` and ``MaskRCNN(backbone, num_classes)`` work with their
+    default anchors and RoI poolers. ``stage_names`` keeps the body's own names (``res2``, …).
+    """
+
+    def __init__(self, body: Backbone, fpn_channels: int = 256) -> None:
         super().__init__()
         self.body = body
-        self.names = list(body.output_shape())
+        self.stage_names = list(body.output_shape())
+        self.names = [str(i) for i in range(len(self.stage_names))]  # the RoI pooler's levels: the stages, not 'pool'
         self.strides = [s for _, s in body.output_shape().values()]
         extra = LastLevelMaxPool() if len(self.names) < 5 else None
         self.fpn = FeaturePyramidNetwork(body.channels_list, fpn_channels, extra_blocks=extra)
@@ -104,7 +111,8 @@ class DetectionBackbone(nn.Module):
         self.level_strides = self.strides + ([self.strides[-1] * 2] if extra is not None else [])
 
     def forward(self, x: Tensor) -> OrderedDict[str, Tensor]:
-        return self.fpn(self.body(x))
+        feats = self.body(x)
+        return self.fpn(OrderedDict((name, feats[stage]) for name, stage in zip(self.names, self.stage_names)))
 
 
 def build_detector(arch: Arch, num_classes: int, head: str = "cascade", *, preset: str = "default", **options: Any) -> FasterRCNN:

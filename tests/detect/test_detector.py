@@ -61,7 +61,8 @@ def test_cascade_validates_stage_lists():
 def test_detector_follows_stage_count():
     arch = get_morphism("add_stage").apply(parse("BB(1,d1,d1,d1)"), "end")
     model = build_detector(arch, 2, "faster", **OPTS)
-    assert model.backbone.names == ["res2", "res3", "res4", "res5", "res6"]
+    assert model.backbone.stage_names == ["res2", "res3", "res4", "res5", "res6"]
+    assert model.backbone.names == ["0", "1", "2", "3", "4"]  # torchvision's level names
     assert len(model.rpn.anchor_generator.sizes) == 5  # no extra pool level with 5 stages
     model.eval()
     with torch.no_grad():
@@ -161,3 +162,29 @@ def test_reignite_normalises_inputs_like_the_detector():
         torch.testing.assert_close(net(x), want)
     det = build_detector(arch, 3, "faster", preset="lean")
     assert tuple(det.transform.image_mean) == IMAGE_MEAN and tuple(det.transform.image_std) == IMAGE_STD
+
+
+def test_torchvisions_detectors_take_the_backbone_with_their_defaults():
+    """FPN levels are named '0', '1', … and 'pool' as torchvision's BackboneWithFPN: FasterRCNN / MaskRCNN need no settings."""
+    from torchvision.models.detection import FasterRCNN, MaskRCNN
+
+    from spnas.detect import compile_backbone
+    from spnas.detect.detector import DetectionBackbone
+    from spnas.ir import parse
+
+    backbone = DetectionBackbone(compile_backbone(parse("BB(1,d1,d1,d1)")), 64)
+    with torch.no_grad():
+        assert list(backbone.eval()(torch.zeros(1, 3, 64, 64))) == ["0", "1", "2", "3", "pool"]
+    images = [torch.rand(3, 96, 128)]
+    targets = [{"boxes": torch.tensor([[10.0, 12.0, 60.0, 70.0]]), "labels": torch.tensor([1]),
+                "masks": torch.zeros(1, 96, 128, dtype=torch.uint8)}]
+    targets[0]["masks"][0, 12:70, 10:60] = 1
+    for cls in (FasterRCNN, MaskRCNN):
+        model = cls(backbone, num_classes=3, min_size=96, max_size=128)
+        model.train()
+        losses = model(images, targets)
+        assert all(torch.isfinite(v) for v in losses.values()), cls.__name__
+        model.eval()
+        with torch.no_grad():
+            out = model(images)
+        assert set(out[0]) >= {"boxes", "scores", "labels"}

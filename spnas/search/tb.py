@@ -3,8 +3,9 @@
 Tags: ``candidate/metric``, ``candidate/gmacs``, ``candidate/params_m``, ``search/best_so_far``,
 ``search/noise_std``, ``accepted/encoding`` (text: code, metric, baseline, gain, noise),
 ``summary`` (text), ``trajectory`` (image), and the hparams plugin's. The trajectory picture is
-like the paper's Figure 3 (metric of every candidate over the search, accepted ones joined, phases
-coloured), drawn with PIL and also saved as ``trajectory.png``.
+like the paper's Figure 3 (metric of every candidate over the search, accepted ones joined and
+labelled with their codes, phases in a legend), drawn with matplotlib and also saved as
+``trajectory.png`` and ``trajectory.pdf``.
 
 The logger knows nothing of the search's classes: everything it shows is in the events, so a
 resumed run (whose earlier events are replayed into it, not logged again) continues its curves.
@@ -17,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw
+from matplotlib.figure import Figure
 from torch.utils.tensorboard import SummaryWriter
 
-__all__ = ["TBLogger", "trajectory_png"]
+__all__ = ["TBLogger", "trajectory_figure", "save_figure"]
 
-_PHASE_COLOURS = {"serial": (31, 119, 180), "reignite": (214, 39, 40), "parallel": (44, 160, 44)}
+_PHASE_COLOURS = {"serial": "tab:blue", "reignite": "tab:red", "parallel": "tab:green"}
 
 
 class TBLogger:
@@ -85,9 +86,8 @@ class TBLogger:
         w = self._writer()
         rows = "\n".join(f"| {k} | {v} |" for k, v in summary.items() if k not in ("metrics", "event", "time", "accepted"))
         w.add_text("summary", "| field | value |\n|---|---|\n" + rows, step)
-        png = trajectory_png(self.events, summary.get("metric", "metric"))
-        png.save(self.logdir.parent / "trajectory.png")
-        w.add_image("trajectory", np.asarray(png).transpose(2, 0, 1), step)
+        picture = save_figure(trajectory_figure(self.events, summary.get("metric", "metric")), self.logdir.parent / "trajectory")
+        w.add_image("trajectory", picture, step)
         cfg, s = self.cfg, self.cfg.search
         hp = {"seed": cfg.seed, "lam": s.lam, "n_stuck": s.n_stuck, "n_reignite": s.n_reignite, "acceptance": s.acceptance,
               "start": cfg.start.code or cfg.start.ir or "", "head": cfg.detector.head, "K": cfg.parallel.K}
@@ -98,43 +98,43 @@ class TBLogger:
             self.w.close()
 
 
-def trajectory_png(events: list[dict[str, Any]], metric: str, size: tuple[int, int] = (900, 520)) -> Image.Image:
-    """Every evaluated candidate's metric in order; the accepted ones joined by a line."""
-    W, H = size
-    img = Image.new("RGB", size, "white")
-    d = ImageDraw.Draw(img)
+def trajectory_figure(events: list[dict[str, Any]], metric: str) -> Figure:
+    """The paper's Figure 3: every evaluated candidate's metric in evaluation order, by phase; the accepted
+    ones (big markers) joined and labelled with their id and code. A matplotlib ``Figure`` (no pyplot state)."""
+    from spnas.detect.metrics import lower_is_better
+
+    fig = Figure(figsize=(10, 5.2), dpi=100, layout="constrained")
+    ax = fig.add_subplot()
     evals = [e for e in events if e.get("event") == "evaluated"]
-    phase_of = {e["id"]: e.get("phase", "serial") for e in events if e.get("event") == "proposed"}
+    proposed = {e["id"]: e for e in events if e.get("event") == "proposed"}
     accepted = {e["id"] for e in events if e.get("event") == "accepted"}
-    L, R, T, B = 70, 20, 30, 60
-    d.text((L, 8), f"SP-NAS search trajectory: {metric} per candidate (blue serial, red reignite, green parallel)", fill="black")
-    d.line([(L, T), (L, H - B), (W - R, H - B)], fill="black")
-    if not evals:
-        return img
-    ys = [float(e["metric"]) for e in evals]
-    lo, hi = min(ys), max(ys)
-    if hi - lo < 1e-9:
-        lo, hi = lo - 0.5, hi + 0.5
+    for phase, colour in _PHASE_COLOURS.items():
+        pts = [(i, float(e["metric"])) for i, e in enumerate(evals) if proposed.get(e["id"], {}).get("phase", "serial") == phase]
+        if pts:
+            xs, ys = zip(*pts)
+            ax.scatter(xs, ys, s=18, color=colour, label=f"{phase} candidates", zorder=2)
+    acc = [(i, float(e["metric"]), e["id"]) for i, e in enumerate(evals) if e["id"] in accepted]
+    if acc:
+        ax.plot([a[0] for a in acc], [a[1] for a in acc], "-o", color="0.35", markersize=8, markerfacecolor="none",
+                label="accepted (the search's line)", zorder=3)
+        for i, y, cid in acc:
+            ax.annotate(f"{cid}\n{proposed.get(cid, {}).get('encoding', '')}", (i, y), textcoords="offset points",
+                        xytext=(4, 6), fontsize=7, color="0.2")
+    ax.set_xlabel("candidates in evaluation order")
+    ax.set_ylabel(f"{metric} ({'lower' if lower_is_better(metric) else 'higher'} is better)")
+    ax.set_title("SP-NAS search trajectory")
+    ax.grid(alpha=0.3)
+    if evals:
+        ax.legend(loc="best", fontsize=8)
+    return fig
 
-    def xy(i: int, y: float) -> tuple[float, float]:
-        x = L + (W - L - R) * (i + 0.5) / len(evals)
-        return x, T + (H - T - B) * (1 - (y - lo) / (hi - lo))
 
-    for t in range(5):
-        y = lo + (hi - lo) * t / 4
-        _, py = xy(0, y)
-        d.line([(L - 4, py), (L, py)], fill="black")
-        d.text((4, py - 6), f"{y:.4f}", fill="black")
-    pts = []
-    for i, e in enumerate(evals):
-        x, y = xy(i, float(e["metric"]))
-        col = _PHASE_COLOURS.get(phase_of.get(e["id"], "serial"), (0, 0, 0))
-        r = 6 if e["id"] in accepted else 3
-        d.ellipse([x - r, y - r, x + r, y + r], fill=col, outline="black" if e["id"] in accepted else col)
-        if e["id"] in accepted:
-            pts.append((x, y))
-            d.text((x + 6, y - 14), e["id"], fill="black")
-    if len(pts) > 1:
-        d.line(pts, fill=(120, 120, 120), width=2)
-    d.text((L, H - B + 10), "candidates in evaluation order  (big dots: accepted)", fill="black")
-    return img
+def save_figure(fig: Figure, stem: Path) -> np.ndarray:
+    """Write ``stem.png`` and ``stem.pdf``; return the picture as an (3, H, W) uint8 array for TensorBoard."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    fig.savefig(stem.with_suffix(".png"))
+    fig.savefig(stem.with_suffix(".pdf"))
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].transpose(2, 0, 1).copy()

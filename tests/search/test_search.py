@@ -54,7 +54,7 @@ def test_same_seed_same_journal(reference, tmp_path):
 
 def test_run_directory_layout(reference):
     for p in ("config.yaml", "journal.jsonl", "best/arch/arch.yaml", "best/arch/weights.safetensors", "best/detector.safetensors",
-              "best/summary.json", "trajectory.png", "candidates/start/input/arch.yaml", "candidates/start/metrics.json"):
+              "best/summary.json", "trajectory.png", "trajectory.pdf", "candidates/start/input/arch.yaml", "candidates/start/metrics.json"):
         assert (reference / p).is_file(), p
     events = journal(reference)
     kinds = {e["event"] for e in events}
@@ -72,6 +72,14 @@ def test_run_directory_layout(reference):
             assert e["fingerprint"] == next(p["fingerprint"] for p in proposed if p["id"] == e["parent"])
     s = summary(reference)
     assert s["acceptance"] == "fair" and all(a["baseline"].endswith("p") for a in s["accepted"] if a["id"].startswith("g"))
+
+
+def test_trajectory_figure_is_a_real_plot(reference):
+    from PIL import Image
+
+    png = Image.open(reference / "trajectory.png")
+    assert png.size == (1000, 520) and len(np.unique(np.asarray(png.convert("RGB")).reshape(-1, 3), axis=0)) > 50  # axes, legend, points: not a blank page
+    assert (reference / "trajectory.pdf").read_bytes()[:5] == b"%PDF-"
 
 
 def test_run_directory_stores_each_body_once(reference):

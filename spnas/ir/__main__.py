@@ -29,9 +29,10 @@ def describe(arch: Arch, size: tuple[int, int]) -> dict:
                 "gmacs": round(sum(flops[n] for n in ids) / 1e9, 4),
             }
         )
+    code = arch.code()
     return {
-        "code": arch.code(),
-        "grammar": "custom" if arch.code().startswith("~") else "paper",
+        "code": code,
+        "grammar": "custom" if code.startswith("~") else "paper",
         "custom_kinds": arch.custom_kinds(),
         "stem": arch.spec(arch.stem).style,
         "blocks": sum(s["blocks"] for s in stages),

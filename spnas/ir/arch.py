@@ -206,7 +206,7 @@ class Arch:
             return
         # taps in stage order: by how much of the main chain lies upstream of what they read (a subnet's
         # end sits after its stage's main blocks and before the next stage's; edits never reorder the chain)
-        chain = set(self.main_chain())
+        chain = {b for st in stages for b in st.blocks}  # the main chain, already walked by _stage_groups
         taps.sort(key=lambda t: len((nx.ancestors(self._g, self.inputs(t)[0]) | {self.inputs(t)[0]}) & chain))
         for tap, st in zip(taps, stages):
             if self.inputs(tap)[0] != st.outputs[-1]:

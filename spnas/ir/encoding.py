@@ -150,27 +150,41 @@ def encode(arch: "Arch") -> str:
         if arch.kind(n) not in _PAPER_KINDS:
             raise ArchError(f"node {n!r}: kind {arch.kind(n)!r} has no code in the paper's grammar")
     first = arch.spec(stages[0].blocks[0])
-    planes = BASE_PLANES
-    out: list[str] = []
-    for st in stages:
-        s = ""
-        for b in st.blocks:
-            spec = arch.spec(b)
-            if (spec.block, spec.groups, spec.base_width) != (first.block, first.groups, first.base_width):
-                raise ArchError(f"node {b!r}: mixed block types have no code")
-            if spec.planes == planes * 2:
-                s += "d"
-                planes *= 2
-            elif spec.planes == planes:
-                s += "1"
-            else:
-                raise ArchError(f"node {b!r}: expected {planes} or {planes * 2} base channels for a code, got {spec.planes}")
-        out.append(s)
+    out = _stage_strings(arch, stages, first, strict=True)
     code = Code(first.block, first.groups, first.base_width, tuple(out), tuple(len(st.subnets) for st in stages))
     return str(code)
 
 
 _PAPER_KINDS = ("stem", "block", "fuse", "add", "output")
+
+
+def _stage_strings(arch: "Arch", stages: list, first: object, *, strict: bool) -> list[str]:
+    """Each stage's ``1``/``d`` string, base channels followed from 64. ``strict`` (``encode``): a block the
+    grammar cannot write raises; otherwise (``describe``) it reads ``[kind]``, or ``[block]`` for an odd block."""
+    planes = BASE_PLANES
+    out = []
+    for st in stages:
+        s = ""
+        for b in st.blocks:
+            spec = arch.spec(b)
+            if arch.kind(b) != "block":
+                s += f"[{arch.kind(b)}]"  # encode refused every other kind before it got here
+                continue
+            if (spec.block, spec.groups, spec.base_width) != (first.block, first.groups, first.base_width):
+                if strict:
+                    raise ArchError(f"node {b!r}: mixed block types have no code")
+                s += "[block]"
+            elif spec.planes == planes * 2:
+                s += "d"
+                planes *= 2
+            elif spec.planes == planes:
+                s += "1"
+            elif strict:
+                raise ArchError(f"node {b!r}: expected {planes} or {planes * 2} base channels for a code, got {spec.planes}")
+            else:
+                s += "[block]"
+        out.append(s)
+    return out
 
 
 def describe(arch: "Arch") -> str:
@@ -190,23 +204,6 @@ def describe(arch: "Arch") -> str:
         return f"~<{arch.fingerprint()}>"
     first = arch.spec(blocks[0])
     prefix = Code(first.block, first.groups, first.base_width, (), ()).prefix
-    planes = BASE_PLANES
-    out = []
-    for st in stages:
-        s = ""
-        for b in st.blocks:
-            spec = arch.spec(b)
-            if arch.kind(b) != "block":
-                s += f"[{arch.kind(b)}]"
-            elif (spec.block, spec.groups, spec.base_width) != (first.block, first.groups, first.base_width):
-                s += "[block]"
-            elif spec.planes == planes * 2:
-                s += "d"
-                planes *= 2
-            elif spec.planes == planes:
-                s += "1"
-            else:
-                s += "[block]"
-        out.append(s)
+    out = _stage_strings(arch, stages, first, strict=False)
     counts = [len(st.subnets) for st in stages]
     return f"~{prefix}({','.join(out)})" + (f"({','.join(map(str, counts))})" if any(counts) else "")

@@ -150,10 +150,9 @@ class NodeKind:
                 base = 8 * max(i.stride for i in inputs)
                 shapes = [(i.channels, base // i.stride, base // i.stride) for i in inputs]
             _, (c, h, w) = self.macs(spec, shapes)
-            stride = base // h if h else 0
-            if not h or base % h or stride * h != base:
+            if not h or base % h:
                 raise ArchError(f"output size {h}x{w} from {base}x{base} is no whole stride")
-            got = TensorSpec(int(c), stride)
+            got = TensorSpec(int(c), base // h)
             self._remember(self._flow, key, got)
         return got
 

@@ -110,10 +110,10 @@ def code_of(arch: Arch) -> str:
         return "<no code>"
 
 
-def _grammar(arch: Arch) -> dict[str, Any]:
-    """Journal fields saying whether the paper's grammar expresses the net; if not, which plugin kinds it holds."""
+def _grammar(arch: Arch, code: str) -> dict[str, Any]:
+    """Journal fields saying whether the paper's grammar expresses the net (its ``code``); if not, which plugin kinds it holds."""
     custom = arch.custom_kinds()
-    if not custom and code_of(arch)[:1] not in ("~", "<"):
+    if not custom and code[:1] not in ("~", "<"):
         return {"grammar": "paper"}
     return {"grammar": "custom", "custom_kinds": custom, "note": "the code is a description; candidates/<id>/input/arch.yaml is the net"}
 
@@ -410,7 +410,7 @@ class Search:
         if not (d / "arch.yaml").is_file() or c.id not in self.journal.proposed:
             save(c.arch, d)
         self._emit("proposed", once=True, id=c.id, phase=c.phase, role=c.role, generation=c.generation, parent=c.parent,
-                   encoding=code_of(c.arch), **_grammar(c.arch), fingerprint=c.arch.fingerprint(), morphisms=c.morphisms,
+                   encoding=(code := code_of(c.arch)), **_grammar(c.arch, code), fingerprint=c.arch.fingerprint(), morphisms=c.morphisms,
                    gmacs=round(c.arch.flops(size) / 1e9, 4), params_m=round(c.arch.params() / 1e6, 4))
         self.seen.add(c.arch.fingerprint())
         self.candidates[c.id] = c

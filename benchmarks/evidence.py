@@ -1,0 +1,466 @@
+"""What the evidence benchmarks share: the sizes, the arms, the full training, a cache, and a small job scheduler.
+
+Every arm starts from one documented start: the start net trained with the full scheme on the
+training split (``start/``), since nothing pretrained can be loaded here. Then, per seed:
+
+- ``search``: spnas's search (fair acceptance; serial level, final reignite, parallel level) from it;
+- ``random``: random sampling in the same space (the same rules, bounds, fast scheme, start weights),
+  as many trained candidates as the search of that seed trained, the best picked on the validation split;
+- ``no search``: the start net trained on for the epochs the search's candidates trained, then the full scheme;
+- the ``full`` training of a net: the full scheme from its weights (a fresh detector head), then measured
+  on the validation and the test split. The test split is read only here.
+
+Results are cached under ``--cache`` (default ``runs/evidence/<size>``), keyed by what decides them,
+so the four scripts share runs: what one script trained, another reads. Jobs run in
+``--procs`` processes (default 2, one torch thread each: 1.36x the throughput of one process with two
+threads on the 2-core development machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import multiprocessing as mp
+import os
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import trees  # noqa: E402
+from spnas.ops import get_morphism  # noqa: E402
+from spnas.search.runner import Candidate, Search, sample_parallel_code, stage_flops  # noqa: E402
+
+# The two sizes. quick: this machine (2 cores, no GPU); full: one GPU per process (see README, Results).
+SIZES: dict[str, dict[str, Any]] = {
+    "quick": {
+        "start_code": "BB(1,d1,d1,d1)", "tile": 256, "image": 256, "seeds": [0, 1, 2],
+        "fast": {"epochs": 2, "batch_size": 4, "base_lr": 0.08, "warmup_iters": 20, "grad_clip": 10.0},
+        "full_epochs": 4, "start_epochs": 12,
+        "search": {"lam": 2, "mutations": [1, 2], "max_generations": 2, "n_stuck": 4, "n_reignite": 0, "final_reignite": True,
+                   "min_blocks": 4, "max_blocks": 12, "max_stages": 5},
+        "parallel": {"enabled": True, "K": 1, "max_candidates": 2, "n_stuck_p": 2},
+        "reignite": {"data": "fashion-mnist", "epochs": 1, "n_images": 2048, "image_size": 64, "batch_size": 64},
+        "ranking_nets": 8, "device": "cpu",
+    },
+    "smoke": {  # seconds: the benchmarks' own test (tests/test_benchmarks.py), not a measurement
+        "start_code": "BB(1,d1,d1,d1)", "tile": 128, "image": 128, "seeds": [0, 1],
+        "fast": {"epochs": 1, "batch_size": 2, "base_lr": 0.02, "warmup_iters": 2, "grad_clip": 10.0, "max_iters_per_epoch": 2},
+        "full_epochs": 1, "start_epochs": 1,
+        "search": {"lam": 1, "mutations": [1, 1], "max_generations": 1, "n_stuck": 4, "n_reignite": 0, "final_reignite": True,
+                   "min_blocks": 4, "max_blocks": 8, "max_stages": 5},
+        "parallel": {"enabled": True, "K": 1, "max_candidates": 1, "n_stuck_p": 1},
+        "reignite": {"data": "generated", "epochs": 1, "n_images": 16, "image_size": 32, "batch_size": 8},
+        "ranking_nets": 3, "device": "cpu",
+    },
+    "full": {
+        "start_code": "BB(11,d1,d1,d1)", "tile": 512, "image": 512, "seeds": [0, 1, 2],
+        "fast": {"epochs": 3, "batch_size": 8, "base_lr": 0.08, "warmup_iters": 100, "grad_clip": 10.0},
+        "full_epochs": 24, "start_epochs": 24,
+        "search": {"lam": 3, "mutations": [1, 3], "max_generations": 10, "n_stuck": 12, "n_reignite": 1, "final_reignite": True,
+                   "min_blocks": 8, "max_blocks": 24, "max_stages": 6},
+        "parallel": {"enabled": True, "K": 3, "max_candidates": 12, "n_stuck_p": 6},
+        "reignite": {"data": "fashion-mnist", "epochs": 4, "n_images": 60000, "image_size": 64, "batch_size": 128},
+        "ranking_nets": 12, "device": "cuda",
+    },
+}
+METRIC = "AP50"  # the search's metric on trees (DeepForest's own evaluation is at IoU 0.4; AP50 is the nearest COCO one)
+
+
+# ------------------------------------------------------------------------------ context
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--size", choices=sorted(SIZES), default="quick")
+    p.add_argument("--cache", default=None, help="where runs are kept and shared between the scripts (default runs/evidence/<size>)")
+    p.add_argument("--procs", type=int, default=None, help="jobs at once (default: 2 on CPU, 1 per GPU)")
+    p.add_argument("--seeds", type=int, nargs="+", default=None)
+    p.add_argument("--trees-dir", default=None, help="deepforest's data directory (default: from the installed wheel)")
+    p.add_argument("--figures", default="docs/figures", help="where the figures (PNG + PDF) are written")
+
+
+def context(args: argparse.Namespace) -> dict[str, Any]:
+    size = dict(SIZES[args.size])
+    cache = Path(args.cache or f"runs/evidence/{args.size}").resolve()
+    split = trees.prepare(cache.parent / "trees", args.trees_dir)
+    if args.seeds:
+        size["seeds"] = list(args.seeds)
+    device = size["device"]
+    if device == "cuda":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    procs = args.procs or (max(1, _gpus()) if device == "cuda" else 2)
+    return {"name": args.size, "size": size, "cache": str(cache), "split": split, "device": device, "procs": procs,
+            "boxes": trees.box_counts(cache.parent / "trees"), "figures": args.figures}
+
+
+def _gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def data_section(ctx: dict[str, Any], val: str = "val") -> dict[str, Any]:
+    s = ctx["split"]
+    return {"format": "voc", "train": s["train"], "val": s[val], "classes": ["Tree"], "tile": ctx["size"]["tile"]}
+
+
+def detector_section(ctx: dict[str, Any]) -> dict[str, Any]:
+    im = ctx["size"]["image"]
+    return {"head": "cascade", "preset": "lean", "options": {"min_size": im, "max_size": im}}
+
+
+def search_config(ctx: dict[str, Any], seed: int) -> dict[str, Any]:
+    z = ctx["size"]
+    return {
+        "start": {"ir": str(Path(ctx["cache"]) / "start" / "arch"), "train_epochs": z["fast"]["epochs"]},
+        "data": data_section(ctx),
+        "detector": detector_section(ctx),
+        "train": dict(z["fast"]),
+        "search": {"metric": METRIC, "keep_inputs": True, **z["search"]},  # inputs kept: ranking trains them on
+        "parallel": dict(z["parallel"]),
+        "reignite": dict(z["reignite"]),
+        "workers": {"backend": "inline", "threads": 1 if ctx["device"] == "cpu" else 0,
+                    "devices": [_device_of_process(ctx)]},
+        "seed": seed,
+    }
+
+
+def _device_of_process(ctx: dict[str, Any]) -> str:
+    if ctx["device"] != "cuda":
+        return "cpu"
+    ident = mp.current_process()._identity
+    return f"cuda:{(ident[0] - 1) % max(1, _gpus()) if ident else 0}"
+
+
+def _setup(ctx: dict[str, Any]) -> None:
+    import torch
+
+    if ctx["device"] == "cpu":
+        torch.set_num_threads(1)
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _write(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------------------ training
+def train_and_measure(ctx: dict[str, Any], arch_dir: str | None, code: str | None, epochs: int, out: Path, seed: int,
+                      schedule: str = "step") -> dict[str, Any]:
+    """The full scheme (``epochs``, step decay) from ``arch_dir``'s weights (or ``code`` at random init), a fresh head;
+    then the metrics on the validation and the test split. Writes ``out/arch`` and ``out/result.json``."""
+    import torch
+
+    from spnas.detect import lift
+    from spnas.detect.detector import build_detector
+    from spnas.detect.train import FULL, evaluate, train_detector
+    from spnas.ir import load, parse, save
+    from spnas.search.evaluator import load_datasets
+
+    done = _read(out / "result.json")
+    if done is not None:
+        return done
+    _setup(ctx)
+    device = _device_of_process(ctx)
+    torch.manual_seed(seed)
+    train_ds, val_ds = load_datasets(data_section(ctx))
+    _, test_ds = load_datasets(data_section(ctx, "test"))
+    arch = load(arch_dir) if arch_dir else parse(code, seed=seed)
+    det = detector_section(ctx)
+    model = build_detector(arch, train_ds.num_classes, det["head"], preset=det["preset"], **det["options"])
+    fast = ctx["size"]["fast"]
+    cfg = dataclasses.replace(FULL, epochs=epochs, schedule=schedule, batch_size=fast["batch_size"], base_lr=fast["base_lr"],
+                              warmup_iters=fast["warmup_iters"], grad_clip=fast["grad_clip"], seed=seed,
+                              max_iters_per_epoch=fast.get("max_iters_per_epoch", 0))
+    t0 = time.perf_counter()
+    res = train_detector(model, train_ds, test_ds, cfg, device=device, quiet=True)
+    seconds = time.perf_counter() - t0
+    val = evaluate(model, val_ds, device=device)
+    save(lift(arch, model.backbone.body.to("cpu")), out / "arch")
+    keep = ("AP", "AP50", "AP75", "VOC_AP50")
+    result = {"code": arch.code(), "epochs": epochs, "seed": seed, "seconds": round(seconds, 1),
+              "gmacs": round(arch.flops((ctx["size"]["image"],) * 2) / 1e9, 4), "params_m": round(arch.params() / 1e6, 4),
+              "test": {k: round(float(res.metrics[k]), 5) for k in keep}, "val": {k: round(float(val[k]), 5) for k in keep}}
+    _write(out / "result.json", result)
+    return result
+
+
+# ------------------------------------------------------------------------------ the jobs (each idempotent: a cached result is returned)
+def job_start(ctx: dict[str, Any]) -> dict[str, Any]:
+    """The documented start: the start code trained with the full scheme on the training split, seed 0."""
+    z = ctx["size"]
+    return train_and_measure(ctx, None, z["start_code"], z["start_epochs"], Path(ctx["cache"]) / "start", seed=0)
+
+
+def job_search(ctx: dict[str, Any], seed: int) -> dict[str, Any]:
+    from spnas.search import Search
+    from spnas.search.config import config_from_dict
+
+    out = Path(ctx["cache"]) / "search" / f"s{seed}"
+    done = _read(out / "best" / "summary.json")
+    if done is not None and (out / "journal.jsonl").is_file() and any('"event": "done"' in ln for ln in (out / "journal.jsonl").open()):
+        return done
+    _setup(ctx)
+    cfg = config_from_dict(search_config(ctx, seed), where="evidence")
+    return Search(cfg, out, resume=(out / "journal.jsonl").is_file(), quiet=True).run()
+
+
+def job_random(ctx: dict[str, Any], seed: int, n: int) -> dict[str, Any]:
+    from spnas.search.config import config_from_dict
+
+    out = Path(ctx["cache"]) / "random" / f"s{seed}"
+    done = _read(out / "best" / "summary.json")
+    if done is not None and done.get("planned") == n:
+        return done
+    _setup(ctx)
+    cfg = config_from_dict(search_config(ctx, seed), where="evidence")
+    return RandomSampling(cfg, out, n=n, resume=(out / "journal.jsonl").is_file(), quiet=True).run()
+
+
+def job_full(ctx: dict[str, Any], arch_dir: str, seed: int, tag: str) -> dict[str, Any]:
+    return train_and_measure(ctx, arch_dir, None, ctx["size"]["full_epochs"], Path(ctx["cache"]) / "full" / tag, seed=seed)
+
+
+def job_full_best(ctx: dict[str, Any], arm: str, seed: int) -> dict[str, Any]:
+    """The full training of the net a run found (its ``best``), from the weights the run left it."""
+    summary = _read(run_dir(ctx, arm, seed) / "best" / "summary.json")
+    cid = summary["best_id"]
+    arch = run_dir(ctx, arm, seed) / "candidates" / cid / "trained"
+    return {**job_full(ctx, str(arch), seed, f"{arm}_s{seed}_{cid}_trained"), "id": cid}
+
+
+def run_dir(ctx: dict[str, Any], arm: str, seed: int) -> Path:
+    return Path(ctx["cache"]) / arm / f"s{seed}"
+
+
+def full_job(ctx: dict[str, Any], arm: str, seed: int, cid: str, deps: tuple[str, ...], weights: str = "trained") -> Job:
+    """The full training of candidate ``cid`` of ``arm``'s run for ``seed`` (``weights``: its trained or input weights)."""
+    key = f"full:{arm}:s{seed}:{cid}:{weights}"
+    if arm == "start":
+        return Job(key, job_full, (str(Path(ctx["cache"]) / "start" / "arch"), seed, f"start_s{seed}"), deps=("start",))
+    arch = str(run_dir(ctx, arm, seed) / "candidates" / cid / weights)
+    return Job(key, job_full, (arch, seed, f"{arm}_s{seed}_{cid}_{weights}"), deps=deps)
+
+
+def job_no_search(ctx: dict[str, Any], seed: int, epochs: int) -> dict[str, Any]:
+    """The start net trained on for the search's ``epochs`` plus the full scheme, in one step schedule."""
+    start = str(Path(ctx["cache"]) / "start" / "arch")
+    return train_and_measure(ctx, start, None, epochs + ctx["size"]["full_epochs"], Path(ctx["cache"]) / "full" / f"nosearch_s{seed}_e{epochs}", seed=seed)
+
+
+# ------------------------------------------------------------------------------ random sampling in the search's space
+class RandomSampling(Search):
+    """Random sampling with the search's rules and bounds: ``n`` architectures, each a random walk of
+    morphisms from the trained start net (lo .. hi x max_generations steps of the serial rules, then a
+    random parallel code with 0 .. L x K subnets when the parallel level is on), trained once with the
+    fast scheme from the start's weights; the best on the validation split wins. Journaled like a
+    search, so it resumes."""
+
+    def __init__(self, cfg: Any, out: str | Path, *, n: int, **kw: Any) -> None:
+        self.n = n
+        super().__init__(cfg, out, **kw)
+
+    def _serial(self) -> Candidate:
+        s, p = self.cfg.search, self.cfg.parallel
+        start = self._train_start()
+        lo, hi = s.mutations
+        add = get_morphism("add_subnet")
+        cands = []
+        for i in range(self.n):
+            self._begin(i + 1, "serial")
+            for _ in range(s.max_tries):
+                cur, ops = start.arch, []
+                for _ in range(int(self.rng.integers(lo, hi * s.max_generations + 1))):
+                    options = [(m, st) for m in self.rules if (st := m.sites(cur, self.space))]
+                    if not options:
+                        break
+                    m, sites = options[int(self.rng.integers(len(options)))]
+                    site = sites[int(self.rng.integers(len(sites)))]
+                    cur = m.apply(cur, site, self.rng, self.space)
+                    ops.append({"rule": m.name, "site": list(site) if isinstance(site, tuple) else site, "exact": m.exact})
+                if p.enabled:
+                    flops = stage_flops(cur, self.size)
+                    counts = sample_parallel_code(flops, [0] * len(flops), p.K, int(self.rng.integers(0, len(flops) * p.K + 1)), self.rng)
+                    for stage, k in enumerate(counts):
+                        for _ in range(k):
+                            cur = add.apply(cur, stage, self.rng, self.space)
+                            ops.append({"rule": "add_subnet", "site": stage, "exact": True})
+                if not ops or not (s.min_blocks <= len(cur.main_chain()) <= s.max_blocks) or cur.fingerprint() in self.seen:
+                    continue
+                cands.append(self._propose(Candidate(f"x{i:03d}", "serial", "child", "start", cur, ops, i + 1)))
+                break
+        self._evaluate(cands)
+        best = self._trained(max([c for c in cands if c.ok] or [start], key=self._score))
+        if best.id != "start":
+            self._emit("best", once=True, id=best.id, generation=self.n, phase="serial", metric=best.metric)
+        return best
+
+    def _parallel(self, serial: Candidate) -> Candidate:
+        return serial  # the random walks sampled the parallel codes already
+
+    def _finish(self, best: Candidate, seconds: float) -> dict[str, Any]:
+        summary = {**super()._finish(best, seconds), "planned": self.n}
+        (self.out / "best" / "summary.json").write_text(json.dumps(summary, indent=1))
+        return summary
+
+
+# ------------------------------------------------------------------------------ reading the runs
+def journal(run: Path) -> list[dict[str, Any]]:
+    return [json.loads(ln) for ln in (run / "journal.jsonl").read_text().splitlines() if ln.strip()]
+
+
+def trained_candidates(run: Path) -> list[dict[str, Any]]:
+    """Evaluated events of a run (one per trained candidate), with the proposal's code, GMACs and role."""
+    ev = journal(run)
+    prop = {e["id"]: e for e in ev if e["event"] == "proposed"}
+    return [{**prop[e["id"]], **e} for e in ev if e["event"] in ("evaluated", "failed")]
+
+
+def compute_epochs(run: Path, fast_epochs: int) -> int:
+    """Detection-training epochs a run spent (its reignites' classification epochs are not counted)."""
+    return sum(fast_epochs for c in trained_candidates(run) if c["event"] == "evaluated")
+
+
+def ablation_steps(run: Path) -> list[dict[str, Any]]:
+    """Table 6's steps of one search: start, serial level, after reignite, parallel level (id, code, fast metric)."""
+    ev = journal(run)
+    prop = {e["id"]: e for e in ev if e["event"] == "proposed"}
+    metric = {e["id"]: e.get("metric") for e in ev if e["event"] == "evaluated"}
+    bests = [e for e in ev if e["event"] == "best"]
+    serial = [e for e in bests if e.get("phase") == "serial"]
+    rei = [e for e in ev if e["event"] == "reignited" and e.get("final")]
+    par = [e for e in bests if e.get("phase") == "parallel"]
+    done = [e for e in ev if e["event"] == "done"][0]
+    steps = [("start", "start"), ("serial level", serial[-1]["id"])]
+    if rei and rei[0].get("metric") is not None:
+        steps.append(("after reignite", rei[0]["id"]))
+    steps.append(("parallel level", par[-1]["id"] if par else done["id"]))
+    return [{"step": name, "id": cid, "code": prop[cid]["encoding"], "gmacs": prop[cid]["gmacs"], "params_m": prop[cid]["params_m"],
+             "fast_val": metric.get(cid), "arch": str(run / "candidates" / cid / "trained")} for name, cid in steps]
+
+
+# ------------------------------------------------------------------------------ scheduling
+@dataclasses.dataclass
+class Job:
+    key: str
+    fn: Callable[..., Any]
+    args: tuple
+    deps: tuple[str, ...] = ()
+    make_args: Callable[[dict[str, Any]], tuple] | None = None  # args from the dependencies' results
+
+
+def run_jobs(ctx: dict[str, Any], jobs: list[Job], log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> dict[str, Any]:
+    """Run ``jobs`` in ``ctx['procs']`` processes (spawned), each when its dependencies are done."""
+    results: dict[str, Any] = {}
+    pending = {j.key: j for j in jobs}
+    running: dict[Any, Job] = {}
+    t0 = time.time()
+    with ProcessPoolExecutor(max_workers=ctx["procs"], mp_context=mp.get_context("spawn")) as pool:
+        while pending or running:
+            for key, j in list(pending.items()):
+                if len(running) >= ctx["procs"]:
+                    break
+                if all(d in results for d in j.deps):
+                    args = j.make_args(results) if j.make_args else j.args
+                    running[pool.submit(j.fn, ctx, *args)] = j
+                    del pending[key]
+            if not running:
+                raise RuntimeError(f"jobs wait on missing dependencies: {sorted(pending)}")
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for f in done:
+                j = running.pop(f)
+                results[j.key] = f.result()
+                log(f"# {time.time() - t0:7.0f} s  done {j.key}")
+    return results
+
+
+# ------------------------------------------------------------------------------ statistics
+def mean_std(xs: list[float]) -> tuple[float, float]:
+    xs = [x for x in xs if x is not None and math.isfinite(x)]
+    if not xs:
+        return float("nan"), float("nan")
+    return float(np.mean(xs)), float(np.std(xs, ddof=1)) if len(xs) > 1 else 0.0
+
+
+def pm(xs: list[float], digits: int = 3) -> str:
+    m, s = mean_std(xs)
+    return f"{m:.{digits}f} ± {s:.{digits}f}"
+
+
+def kendall_tau(x: list[float], y: list[float]) -> float:
+    """Kendall's tau-b (ties in either list handled as scipy does)."""
+    n = len(x)
+    conc = disc = tx = ty = 0
+    for i in range(n):
+        for j in range(i + 1, n):
+            dx, dy = np.sign(x[i] - x[j]), np.sign(y[i] - y[j])
+            if dx == 0 and dy == 0:
+                continue
+            if dx == 0:
+                tx += 1
+            elif dy == 0:
+                ty += 1
+            elif dx == dy:
+                conc += 1
+            else:
+                disc += 1
+    denom = math.sqrt((conc + disc + tx) * (conc + disc + ty))
+    return (conc - disc) / denom if denom else float("nan")
+
+
+def bootstrap_tau(x: list[float], y: list[float], *, n: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """A percentile bootstrap interval of Kendall's tau (pairs resampled with replacement)."""
+    rng = np.random.default_rng(seed)
+    x, y = np.asarray(x), np.asarray(y)
+    taus = []
+    for _ in range(n):
+        idx = rng.integers(0, len(x), len(x))
+        t = kendall_tau(x[idx].tolist(), y[idx].tolist())
+        if math.isfinite(t):
+            taus.append(t)
+    lo, hi = np.percentile(taus, [100 * (1 - level) / 2, 100 * (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def save_figure(fig: Any, path: str | Path) -> list[str]:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out = []
+    for ext in ("png", "pdf"):
+        fig.savefig(path.with_suffix(f".{ext}"), dpi=130, bbox_inches="tight")
+        out.append(str(path.with_suffix(f".{ext}")))
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return out
+
+
+def write_results(ctx: dict[str, Any], name: str, table_md: str, payload: dict[str, Any]) -> Path:
+    """``<cache>/results/<name>.md`` (the README's table is this file) and ``.json``."""
+    d = Path(ctx["cache"]) / "results"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / f"{name}.md").write_text(table_md)
+    _write(d / f"{name}.json", payload)
+    return d / f"{name}.md"
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    cols = list(rows[0])
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(r.get(c, "")) for c in cols) + " |" for r in rows]
+    return "\n".join(lines) + "\n"

@@ -50,7 +50,7 @@ SIZES: dict[str, dict[str, Any]] = {
                    "min_blocks": 4, "max_blocks": 12, "max_stages": 5},
         "parallel": {"enabled": True, "K": 1, "max_candidates": 2, "n_stuck_p": 2},
         "reignite": {"data": "fashion-mnist", "epochs": 1, "n_images": 2048, "image_size": 64, "batch_size": 64},
-        "ranking_nets": 8, "device": "cpu",
+        "ranking_nets": 10, "device": "cpu",
     },
     "smoke": {  # seconds: the benchmarks' own test (tests/test_benchmarks.py), not a measurement
         "start_code": "BB(1,d1,d1,d1)", "tile": 128, "image": 128, "seeds": [0, 1],
@@ -163,7 +163,7 @@ def _write(path: Path, obj: Any) -> None:
 def train_and_measure(ctx: dict[str, Any], arch_dir: str | None, code: str | None, epochs: int, out: Path, seed: int,
                       schedule: str = "step") -> dict[str, Any]:
     """The full scheme (``epochs``, step decay) from ``arch_dir``'s weights (or ``code`` at random init), a fresh head;
-    then the metrics on the validation and the test split. Writes ``out/arch`` and ``out/result.json``."""
+    then the metrics on the validation split, the test split and the other image. Writes ``out/arch`` and ``out/result.json``."""
     import torch
 
     from spnas.detect import lift
@@ -180,6 +180,7 @@ def train_and_measure(ctx: dict[str, Any], arch_dir: str | None, code: str | Non
     torch.manual_seed(seed)
     train_ds, val_ds = load_datasets(data_section(ctx))
     _, test_ds = load_datasets(data_section(ctx, "test"))
+    _, other_ds = load_datasets(data_section(ctx, "other"))
     arch = load(arch_dir) if arch_dir else parse(code, seed=seed)
     det = detector_section(ctx)
     model = build_detector(arch, train_ds.num_classes, det["head"], preset=det["preset"], **det["options"])
@@ -188,14 +189,14 @@ def train_and_measure(ctx: dict[str, Any], arch_dir: str | None, code: str | Non
                               warmup_iters=fast["warmup_iters"], grad_clip=fast["grad_clip"], seed=seed,
                               max_iters_per_epoch=fast.get("max_iters_per_epoch", 0))
     t0 = time.perf_counter()
-    res = train_detector(model, train_ds, test_ds, cfg, device=device, quiet=True)
+    train_detector(model, train_ds, None, cfg, device=device, quiet=True)
     seconds = time.perf_counter() - t0
-    val = evaluate(model, val_ds, device=device)
-    save(lift(arch, model.backbone.body.to("cpu")), out / "arch")
     keep = ("AP", "AP50", "AP75", "VOC_AP50")
+    measured = {name: evaluate(model, ds, device=device) for name, ds in (("val", val_ds), ("test", test_ds), ("other", other_ds))}
+    save(lift(arch, model.backbone.body.to("cpu")), out / "arch")
     result = {"code": arch.code(), "epochs": epochs, "seed": seed, "seconds": round(seconds, 1),
               "gmacs": round(arch.flops((ctx["size"]["image"],) * 2) / 1e9, 4), "params_m": round(arch.params() / 1e6, 4),
-              "test": {k: round(float(res.metrics[k]), 5) for k in keep}, "val": {k: round(float(val[k]), 5) for k in keep}}
+              **{name: {k: round(float(m[k]), 5) for k in keep} for name, m in measured.items()}}
     _write(out / "result.json", result)
     return result
 
@@ -242,6 +243,21 @@ def job_full_best(ctx: dict[str, Any], arm: str, seed: int) -> dict[str, Any]:
     cid = summary["best_id"]
     arch = run_dir(ctx, arm, seed) / "candidates" / cid / "trained"
     return {**job_full(ctx, str(arch), seed, f"{arm}_s{seed}_{cid}_trained"), "id": cid}
+
+
+def job_full_step(ctx: dict[str, Any], seed: int, index: int) -> dict[str, Any] | None:
+    """The full training of step ``index`` of a search's Table-6 steps (None when that search has fewer steps).
+
+    Step 0, the start net, is the shared start's full training (the same as ``start`` in search_vs_random)."""
+    steps = ablation_steps(run_dir(ctx, "search", seed))
+    if index >= len(steps):
+        return None
+    st = steps[index]
+    if st["step"] == "start":
+        res = job_full(ctx, str(Path(ctx["cache"]) / "start" / "arch"), seed, f"start_s{seed}")
+    else:
+        res = job_full(ctx, st["arch"], seed, f"search_s{seed}_{st['id']}_trained")
+    return {**res, **{k: v for k, v in st.items() if k != "arch"}}
 
 
 def run_dir(ctx: dict[str, Any], arm: str, seed: int) -> Path:

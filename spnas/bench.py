@@ -1,10 +1,11 @@
-"""``python -m spnas.bench ARCH [--size 512] [--batch 1] [--device cpu] [--repeats 20]``
+"""``spnas bench SOURCE [--image-size 512] [--batch 1] [--device cpu] [--repeats 20]``
 
 Benchmark a found net: GMACs and parameters of the backbone, latency of the compiled backbone,
 of its inference export (BN folded, channels-last; eager, frozen TorchScript on CPU, and frozen
 under torch.compile/inductor unless ``--no-inductor``) and of the whole
-detector in eval mode, medians of interleaved runs, printed as a table and a JSON line. ``ARCH``
-is a saved Arch directory (``runs/x/best/arch``) or a code.
+detector in eval mode, medians of interleaved runs, printed as a table and a JSON line. ``SOURCE``
+is a run directory (its best net, with the run's head and classes), a saved Arch directory
+(``runs/x/best/arch``) or a code. (``python -m spnas.bench`` is the same.)
 """
 
 from __future__ import annotations
@@ -17,19 +18,26 @@ import time
 from pathlib import Path
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m spnas.bench", description=__doc__.split("\n\n")[1])
-    p.add_argument("arch", help="a saved Arch directory or a code")
-    p.add_argument("--size", type=int, default=512)
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", help="a run directory, a saved Arch directory or a code")
+    p.add_argument("--image-size", "--size", dest="image_size", type=int, default=512, help="square input size (default 512)")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--device", default="cpu")
     p.add_argument("--repeats", type=int, default=20)
-    p.add_argument("--classes", type=int, default=80, help="object classes of the detector head")
-    p.add_argument("--head", default="cascade", choices=["cascade", "faster"])
+    p.add_argument("--classes", type=int, default=None, help="object classes of the detector head (default: the run's, else 80)")
+    p.add_argument("--head", default=None, choices=["cascade", "faster"], help="default: the run's, else cascade")
     p.add_argument("--plugin", action="append", default=[], metavar="FILE",
                    help="a plugin file whose node kinds the saved net uses (repeatable)")
     p.add_argument("--no-inductor", action="store_true", help="skip the torch.compile export (needs a C++ compiler; 2-10 s to compile)")
-    args = p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m spnas.bench", description=__doc__.split("\n\n")[1])
+    add_arguments(p)
+    return run(p.parse_args(argv), p)
+
+
+def run(args: argparse.Namespace, p: argparse.ArgumentParser | None = None) -> int:
     import torch
 
     from spnas.detect import compile_backbone, export_inference
@@ -40,14 +48,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from spnas.ops import load_plugin
 
-        for f in args.plugin:
+        from spnas.train import _run_source
+
+        meta = _run_source(args.source)
+        for f in args.plugin or (meta or {}).get("plugins", []):
             load_plugin(f)
-        arch = load(args.arch) if Path(args.arch).is_dir() else parse(args.arch)
+        if meta is not None:
+            arch = load(Path(meta["dir"]) / meta["arch"])
+        else:
+            arch = load(args.source) if Path(args.source).is_dir() else parse(args.source)
+        head = args.head or (meta or {}).get("head", "cascade")
+        classes = args.classes or len((meta or {}).get("classes", [])) or 80
     except SpnasError as e:
         print(f"spnas: error: {e}", file=sys.stderr)
         return 2
     dev = torch.device(args.device)
-    x = torch.randn(args.batch, 3, args.size, args.size, device=dev)
+    x = torch.randn(args.batch, 3, args.image_size, args.image_size, device=dev)
     body = compile_backbone(arch).eval().to(dev)
     runs = {"backbone": body, "export": export_inference(body)}
     if dev.type == "cpu":
@@ -57,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             runs["inductor"] = export_inference(body, example=x, backend="inductor")
         except SpnasError as e:
             print(f"spnas: warning: {e}", file=sys.stderr)
-    det = build_detector(arch, args.classes, args.head, min_size=args.size, max_size=args.size).eval().to(dev)
+    det = build_detector(arch, classes, head, min_size=args.image_size, max_size=args.image_size).eval().to(dev)
     fns = {k: (lambda m=m: m(x)) for k, m in runs.items()}
     fns["detector"] = lambda: det(list(x))
     times: dict[str, list[float]] = {k: [] for k in fns}
@@ -74,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                 if dev.type == "cuda":
                     torch.cuda.synchronize()
                 times[k].append(time.perf_counter() - t0)
-    row = {"code": arch.code(), "size": args.size, "batch": args.batch, "device": str(dev), "gmacs": round(arch.flops((args.size, args.size)) / 1e9, 3),
+    row = {"code": arch.code(), "size": args.image_size, "batch": args.batch, "device": str(dev), "gmacs": round(arch.flops((args.image_size, args.image_size)) / 1e9, 3),
            "params_m": round(arch.params() / 1e6, 3), **{f"{k}_ms": round(statistics.median(v) * 1e3, 2) for k, v in times.items()}}
     width = max(map(len, row))
     for k, v in row.items():

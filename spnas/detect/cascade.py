@@ -14,6 +14,7 @@ The number of stages is the length of the per-stage lists (keyword-only). Losses
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -128,14 +129,9 @@ class CascadeRoIHeads(nn.Module):
         return [p[torch.where(ps | ng)[0]] for p, ps, ng in zip(proposals, pos, neg)]
 
     # ------------------------------------------------------------------------------------- forward
-    def _run_stage(self, k: int, features: dict[str, Tensor], proposals: list[Tensor], image_shapes: list[tuple[int, int]]):
-        x = self.box_roi_pool(features, proposals, image_shapes)
-        x = self.box_heads[k](x)
-        return self.box_predictors[k](x)
-
     def _decode(self, k: int, deltas: Tensor, proposals: list[Tensor], image_shapes: list[tuple[int, int]]) -> list[Tensor]:
         boxes = self.box_coders[k].decode(deltas, proposals).reshape(-1, 4)
-        out = []
+        out: list[Tensor] = []
         for b, shape in zip(boxes.split([p.shape[0] for p in proposals]), image_shapes):
             out.append(box_ops.clip_boxes_to_image(b, shape))
         return out
@@ -145,40 +141,44 @@ class CascadeRoIHeads(nn.Module):
         features: dict[str, Tensor],
         proposals: list[Tensor],
         image_shapes: list[tuple[int, int]],
-        targets: list[dict[str, Tensor]] | None = None,
+        targets: Optional[list[dict[str, Tensor]]] = None,  # noqa: UP007 - TorchScript reads typing's Optional
     ) -> tuple[list[dict[str, Tensor]], dict[str, Tensor]]:
         if self.training:
             if targets is None:
                 raise ValueError("targets should not be None in training mode")
             for t in targets:
-                if t["boxes"].dtype not in (torch.float16, torch.float32, torch.float64):
+                if not t["boxes"].is_floating_point():
                     raise ValueError(f"target boxes must be floating point, got {t['boxes'].dtype}")
             proposals = self._sample([p.detach() for p in proposals], targets)
-        losses: dict[str, Tensor] = {}
-        scores_per_stage: list[Tensor] = []
+        # every stage's outputs first; then one branch into the losses or the detections
+        stage_proposals: list[list[Tensor]] = []
+        stage_logits: list[Tensor] = []
+        stage_deltas: list[Tensor] = []
         deltas = torch.empty(0)
-        for k in range(self.num_stages):
+        for k, (head, predictor) in enumerate(zip(self.box_heads, self.box_predictors)):
             if k > 0:  # the previous stage's boxes, detached, are this stage's proposals
                 proposals = [b.detach() for b in self._decode(k - 1, deltas, proposals, image_shapes)]
-            if self.training:
-                labels, reg_targets = self._label(k, proposals, targets)
-            logits, deltas = self._run_stage(k, features, proposals, image_shapes)
-            if self.training:
-                cls_loss, box_loss = cascade_box_loss(logits, deltas, labels, reg_targets)
+            logits, deltas = predictor(head(self.box_roi_pool(features, proposals, image_shapes)))
+            stage_proposals.append(proposals)
+            stage_logits.append(logits)
+            stage_deltas.append(deltas)
+        losses: dict[str, Tensor] = {}
+        if self.training:
+            assert targets is not None
+            for k in range(len(stage_logits)):
+                labels, reg_targets = self._label(k, stage_proposals[k], targets)
+                cls_loss, box_loss = cascade_box_loss(stage_logits[k], stage_deltas[k], labels, reg_targets)
                 w = self.stage_loss_weights[k]
                 losses[f"loss_classifier_stage{k + 1}"] = cls_loss * w
                 losses[f"loss_box_reg_stage{k + 1}"] = box_loss * w
-            else:
-                scores_per_stage.append(F.softmax(logits, -1))
-        if self.training:
             return [], losses
-        scores = torch.stack(scores_per_stage).mean(0)
-        boxes = self._decode(self.num_stages - 1, deltas, proposals, image_shapes)
+        scores = torch.stack([F.softmax(x, -1) for x in stage_logits]).mean(0)
+        boxes = self._decode(len(stage_logits) - 1, deltas, proposals, image_shapes)
         return self._postprocess(scores, boxes), losses
 
     def _postprocess(self, scores: Tensor, boxes: list[Tensor]) -> list[dict[str, Tensor]]:
         """Per-class score threshold, NMS per class, top-k: torchvision's postprocess, agnostic boxes."""
-        results = []
+        results: list[dict[str, Tensor]] = []
         num_classes = scores.shape[-1]
         for s, b in zip(scores.split([x.shape[0] for x in boxes]), boxes):
             s = s[:, 1:]
@@ -190,5 +190,5 @@ class CascadeRoIHeads(nn.Module):
             keep = box_ops.remove_small_boxes(bb, min_size=1e-2)
             bb, s, labels = bb[keep], s[keep], labels[keep]
             keep = box_ops.batched_nms(bb, s, labels, self.nms_thresh)[: self.detections_per_img]
-            results.append({"boxes": bb[keep], "scores": s[keep], "labels": labels[keep]})
+            results.append({"boxes": bb[keep], "labels": labels[keep], "scores": s[keep]})  # torchvision's order (ONNX outputs)
         return results

@@ -46,10 +46,6 @@ class Backbone(fx.GraphModule):
     ``in_channels_list``), ``output_shape()`` maps each name to ``(channels, stride)``.
     """
 
-    _shapes: dict[str, tuple[int, int]]
-    out_channels: int
-    channels_list: list[int]
-
     def output_shape(self) -> dict[str, tuple[int, int]]:
         return dict(self._shapes)
 

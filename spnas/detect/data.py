@@ -17,6 +17,7 @@ import os
 import re
 import warnings
 import xml.etree.ElementTree as ET
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from torch.utils.data import Dataset
 
 from spnas.errors import DataError
 
-__all__ = ["DetectionDataset", "Problem", "load_coco", "load_voc", "load_ecp", "generate_shapes", "generate_ecp", "SHAPE_CLASSES",
+__all__ = ["DetectionDataset", "AugmentSampler", "ImageCache", "decode_image_file", "DEFAULT_CACHE_MB", "Problem", "load_coco", "load_voc", "load_ecp", "generate_shapes", "generate_ecp", "SHAPE_CLASSES",
            "collate", "tile_dataset"]
 
 SHAPE_CLASSES = ("square", "disc", "triangle", "ring")
@@ -56,14 +57,97 @@ def _quiet_coco(d: dict) -> COCO:
     return coco
 
 
+DEFAULT_CACHE_MB = 512  # decoded images kept per process: a tile set decodes each big image once, COCO hardly repeats
+
+
+class ImageCache:
+    """A least-recently-used store of decoded images (uint8 tensors) under a byte budget.
+
+    Views of one data set (``with_flip``, ``subset``) share it. It is never pickled with its contents:
+    a DataLoader worker starts with an empty one of the same budget, so memory stays bounded by
+    ``max_bytes`` per process whatever the data set's size. ``max_bytes=0`` keeps nothing.
+    """
+
+    def __init__(self, max_bytes: int = DEFAULT_CACHE_MB << 20) -> None:
+        self.max_bytes = int(max_bytes)
+        self._items: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self.bytes = 0
+
+    def get(self, key: str) -> torch.Tensor | None:
+        img = self._items.get(key)
+        if img is not None:
+            self._items.move_to_end(key)
+        return img
+
+    def put(self, key: str, img: torch.Tensor) -> None:
+        size = img.numel() * img.element_size()
+        if size > self.max_bytes:
+            return
+        old = self._items.pop(key, None)
+        if old is not None:
+            self.bytes -= old.numel() * old.element_size()
+        self._items[key] = img
+        self.bytes += size
+        while self.bytes > self.max_bytes:
+            _, dropped = self._items.popitem(last=False)
+            self.bytes -= dropped.numel() * dropped.element_size()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"max_bytes": self.max_bytes}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["max_bytes"])
+
+
+def decode_image_file(path: str | os.PathLike) -> torch.Tensor:
+    """An image file as a uint8 ``(3, H, W)`` RGB tensor, turned upright by its EXIF orientation.
+
+    JPEG, PNG, GIF and WebP go through ``torchvision.io.decode_image`` (``apply_exif_orientation``;
+    torchvision 0.29 marks its decoders deprecated in favour of TorchCodec, a further dependency, so
+    the warning is silenced here); other formats (TIFF, BMP) through PIL with ``ImageOps.exif_transpose``.
+    A file that does not decode raises :class:`DataError` naming it.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from torchvision.io import ImageReadMode, decode_image, read_file
+
+    path = Path(path)
+    try:
+        if path.suffix.lower() in (".jpg", ".jpeg", ".png", ".gif", ".webp"):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                img = decode_image(read_file(str(path)), mode=ImageReadMode.RGB, apply_exif_orientation=True)
+            if img.dtype == torch.uint8:
+                return img
+        from PIL import ImageOps
+
+        with Image.open(path) as im:
+            arr = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+        return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+    except (OSError, ValueError, RuntimeError, Image.DecompressionBombError) as e:
+        raise DataError(f"{path}: cannot decode image ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+
+
 class DetectionDataset(Dataset):
     """Images and boxes over a COCO index; labels are contiguous ``1..C`` (0 is background).
 
     ``dataset[i] -> (image float CHW in [0, 1], {"boxes": xyxy float, "labels": int64, "image_id": int})``.
-    ``flip=True`` mirrors half of the samples horizontally (training).
+    ``dataset[(i, flip)]`` mirrors sample ``i`` when ``flip`` (``transforms.v2`` on a ``tv_tensors.Image``
+    and its ``tv_tensors.BoundingBoxes``): :class:`AugmentSampler` draws these keys, so the augmentation
+    is decided in the loader's process and is the same with any number of DataLoader workers.
+    ``flip=True`` (``with_flip``) mirrors half of the samples of plain integer keys instead.
+    ``transforms``: a further ``transforms.v2`` callable ``(image, boxes) -> (image, boxes)``.
+
+    Images are decoded EXIF-aware (:func:`decode_image_file`) and checked against the annotation's
+    size (a tile against its source image's); decoded images are kept in a bounded
+    :class:`ImageCache` (``cache_mb`` per process).
     """
 
-    def __init__(self, coco: COCO, image_dir: str | os.PathLike, *, problems: list[Problem] | None = None, flip: bool = False, seed: int = 0) -> None:
+    def __init__(self, coco: COCO, image_dir: str | os.PathLike, *, problems: list[Problem] | None = None, flip: bool = False, seed: int = 0,
+                 cache: ImageCache | None = None, transforms: Any = None) -> None:
         self.coco = coco
         self.image_dir = Path(image_dir)
         self.cat_ids = sorted(coco.getCatIds())
@@ -73,8 +157,9 @@ class DetectionDataset(Dataset):
         self.image_ids = sorted(coco.getImgIds())
         self.problems = list(problems or [])
         self.flip = flip
+        self.transforms = transforms
         self._rng = np.random.default_rng(seed)
-        self._cache: dict[int, torch.Tensor] = {}
+        self.cache = cache if cache is not None else ImageCache()
 
     @property
     def num_classes(self) -> int:
@@ -94,10 +179,13 @@ class DetectionDataset(Dataset):
     def __len__(self) -> int:
         return len(self.image_ids)
 
+    def set_cache_mb(self, mb: int) -> None:
+        """Bound the decoded-image cache to ``mb`` MiB (0: none); views made after this share it."""
+        self.cache = ImageCache(int(mb) << 20)
+
     def with_flip(self, flip: bool, seed: int = 0) -> DetectionDataset:
-        ds = DetectionDataset(self.coco, self.image_dir, problems=self.problems, flip=flip, seed=seed)
-        ds._cache = self._cache
-        return ds
+        return DetectionDataset(self.coco, self.image_dir, problems=self.problems, flip=flip, seed=seed, cache=self.cache,
+                                transforms=self.transforms)
 
     def subset(self, image_ids: list[int]) -> DetectionDataset:
         d = self.coco.dataset
@@ -107,38 +195,73 @@ class DetectionDataset(Dataset):
             "annotations": [a for a in d["annotations"] if a["image_id"] in keep],
             "categories": d["categories"],
         }
-        ds = DetectionDataset(_quiet_coco(sub), self.image_dir, problems=self.problems, flip=self.flip)
-        ds._cache = self._cache
-        return ds
+        return DetectionDataset(_quiet_coco(sub), self.image_dir, problems=self.problems, flip=self.flip, cache=self.cache,
+                                transforms=self.transforms)
 
     def load_image(self, image_id: int) -> torch.Tensor:
-        img = self._cache.get(image_id)
+        """The uint8 ``(3, H, W)`` pixels of ``image_id`` (a tile: its crop of the source image)."""
+        info = self.coco.imgs[image_id]
+        path = self.image_dir / info["file_name"]
+        key = str(path)
+        img = self.cache.get(key)
         if img is None:
-            info = self.coco.imgs[image_id]
-            path = self.image_dir / info["file_name"]
-            try:
-                with Image.open(path) as im:
-                    arr = np.asarray(im.convert("RGB"))
-            except (OSError, ValueError, Image.DecompressionBombError) as e:
-                raise DataError(f"{path}: cannot decode image {image_id} ({type(e).__name__}: {e})") from None
-            img = torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
-            if "crop" in info:  # a tile of a larger image
-                x0, y0, x1, y1 = info["crop"]
-                img = img[:, y0:y1, x0:x1].contiguous()
-            self._cache[image_id] = img
+            img = decode_image_file(path)
+            expected = info.get("source_size") or ([info["width"], info["height"]] if "crop" not in info else None)
+            if expected is not None and [img.shape[2], img.shape[1]] != list(expected):
+                raise DataError(f"{path}: image {image_id} decodes to {img.shape[2]}x{img.shape[1]} (EXIF orientation applied), "
+                                f"the annotation says {expected[0]}x{expected[1]}: its boxes would not fit")
+            self.cache.put(key, img)
+        if "crop" in info:  # a tile of a larger image
+            x0, y0, x1, y1 = info["crop"]
+            img = img[:, y0:y1, x0:x1]
         return img
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        image_id = self.image_ids[i]
-        img = self.load_image(image_id).float().div_(255.0)
-        anns = [a for a in self.coco.imgToAnns.get(image_id, []) if not a.get("iscrowd", 0) and not a.get("ignore", 0)]  # regions, not objects
-        boxes = torch.tensor([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]] for a in anns], dtype=torch.float32).reshape(-1, 4)
+    def target(self, image_id: int) -> dict[str, torch.Tensor]:
+        """Boxes (xyxy) and labels of the objects to train on (crowd and ignore regions are not objects)."""
+        anns = [a for a in self.coco.imgToAnns.get(image_id, []) if not a.get("iscrowd", 0) and not a.get("ignore", 0)]
+        boxes = torch.tensor([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]] for a in anns],
+                             dtype=torch.float32).reshape(-1, 4)
         labels = torch.tensor([self.cat_to_label[a["category_id"]] for a in anns], dtype=torch.int64)
-        if self.flip and self._rng.random() < 0.5:
-            img = img.flip(-1)
-            w = img.shape[-1]
-            boxes = torch.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], 1)
-        return img, {"boxes": boxes, "labels": labels, "image_id": torch.tensor(image_id)}
+        return {"boxes": boxes, "labels": labels, "image_id": torch.tensor(image_id)}
+
+    def __getitem__(self, key: int | tuple[int, bool]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        from torchvision import tv_tensors
+        from torchvision.transforms.v2 import functional as TF
+
+        if isinstance(key, tuple):
+            i, flip = int(key[0]), bool(key[1])
+        else:
+            i, flip = int(key), bool(self.flip and self._rng.random() < 0.5)
+        image_id = self.image_ids[i]
+        target = self.target(image_id)
+        img = tv_tensors.Image(self.load_image(image_id))
+        boxes = tv_tensors.BoundingBoxes(target["boxes"], format="XYXY", canvas_size=tuple(img.shape[-2:]))
+        if flip:
+            img, boxes = TF.horizontal_flip(img), TF.horizontal_flip(boxes)
+        if self.transforms is not None:
+            img, boxes = self.transforms(img, boxes)
+        img = TF.to_dtype(img, torch.float32, scale=True)
+        target["boxes"] = boxes.as_subclass(torch.Tensor)
+        return img.as_subclass(torch.Tensor), target
+
+
+class AugmentSampler(torch.utils.data.Sampler):
+    """A shuffled epoch of ``(index, flip)`` keys drawn from ``generator`` in the loader's process.
+
+    The augmentation is decided here, not in the workers, so a training run is the same with 0 or N
+    DataLoader workers and the same seed.
+    """
+
+    def __init__(self, n: int, *, generator: torch.Generator, flip: bool = True, shuffle: bool = True) -> None:
+        self.n, self.generator, self.flip, self.shuffle = n, generator, flip, shuffle
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        order = torch.randperm(self.n, generator=self.generator).tolist() if self.shuffle else list(range(self.n))
+        flips = (torch.rand(self.n, generator=self.generator) < 0.5).tolist() if self.flip else [False] * self.n
+        return iter(list(zip(order, flips)))
 
 
 def collate(batch: list) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
@@ -617,7 +740,7 @@ def tile_dataset(ds: DetectionDataset, tile: int, *, min_visible: float = 0.5) -
                 x1, y1 = min(x0 + tile, W), min(y0 + tile, H)
                 tid = len(images) + 1
                 images.append({"id": tid, "file_name": im["file_name"], "width": x1 - x0, "height": y1 - y0,
-                               "crop": [x0, y0, x1, y1], "source_id": im["id"]})
+                               "crop": [x0, y0, x1, y1], "source_id": im["id"], "source_size": [W, H]})
                 for a in ds.coco.imgToAnns.get(im["id"], []):
                     bx, by, bw, bh = a["bbox"]
                     cx0, cy0 = max(bx, x0), max(by, y0)
@@ -626,8 +749,8 @@ def tile_dataset(ds: DetectionDataset, tile: int, *, min_visible: float = 0.5) -
                         continue
                     anns.append({**a, "id": len(anns) + 1, "image_id": tid, "bbox": [cx0 - x0, cy0 - y0, cx1 - cx0, cy1 - cy0],
                                  "area": (cx1 - cx0) * (cy1 - cy0)})
-    out = DetectionDataset(_quiet_coco({"images": images, "annotations": anns, "categories": d["categories"]}), ds.image_dir, problems=ds.problems)
-    return out
+    return DetectionDataset(_quiet_coco({"images": images, "annotations": anns, "categories": d["categories"]}), ds.image_dir,
+                            problems=ds.problems, cache=ds.cache)
 
 
 # ------------------------------------------------------------------------------ the generated set

@@ -14,12 +14,13 @@ from __future__ import annotations
 import dataclasses
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Dict
 
 import torch
 from torch import Tensor, nn
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.transform import GeneralizedRCNNTransform, _resize_image_and_masks, resize_boxes
 from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
@@ -28,7 +29,8 @@ from spnas.detect.compile import Backbone, compile_backbone
 from spnas.errors import ConfigError
 from spnas.ir import Arch
 
-__all__ = ["DetectorOptions", "PRESETS", "IMAGE_MEAN", "IMAGE_STD", "build_detector", "DetectionBackbone", "carry_over"]
+__all__ = ["DetectorOptions", "PRESETS", "IMAGE_MEAN", "IMAGE_STD", "build_detector", "DetectionBackbone", "MultiScaleTransform",
+           "carry_over"]
 
 # The detector's input normalisation (torchvision's, ImageNet statistics); reignite pre-trains with the same.
 IMAGE_MEAN = (0.485, 0.456, 0.406)
@@ -56,6 +58,9 @@ class DetectorOptions:
     box_detections_per_img: int = 100
     cascade_iou: tuple[float, ...] = (0.5, 0.6, 0.7)
     cascade_loss_weights: tuple[float, ...] = (1.0, 0.5, 0.25)
+    # multi-scale training: each training image is resized to (min_size, max_size) x a factor drawn from
+    # these (the paper's COCO training uses 0.8-1.2x: [0.8, 0.9, 1.0, 1.1, 1.2]); empty: one scale
+    train_scales: tuple[float, ...] = ()
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -84,7 +89,7 @@ def resolve_options(preset: str = "default", **overrides: Any) -> DetectorOption
     if bad:
         raise ConfigError(f"detector option {bad[0]!r} is unknown; expected one of {sorted(names)}")
     values = {**PRESETS[preset], **overrides}
-    for k in ("aspect_ratios", "cascade_iou", "cascade_loss_weights"):
+    for k in ("aspect_ratios", "cascade_iou", "cascade_loss_weights", "train_scales"):
         if k in values:
             values[k] = tuple(values[k])
     return DetectorOptions(**values)
@@ -110,9 +115,34 @@ class DetectionBackbone(nn.Module):
         self.out_channels = fpn_channels
         self.level_strides = self.strides + ([self.strides[-1] * 2] if extra is not None else [])
 
-    def forward(self, x: Tensor) -> OrderedDict[str, Tensor]:
+    def forward(self, x: Tensor) -> Dict[str, Tensor]:  # noqa: UP006 - TorchScript reads typing's Dict
         feats = self.body(x)
-        return self.fpn(OrderedDict((name, feats[stage]) for name, stage in zip(self.names, self.stage_names)))
+        levels: Dict[str, Tensor] = OrderedDict()  # noqa: UP006
+        for name, stage in zip(self.names, self.stage_names):
+            levels[name] = feats[stage]
+        return self.fpn(levels)
+
+
+class MultiScaleTransform(GeneralizedRCNNTransform):
+    """torchvision's ``GeneralizedRCNNTransform`` with multi-scale training: in training, each image is
+    resized to ``min_size`` and ``max_size`` both times a factor drawn uniformly from ``train_scales``
+    (torch's generator, so a seeded run repeats). torchvision's own ``min_size`` tuple scales only the
+    short side, which a ``max_size`` cap undoes on square inputs. In eval mode it is torchvision's.
+    """
+
+    def __init__(self, *args: Any, train_scales: tuple[float, ...] = (), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.train_scales = [float(f) for f in train_scales]
+
+    def resize(self, image: Tensor, target: dict[str, Tensor] | None = None) -> tuple[Tensor, dict[str, Tensor] | None]:
+        if not (self.training and self.train_scales):
+            return super().resize(image, target)
+        h, w = image.shape[-2:]
+        f = self.train_scales[int(torch.empty(1).uniform_(0.0, float(len(self.train_scales))).item())]
+        image, target = _resize_image_and_masks(image, self.min_size[-1] * f, self.max_size * f, target, self.fixed_size)
+        if target is not None:
+            target["boxes"] = resize_boxes(target["boxes"], (h, w), image.shape[-2:])
+        return image, target
 
 
 def build_detector(arch: Arch, num_classes: int, head: str = "cascade", *, preset: str = "default", **options: Any) -> FasterRCNN:
@@ -145,6 +175,9 @@ def build_detector(arch: Arch, num_classes: int, head: str = "cascade", *, prese
             nms_thresh=o.box_nms_thresh,
             detections_per_img=o.box_detections_per_img,
         )
+    if o.train_scales:
+        t = model.transform
+        model.transform = MultiScaleTransform(t.min_size, t.max_size, t.image_mean, t.image_std, train_scales=o.train_scales)
     model.spnas_head = head
     model.spnas_options = o
     return model

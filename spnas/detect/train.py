@@ -25,7 +25,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from spnas.detect.data import DetectionDataset, collate
+from spnas.detect.data import AugmentSampler, DetectionDataset, collate
 from spnas.detect.metrics import LAMR_METRICS, citypersons_lamr, coco_evaluate, detections_to_coco, ecp_lamr, voc_eval
 from spnas.errors import EvalError
 from spnas.ir.io import write_tensors
@@ -53,6 +53,7 @@ class TrainConfig:
     max_iters_per_epoch: int = 0  # 0: the whole data set
     grad_clip: float = 0.0
     seed: int = 0
+    loader_workers: int = -1  # DataLoader worker processes; -1: automatic (CUDA: up to 4 per device, CPU: none)
 
     def lr_at(self, it: int, total: int) -> float:
         """The learning rate at iteration ``it`` of ``total``, scaled to ``batch_size``."""
@@ -103,7 +104,7 @@ def train_detector(
     device = torch.device(device)
     model.to(device)
     g = torch.Generator().manual_seed(cfg.seed)
-    loader = DataLoader(train_ds.with_flip(cfg.flip, cfg.seed), batch_size=cfg.batch_size, shuffle=True, generator=g, collate_fn=collate, num_workers=0)
+    loader = make_loader(train_ds, cfg.batch_size, AugmentSampler(len(train_ds), generator=g, flip=cfg.flip), cfg.loader_workers, device)
     per_epoch = len(loader) if not cfg.max_iters_per_epoch else min(len(loader), cfg.max_iters_per_epoch)
     total = per_epoch * cfg.epochs
     params = [p for p in model.parameters() if p.requires_grad]
@@ -155,7 +156,7 @@ def train_detector(
         rec = {"epoch": epoch + 1, "loss": running / max(per_epoch, 1), "lr": cfg.lr_at(min(it, total - 1), total)}
         last = epoch + 1 == cfg.epochs
         if val_ds is not None and (last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0)):
-            metrics = evaluate(model, val_ds, device=device, batch_size=cfg.batch_size, quiet=quiet)
+            metrics = evaluate(model, val_ds, device=device, batch_size=cfg.batch_size, quiet=quiet, workers=cfg.loader_workers)
             rec.update(metrics)
             if writer is not None:
                 for k, v in metrics.items():
@@ -166,12 +167,31 @@ def train_detector(
     return TrainResult(metrics, history, time.perf_counter() - t0, it)
 
 
+def loader_workers(requested: int, device: torch.device) -> int:
+    """DataLoader workers: ``requested``, or (-1) automatic: none on the CPU (they would take the training's
+    cores), on CUDA up to 4 per device from this machine's cores."""
+    if requested >= 0:
+        return requested
+    if device.type != "cuda":
+        return 0
+    per_device = (os.cpu_count() or 1) // max(1, torch.cuda.device_count())
+    return max(0, min(4, per_device - 1))
+
+
+def make_loader(ds: DetectionDataset, batch_size: int, sampler: Any, workers: int, device: torch.device) -> DataLoader:
+    """The DataLoader of training and evaluation: workers (persistent across epochs), pinned memory on CUDA."""
+    n = loader_workers(workers, device)
+    return DataLoader(ds, batch_size=batch_size, sampler=sampler, collate_fn=collate, num_workers=n,
+                      pin_memory=device.type == "cuda", persistent_workers=n > 0, prefetch_factor=2 if n > 0 else None)
+
+
 @torch.no_grad()
-def predict(model: nn.Module, ds: DetectionDataset, *, device: str | torch.device = "cpu", batch_size: int = 2, quiet: bool = True) -> list[dict[str, torch.Tensor]]:
+def predict(model: nn.Module, ds: DetectionDataset, *, device: str | torch.device = "cpu", batch_size: int = 2, quiet: bool = True,
+            workers: int = 0) -> list[dict[str, torch.Tensor]]:
     """Model outputs for every image of ``ds``, in ``ds.image_ids`` order, on the CPU."""
     device = torch.device(device)
     model.eval().to(device)
-    loader = DataLoader(ds.with_flip(False), batch_size=batch_size, shuffle=False, collate_fn=collate)
+    loader = make_loader(ds, batch_size, AugmentSampler(len(ds), generator=torch.Generator(), flip=False, shuffle=False), workers, device)
     outs = []
     for imgs, _ in _progress(loader, desc="evaluate", quiet=quiet):
         for o in model([im.to(device) for im in imgs]):
@@ -179,9 +199,10 @@ def predict(model: nn.Module, ds: DetectionDataset, *, device: str | torch.devic
     return outs
 
 
-def evaluate(model: nn.Module, ds: DetectionDataset, *, device: str | torch.device = "cpu", batch_size: int = 2, quiet: bool = True) -> dict[str, float]:
+def evaluate(model: nn.Module, ds: DetectionDataset, *, device: str | torch.device = "cpu", batch_size: int = 2, quiet: bool = True,
+             workers: int = 0) -> dict[str, float]:
     """Every metric that fits ``ds``, of ``model``'s detections (see :func:`evaluate_outputs`)."""
-    return evaluate_outputs(ds, predict(model, ds, device=device, batch_size=batch_size, quiet=quiet))
+    return evaluate_outputs(ds, predict(model, ds, device=device, batch_size=batch_size, quiet=quiet, workers=workers))
 
 
 def _xyxy(anns: list[dict[str, Any]]) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""``python -m spnas.ir show CODE|DIR [--json] [--size H W] [--plugin FILE]``: stages, blocks, channels, strides, FLOPs, params."""
+"""``spnas show CODE|DIR|RUN [--json] [--image-size N [N]] [--plugin FILE]`` (or ``python -m spnas.ir show ...``):
+stages, blocks, channels, strides, FLOPs, params."""
 
 from __future__ import annotations
 
@@ -44,24 +45,42 @@ def describe(arch: Arch, size: tuple[int, int]) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m spnas.ir", description=__doc__)
-    sub = p.add_subparsers(dest="cmd", required=True)
-    show = sub.add_parser("show", help="describe an architecture code or a saved Arch directory")
-    show.add_argument("target", help="a code such as 'BNB(111,d111,d11111,d11)' or a directory with arch.yaml")
+def add_show_arguments(show: argparse.ArgumentParser) -> None:
+    show.add_argument("target", help="a code such as 'BNB(111,d111,d11111,d11)', a directory with arch.yaml, or a run directory")
     show.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    show.add_argument("--size", nargs=2, type=int, default=(224, 224), metavar=("H", "W"))
+    show.add_argument("--image-size", "--size", dest="image_size", nargs="+", type=int, default=[224], metavar="N",
+                      help="input size for the GMACs: N (square) or H W (default 224)")
     show.add_argument("--stem", default="resnet", choices=["resnet", "deep"])
     show.add_argument("--plugin", action="append", default=[], metavar="FILE",
                       help="a plugin file whose node kinds the saved net uses (repeatable)")
-    args = p.parse_args(argv)
+
+
+def _size(v: list[int]) -> tuple[int, int]:
+    if len(v) not in (1, 2):
+        raise SpnasError(f"--image-size: expected N or H W, got {len(v)} numbers")
+    return (v[0], v[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m spnas.ir", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    add_show_arguments(sub.add_parser("show", help="describe an architecture code or a saved Arch directory"))
+    return run_show(p.parse_args(argv))
+
+
+def run_show(args: argparse.Namespace) -> int:
     try:
         from spnas.ops import load_plugin
+        from spnas.train import _run_source
 
-        for f in args.plugin:
+        meta = _run_source(args.target)
+        for f in args.plugin or (meta or {}).get("plugins", []):
             load_plugin(f)
-        arch = load(args.target) if Path(args.target).is_dir() else parse(args.target, stem=args.stem)
-        d = describe(arch, tuple(args.size))
+        if meta is not None:
+            arch = load(Path(meta["dir"]) / meta["arch"])
+        else:
+            arch = load(args.target) if Path(args.target).is_dir() else parse(args.target, stem=args.stem)
+        d = describe(arch, _size(args.image_size))
     except SpnasError as e:
         print(f"spnas: error: {e}", file=sys.stderr)
         return 2

@@ -33,6 +33,8 @@ def _shortcut(spec: BlockSpec) -> nn.Module | None:
 class Stem(nn.Module):
     """torchvision's stem (7x7/2 conv, BN, ReLU, 3x3/2 max-pool) or the deep stem (two 3x3/2 convs)."""
 
+    __constants__ = ["deep"]  # TorchScript compiles only the branch this stem has
+
     def __init__(self, spec: StemSpec) -> None:
         super().__init__()
         self.deep = spec.style == "deep"
@@ -117,7 +119,7 @@ class ResizeAdd(nn.Module):
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         if b.shape[-2:] != a.shape[-2:]:
-            b = F.interpolate(b, size=a.shape[-2:], mode="nearest")
+            b = F.interpolate(b, size=[a.shape[-2], a.shape[-1]], mode="nearest")
         return a + b
 
 

@@ -1,7 +1,8 @@
-"""``python -m spnas.search --ir start.yaml [--out DIR] [--resume] [--seed N] [--workers N] [--backend local|ray|inline] [--address ADDR]``
+"""``spnas search start.yaml [--out DIR] [--resume] [--seed N] [--workers N] [--backend local|ray|inline] [--address ADDR]``
 
-Runs the SP-NAS search described by ``start.yaml`` and prints the logbook and a summary. Bad input
-prints one line (what, where, what to do) and exits 2; ``--schema`` prints the config's JSON schema.
+(also ``python -m spnas.search --ir start.yaml ...``). Runs the SP-NAS search described by
+``start.yaml`` and prints the logbook and a summary. Bad input prints one line (what, where, what to
+do) and exits 2; ``--schema`` prints the config's JSON schema.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from pathlib import Path
 from spnas.errors import SpnasError
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m spnas.search", description=__doc__.split("\n\n")[1])
-    p.add_argument("--ir", help="the search config (start.yaml); see examples/quickstart.yaml and examples/paper.yaml")
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", nargs="?", help="the search config (start.yaml); `spnas init` writes one")
+    p.add_argument("--ir", dest="ir", help="the search config, as a flag (what `python -m spnas.search --ir start.yaml` takes)")
     p.add_argument("--out", default=None, help="run directory (default: runs/<config name>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its journal")
     p.add_argument("--seed", type=int, default=None, help="override the config's seed")
@@ -26,14 +27,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--schema", action="store_true", help="print the JSON schema of the config and exit")
     p.add_argument("--debug", action="store_true", help="show the traceback of an error, not one line")
-    args = p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m spnas.search", description=__doc__.split("\n\n")[1])
+    add_arguments(p)
+    return run(p.parse_args(argv), p)
+
+
+def run(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:
     if args.schema:
         from spnas.search.config import schema
 
         print(json.dumps(schema(), indent=1))
         return 0
+    if args.config and args.ir and args.config != args.ir:
+        p.error("give the config once: as the argument or as --ir")
+    args.ir = args.config or args.ir
     if not args.ir:
-        p.error("--ir start.yaml is required")
+        p.error("the search config (start.yaml) is required; `spnas init` writes one")
     try:
         from spnas.search.config import load_config
         from spnas.search.runner import Search

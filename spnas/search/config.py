@@ -117,6 +117,7 @@ class DataConfig(_Section):
     classes: tuple[Str, ...] = ()
     strict: Bool = False
     tile: Annotated[StrictInt, Field(ge=0, le=16384)] = 0  # cut images into tiles of this size (0: off)
+    cache_mb: Annotated[StrictInt, Field(ge=0, le=1_000_000)] = 512  # decoded images kept per process (LRU; 0: none)
     n_train: Annotated[StrictInt, Field(ge=2, le=1_000_000)] = 48  # shapes only
     n_val: Annotated[StrictInt, Field(ge=1, le=1_000_000)] = 16
     size: Annotated[StrictInt, Field(ge=32, le=4096)] = 128
@@ -197,6 +198,7 @@ _TRAIN_BOUNDS: dict[str, Any] = {
     "max_iters_per_epoch": Annotated[StrictInt, Field(ge=0, le=10_000_000)],
     "grad_clip": Annotated[Float, Field(ge=0.0, le=1e6)],
     "seed": Annotated[StrictInt, Field(ge=0, le=2**31 - 1)],
+    "loader_workers": Annotated[StrictInt, Field(ge=-1, le=256)],
 }
 
 

@@ -48,7 +48,7 @@ def load_datasets(data: dict[str, Any]) -> tuple[Any, Any]:
     key = json.dumps(data, sort_keys=True)
     if key in _DATA_CACHE:
         return _DATA_CACHE[key]
-    from spnas.detect.data import load_coco, load_ecp, load_voc, tile_dataset
+    from spnas.detect.data import DEFAULT_CACHE_MB, load_coco, load_ecp, load_voc, tile_dataset
 
     fmt = data["format"]
     sets = []
@@ -69,6 +69,7 @@ def load_datasets(data: dict[str, Any]) -> tuple[Any, Any]:
             ds = load_voc(spec["xml"], spec.get("images"), classes=classes, strict=data.get("strict", False),
                           unknown_class_is_error=split == "val")
             classes = ds.class_names
+        ds.set_cache_mb(int(data.get("cache_mb", DEFAULT_CACHE_MB)))
         if data.get("tile"):
             ds = tile_dataset(ds, int(data["tile"]))
         if spec.get("image_ids"):

@@ -45,6 +45,7 @@ from spnas.ir import Arch, load, parse, save
 from spnas.ir.io import WEIGHTS_FILE, sha256_file, write_tensors
 from spnas.ops import Space, get_morphism
 from spnas.detect.metrics import LAMR_METRICS, lower_is_better
+from spnas.detect.infer import DETECTOR_WEIGHTS, describe_detector, write_description
 from spnas.search.config import SearchConfig
 from spnas.search.evaluator import HEAD_FILE, candidate_seed, detector_state, evaluate_candidate, make_pool
 from spnas.search.journal import Journal
@@ -581,6 +582,21 @@ class Search:
         """DEAP's logbook of the generations (statistics of each generation's evaluated candidates)."""
         return str(self.logbook) if len(self.logbook) else "(no generation ran)"
 
+    def _describe(self, best: Candidate) -> dict[str, Any]:
+        """``best/detector.json``: what loading and using the net needs (classes, label map, settings, metric)."""
+        from spnas.detect.detector import resolve_options
+        from spnas.search.evaluator import load_datasets
+
+        train_ds, _ = load_datasets(self.data)  # annotations only; images decode lazily
+        det = self.cfg.detector
+        return describe_detector(
+            code=code_of(best.arch), classes=train_ds.class_names, label_to_cat=train_ds.label_to_cat, head=det.head,
+            options=resolve_options(det.preset, **det.options), eval_batch_size=self.cfg.train.batch_size,
+            plugins=[str(self.cfg.path(p)) for p in self.cfg.search.plugins],
+            metric={"name": self.cfg.search.metric, "value": _finite(best.metric), "split": "val", "id": best.id},
+            source={"run": str(self.out.resolve()), "id": best.id, "seed": self.cfg.seed, "data": self.data,
+                    "train": self.cfg.train.model_dump(mode="json")})
+
     def _write_best(self, best: Candidate) -> None:
         """``best/``: arch + weights, the whole detector, and the hall of fame in ``top/``; built beside, then moved in."""
         tmp, final, old = self.out / "best.partial", self.out / "best", self.out / "best.old"
@@ -589,7 +605,8 @@ class Search:
         shutil.copytree(self._dir(best.id) / "trained", tmp / "arch")
         head = load_file(str(self._dir(best.id) / HEAD_FILE))
         body = load_file(str(tmp / "arch" / WEIGHTS_FILE))
-        write_tensors(detector_state(body, head), tmp / "detector.safetensors")
+        write_tensors(detector_state(body, head), tmp / DETECTOR_WEIGHTS)
+        write_description(tmp, self._describe(best))
         for rank, ind in enumerate(self.hof, start=1):  # hard links: the hall of fame costs no second copy of the weights
             dst = tmp / "top" / f"{rank}_{ind['id']}"
             shutil.copytree(self._dir(ind["id"]) / "trained", dst / "arch", copy_function=_link)
@@ -697,14 +714,15 @@ def resolve_data(cfg: SearchConfig, out: Path) -> dict[str, Any]:
         tr = generate_shapes(root, n_images=c.n_train, size=c.size, seed=cfg.seed, split="train")
         va = generate_shapes(root, n_images=c.n_val, size=c.size, seed=cfg.seed + 1, split="val")
         # "generate": how a worker without the run directory makes the same set itself (generate_shapes is deterministic)
-        return {"format": "shapes", "train": {"json": str(tr)}, "val": {"json": str(va)}, "strict": c.strict, "tile": c.tile,
+        return {"format": "shapes", "train": {"json": str(tr)}, "val": {"json": str(va)}, "strict": c.strict, "tile": c.tile, "cache_mb": c.cache_mb,
                 "generate": {"train": {"n_images": c.n_train, "size": c.size, "seed": cfg.seed},
                              "val": {"n_images": c.n_val, "size": c.size, "seed": cfg.seed + 1}}}
 
     def res(d: dict[str, Any]) -> dict[str, Any]:
         return {k: str(cfg.path(v)) if isinstance(v, str) else v for k, v in d.items()}
 
-    return {"format": c.format, "train": res(c.train), "val": res(c.val), "classes": list(c.classes), "strict": c.strict, "tile": c.tile}
+    return {"format": c.format, "train": res(c.train), "val": res(c.val), "classes": list(c.classes), "strict": c.strict, "tile": c.tile,
+            "cache_mb": c.cache_mb}
 
 
 def _decisive(d: dict[str, Any] | None) -> dict[str, Any]:

@@ -1,0 +1,177 @@
+"""``spnas``: one command for the whole workflow.
+
+    spnas init [DIR] [--example quickstart|paper|coco_gpu]     write a start.yaml to edit
+    spnas search start.yaml [--out RUN] [--resume] ...          run (or resume) a search
+    spnas show CODE|ARCH|RUN [--image-size N [N]] [--json]     stages, channels, GMACs, params
+    spnas train RUN|ARCH|CODE [--data DATA.yaml] [--out DIR]   full training (a run: its data and detector)
+    spnas bench RUN|ARCH|CODE [--image-size N] [--device D]    latency of backbone, exports and detector
+    spnas predict RUN IMAGES... --out preds.json               COCO-style detections of image files
+    spnas export RUN --format torchscript|onnx --out FILE      the whole detector, checked against eager
+
+The flags mean one thing everywhere: ``--image-size`` an input size in pixels, ``--out`` where
+results go, ``--device`` a torch device, ``--plugin`` a plugin file, ``--debug`` a traceback instead
+of the one-line error. ``python -m spnas.search --ir start.yaml``, ``python -m spnas.train``,
+``python -m spnas.bench`` and ``python -m spnas.ir show`` are the same commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from importlib import resources
+from pathlib import Path
+
+EXAMPLES = ("quickstart", "paper", "coco_gpu")
+
+
+def _init_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dir", nargs="?", default=".", help="where to write start.yaml (default: here)")
+    p.add_argument("--example", choices=EXAMPLES, default="quickstart",
+                   help="quickstart: CPU, minutes, built-in data; paper: the paper's settings; coco_gpu: COCO on 4 GPUs")
+    p.add_argument("--name", default="start.yaml")
+    p.add_argument("--force", action="store_true", help="overwrite an existing file")
+
+
+def _run_init(args: argparse.Namespace) -> int:
+    from spnas.errors import ConfigError
+
+    text = resources.files("spnas.configs").joinpath(f"{args.example}.yaml").read_text()
+    out = Path(args.dir) / args.name
+    if out.exists() and not args.force:
+        raise ConfigError(f"{out}: exists already; pass --force to overwrite it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    print(f"wrote {out} (the {args.example} example); run it with: spnas search {out}")
+    return 0
+
+
+def _predict_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", help="a run directory, its best/, or `spnas train`'s output")
+    p.add_argument("images", nargs="+", help="image files or folders of them (.jpg .png .tif .bmp ...)")
+    p.add_argument("--out", required=True, help="the COCO results file to write (a JSON list)")
+    p.add_argument("--coco", default=None, help="a COCO annotation file: name each image by its id there (matched by file name)")
+    p.add_argument("--score-thresh", type=float, default=None, help="drop detections below this score (the model keeps >= box_score_thresh)")
+    p.add_argument("--batch-size", type=int, default=None, help="images per forward pass (default: the batch the net was evaluated with)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--plugin", action="append", default=[], metavar="FILE")
+
+
+def _image_files(items: list[str]) -> list[Path]:
+    from spnas.detect.data import _IMAGE_EXTS
+    from spnas.errors import DataError
+
+    files: list[Path] = []
+    for it in items:
+        p = Path(it)
+        if p.is_dir():
+            files += sorted(f for f in p.iterdir() if f.suffix.lower() in _IMAGE_EXTS)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise DataError(f"{p}: no such image file or folder")
+    if not files:
+        raise DataError(f"{' '.join(items)}: no image files")
+    return files
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    import spnas
+    from spnas.detect.infer import coco_results
+    from spnas.errors import DataError
+
+    model = spnas.load_detector(args.source, device=args.device, plugins=args.plugin)
+    files = _image_files(args.images)
+    if args.coco:
+        try:
+            d = json.loads(Path(args.coco).read_text())
+            by_name = {Path(im["file_name"]).name: im["id"] for im in d["images"]}
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise DataError(f"{args.coco}: not a COCO annotation file with images[].file_name and id ({e})") from None
+        missing = [f.name for f in files if f.name not in by_name]
+        if missing:
+            raise DataError(f"{args.coco}: has no image named {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+        ids = [by_name[f.name] for f in files]
+    else:
+        ids = list(range(1, len(files) + 1))
+    outs = spnas.predict(model, files, batch_size=args.batch_size, score_thresh=args.score_thresh)
+    results = coco_results(outs, ids, model.spnas_meta, file_names=[str(f) for f in files])
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results))
+    print(f"wrote {len(results)} detections of {len(files)} images to {args.out}")
+    return 0
+
+
+def _export_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", help="a run directory, its best/, or `spnas train`'s output")
+    p.add_argument("--format", choices=("torchscript", "onnx"), default="torchscript")
+    p.add_argument("--out", required=True, help="the file to write (.pt for TorchScript, .onnx for ONNX)")
+    p.add_argument("--check", nargs="*", default=None, metavar="IMAGE",
+                   help="images to compare the export with eager on (default: one random image of the detector's size)")
+    p.add_argument("--plugin", action="append", default=[], metavar="FILE")
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    import torch
+
+    import spnas
+    from spnas.detect.data import decode_image_file
+    from spnas.detect.infer import compare_detections, run_exported
+
+    model = spnas.load_detector(args.source, plugins=args.plugin)
+    path = spnas.export_detector(model, args.out, format=args.format)
+    size = int(model.transform.min_size[-1])
+    images = [decode_image_file(f).float() / 255 for f in _image_files(args.check)] if args.check else \
+        [torch.rand(3, size, size, generator=torch.Generator().manual_seed(0))]
+    worst = {"max_box_diff": 0.0, "max_score_diff": 0.0}
+    for img in images:
+        with torch.no_grad():
+            ref = model([img])[0]
+        c = compare_detections(ref, run_exported(path, img))
+        if not (c["same_count"] and c["labels_equal"]):
+            print(f"spnas: warning: the export's detections differ from eager's: {c}", file=sys.stderr)
+        worst = {k: max(worst[k], c[k]) for k in worst}
+    print(json.dumps({"export": str(path), "format": args.format, "checked_images": len(images), **worst}))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from spnas import bench, train
+    from spnas.ir import __main__ as ir_main
+    from spnas.search import __main__ as search_main
+
+    p = argparse.ArgumentParser(prog="spnas", description="Serial-to-parallel backbone search for object detection (SP-NAS).",
+                                epilog="`spnas COMMAND -h` describes a command.")
+    p.add_argument("--version", action="version", version=f"spnas {__import__('spnas').__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    cmds = {
+        "init": ("write an example search config (start.yaml)", _init_arguments, lambda a, q: _run_init(a)),
+        "search": ("run or resume a search", search_main.add_arguments, search_main.run),
+        "show": ("describe a net: stages, channels, strides, GMACs, params", ir_main.add_show_arguments, lambda a, q: ir_main.run_show(a)),
+        "train": ("full training of a found net", train.add_arguments, train.run),
+        "bench": ("latency of a found net's backbone, exports and detector", bench.add_arguments, bench.run),
+        "predict": ("detections of image files as COCO results", _predict_arguments, lambda a, q: _run_predict(a)),
+        "export": ("export the whole detector (TorchScript or ONNX), checked against eager", _export_arguments, lambda a, q: _run_export(a)),
+    }
+    parsers = {}
+    for name, (help_, add, _) in cmds.items():
+        parsers[name] = sub.add_parser(name, help=help_, description=help_)
+        add(parsers[name])
+        if not any(a.dest == "debug" for a in parsers[name]._actions):
+            parsers[name].add_argument("--debug", action="store_true", help="show the traceback of an error, not one line")
+    args = p.parse_args(argv)
+    from spnas.errors import SpnasError
+
+    try:
+        return cmds[args.command][2](args, parsers[args.command])
+    except (SpnasError, OSError) as e:
+        if args.debug:
+            raise
+        where = f"{e.filename}: " if isinstance(e, OSError) and e.filename else ""
+        text = f"{where}{e.strerror}" if isinstance(e, OSError) and e.strerror else str(e)
+        print(f"spnas: error: {text}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

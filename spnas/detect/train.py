@@ -82,6 +82,10 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
     iterations: int = 0
+    curve: dict[str, list[float]] = field(default_factory=dict)  # iteration, loss, lr: at most ~CURVE_POINTS samples
+
+
+CURVE_POINTS = 200  # samples of the loss and learning-rate curve a training keeps (TensorBoard draws them per candidate)
 
 
 def _progress(iterable, **kw):
@@ -118,6 +122,8 @@ def train_detector(
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     history: list[dict[str, float]] = []
+    curve: dict[str, list[float]] = {"iteration": [], "loss": [], "lr": []}
+    stride = max(1, math.ceil(total / CURVE_POINTS))
     metrics: dict[str, float] = {}
     it = 0
     t0 = time.perf_counter()
@@ -146,12 +152,17 @@ def train_detector(
                 nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             scaler.step(opt)
             scaler.update()
-            running += loss.item()
+            value = loss.item()
+            running += value
+            if it % stride == 0:
+                curve["iteration"].append(it)
+                curve["loss"].append(round(value, 5))
+                curve["lr"].append(float(f"{lr:.6g}"))
             if writer is not None and it % 10 == 0:
-                writer.add_scalar(f"{tag}train/loss", loss.item(), it)
+                writer.add_scalar(f"{tag}train/loss", value, it)
                 writer.add_scalar(f"{tag}train/lr", lr, it)
             if hasattr(bar, "set_postfix"):
-                bar.set_postfix(loss=f"{loss.item():.3f}")
+                bar.set_postfix(loss=f"{value:.3f}")
             it += 1
         rec = {"epoch": epoch + 1, "loss": running / max(per_epoch, 1), "lr": cfg.lr_at(min(it, total - 1), total)}
         last = epoch + 1 == cfg.epochs
@@ -164,7 +175,7 @@ def train_detector(
         history.append(rec)
         if on_epoch is not None:
             on_epoch(epoch + 1, rec)
-    return TrainResult(metrics, history, time.perf_counter() - t0, it)
+    return TrainResult(metrics, history, time.perf_counter() - t0, it, curve)
 
 
 def loader_workers(requested: int, device: torch.device) -> int:
@@ -181,7 +192,9 @@ def loader_workers(requested: int, device: torch.device) -> int:
 def make_loader(ds: DetectionDataset, batch_size: int, sampler: Any, workers: int, device: torch.device) -> DataLoader:
     """The DataLoader of training and evaluation: workers (persistent across epochs), pinned memory on CUDA."""
     n = loader_workers(workers, device)
-    return DataLoader(ds, batch_size=batch_size, sampler=sampler, collate_fn=collate, num_workers=n,
+    # its own generator: the loader draws a worker seed per epoch, which must not move torch's global generator
+    # (the RPN and RoI samplers draw from that one), or a run would differ with the number of workers
+    return DataLoader(ds, batch_size=batch_size, sampler=sampler, collate_fn=collate, num_workers=n, generator=torch.Generator().manual_seed(0),
                       pin_memory=device.type == "cuda", persistent_workers=n > 0, prefetch_factor=2 if n > 0 else None)
 
 

@@ -178,6 +178,7 @@ def _evaluate(req: dict[str, Any], t0: float) -> dict[str, Any]:
         "metrics": {k: round(float(v), 6) for k, v in res.metrics.items()},
         "loss": round(float(res.history[-1]["loss"]), 6) if res.history else None,
         "iterations": res.iterations,
+        "curve": res.curve,  # the loss and learning rate along the training: TensorBoard's per-candidate curves
         "seconds": round(time.perf_counter() - t0, 3),
         "weights": str((d / "trained" / "weights.safetensors").relative_to(d.parent.parent)),
         "sha256": sha256_file(d / "trained" / "weights.safetensors"),

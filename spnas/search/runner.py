@@ -51,7 +51,7 @@ from spnas.search.evaluator import HEAD_FILE, candidate_seed, detector_state, ev
 from spnas.search.journal import Journal
 from spnas.search.log import RunLog
 
-__all__ = ["Search", "Candidate", "sample_parallel_code", "stage_flops", "resolve_data", "code_of", "auto_timeout"]
+__all__ = ["Search", "Candidate", "sample_parallel_code", "stage_flops", "stage_gmacs", "resolve_data", "code_of", "auto_timeout"]
 
 if not hasattr(creator, "SpnasFitnessMax"):  # DEAP's way to say a metric's direction: AP up, miss rates down
     creator.create("SpnasFitnessMax", base.Fitness, weights=(1.0,))
@@ -89,6 +89,16 @@ def stage_flops(arch: Arch, size: tuple[int, int]) -> list[int]:
     """Multiply-accumulates of each stage's main blocks at input ``size``."""
     per_node = arch.node_flops(size)
     return [sum(per_node[b] for b in st.blocks) for st in arch.stages()]
+
+
+def stage_gmacs(arch: Arch, size: tuple[int, int]) -> list[float]:
+    """GMACs of each stage with its subnets (fuses, adds, blocks) at input ``size``: the paper's Figure 4b allocation."""
+    per_node = arch.node_flops(size)
+    out = []
+    for st in arch.stages():
+        nodes = [*st.blocks, *(n for sub in st.subnets for n in (sub.fuse, sub.add, *sub.blocks))]
+        out.append(round(sum(per_node[n] for n in nodes) / 1e9, 4))
+    return out
 
 
 def sample_parallel_code(flops: list[int], counts: list[int], K: int, n_add: int, rng: np.random.Generator) -> list[int]:
@@ -412,7 +422,8 @@ class Search:
             save(c.arch, d)
         self._emit("proposed", once=True, id=c.id, phase=c.phase, role=c.role, generation=c.generation, parent=c.parent,
                    encoding=(code := code_of(c.arch)), **_grammar(c.arch, code), fingerprint=c.arch.fingerprint(), morphisms=c.morphisms,
-                   gmacs=round(c.arch.flops(size) / 1e9, 4), params_m=round(c.arch.params() / 1e6, 4))
+                   gmacs=round(c.arch.flops(size) / 1e9, 4), params_m=round(c.arch.params() / 1e6, 4),
+                   stage_gmacs=stage_gmacs(c.arch, size))
         self.seen.add(c.arch.fingerprint())
         self.candidates[c.id] = c
         return c

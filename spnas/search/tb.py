@@ -1,11 +1,16 @@
 """TensorBoard for a search, fed by the journal's events (a listener of :class:`~spnas.search.runner.Search`).
 
-Tags: ``candidate/metric``, ``candidate/gmacs``, ``candidate/params_m``, ``search/best_so_far``,
+In ``tb/``: ``candidate/metric``, ``candidate/gmacs``, ``candidate/params_m``, ``search/best_so_far``,
 ``search/noise_std``, ``accepted/encoding`` (text: code, metric, baseline, gain, noise),
-``summary`` (text), ``trajectory`` (image), and the hparams plugin's. The trajectory picture is
-like the paper's Figure 3 (metric of every candidate over the search, accepted ones joined and
-labelled with their codes, phases in a legend), drawn with matplotlib and also saved as
-``trajectory.png`` and ``trajectory.pdf``.
+``summary`` (text), ``trajectory`` and ``flops_per_stage`` (images), and the search's hparams.
+In ``tb/candidates/<id>/``, one TensorBoard run per trained candidate: ``train/loss`` and
+``train/lr`` along its training, ``metrics/<name>`` for every metric measured (AP, AP50, ...,
+VOC_AP50), and an hparams session (code, role, phase, generation, parent, morphisms, GMACs,
+params; the metrics as ``hparam/<name>``), so TensorBoard overlays candidates' curves and its HParams
+dashboard compares them. The trajectory picture is like the paper's Figure 3 (metric of every
+candidate over the search, accepted ones joined and labelled with their codes, phases in a legend);
+the FLOPs picture like its Figure 4b (GMACs per stage of the start net and the found net); both
+are drawn with matplotlib and also saved as ``trajectory.png``/``.pdf`` and ``flops_per_stage.png``/``.pdf``.
 
 The logger knows nothing of the search's classes: everything it shows is in the events, so a
 resumed run (whose earlier events are replayed into it, not logged again) continues its curves.
@@ -21,7 +26,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from torch.utils.tensorboard import SummaryWriter
 
-__all__ = ["TBLogger", "trajectory_figure", "save_figure"]
+__all__ = ["TBLogger", "trajectory_figure", "flops_figure", "save_figure"]
 
 _PHASE_COLOURS = {"serial": "tab:blue", "reignite": "tab:red", "parallel": "tab:green"}
 
@@ -66,6 +71,7 @@ class TBLogger:
             if kind == "evaluated":
                 w.add_scalar("candidate/metric", float(ev["metric"]), step)
                 w.add_scalar("search/best_so_far", self.best, step)
+                self._candidate_run(ev, p)
             if "gmacs" in p:
                 w.add_scalar("candidate/gmacs", p["gmacs"], step)
                 w.add_scalar("candidate/params_m", p["params_m"], step)
@@ -82,12 +88,40 @@ class TBLogger:
             return
         self._writer().flush()
 
+    def _candidate_run(self, ev: dict[str, Any], p: dict[str, Any]) -> None:
+        """``tb/candidates/<id>/``: the candidate's loss and learning-rate curves, its metrics and an hparams session."""
+        from torch.utils.tensorboard.summary import hparams
+
+        w = SummaryWriter(str(self.logdir / "candidates" / ev["id"]))
+        try:
+            curve = ev.get("curve") or {}
+            for it, loss, lr in zip(curve.get("iteration", []), curve.get("loss", []), curve.get("lr", [])):
+                w.add_scalar("train/loss", loss, it)
+                w.add_scalar("train/lr", lr, it)
+            metrics = {k: float(v) for k, v in (ev.get("metrics") or {}).items() if v is not None and math.isfinite(float(v))}
+            for k, v in metrics.items():
+                w.add_scalar(f"metrics/{k}", v, 0)
+            hp = {"id": ev["id"], "code": str(p.get("encoding", "")), "role": str(p.get("role", "")), "phase": str(p.get("phase", "")),
+                  "generation": int(p.get("generation") or 0), "parent": str(p.get("parent") or ""),
+                  "morphisms": " ".join(f"{m['rule']}@{m['site']}" for m in p.get("morphisms") or []) or "-",
+                  "gmacs": float(p.get("gmacs") or 0.0), "params_m": float(p.get("params_m") or 0.0)}
+            exp, ssi, sei = hparams(hp, {f"hparam/{k}": v for k, v in metrics.items()})
+            for summary in (exp, ssi, sei):
+                w.file_writer.add_summary(summary)
+            for k, v in metrics.items():
+                w.add_scalar(f"hparam/{k}", v, 0)
+        finally:
+            w.close()
+
     def _finish(self, summary: dict[str, Any], step: int) -> None:
         w = self._writer()
         rows = "\n".join(f"| {k} | {v} |" for k, v in summary.items() if k not in ("metrics", "event", "time", "accepted"))
         w.add_text("summary", "| field | value |\n|---|---|\n" + rows, step)
         picture = save_figure(trajectory_figure(self.events, summary.get("metric", "metric")), self.logdir.parent / "trajectory")
         w.add_image("trajectory", picture, step)
+        flops = flops_figure(self.events, summary.get("id"))
+        if flops is not None:
+            w.add_image("flops_per_stage", save_figure(flops, self.logdir.parent / "flops_per_stage"), step)
         cfg, s = self.cfg, self.cfg.search
         hp = {"seed": cfg.seed, "lam": s.lam, "n_stuck": s.n_stuck, "n_reignite": s.n_reignite, "acceptance": s.acceptance,
               "start": cfg.start.code or cfg.start.ir or "", "head": cfg.detector.head, "K": cfg.parallel.K}
@@ -126,6 +160,38 @@ def trajectory_figure(events: list[dict[str, Any]], metric: str) -> Figure:
     ax.grid(alpha=0.3)
     if evals:
         ax.legend(loc="best", fontsize=8)
+    return fig
+
+
+def flops_figure(events: list[dict[str, Any]], best_id: str | None) -> Figure | None:
+    """The paper's Figure 4b: GMACs per stage (subnets included) of the start net, the serial result and the
+    found net, from the journal's ``stage_gmacs``; None where the journal has none (an older run)."""
+    proposed = {e["id"]: e for e in events if e.get("event") == "proposed"}
+    serial = [e["id"] for e in events if e.get("event") == "best" and e.get("phase") in ("serial", "reignite")]
+    rows = [("start net", "start"), ("serial level", serial[-1] if serial else None), ("found net", best_id)]
+    rows = [(label, proposed[cid]) for label, cid in rows if cid in proposed and proposed[cid].get("stage_gmacs")]
+    unique: list[tuple[str, dict[str, Any]]] = []
+    for label, p in rows:  # the serial result may be the found net (trained on), or the start net
+        same = [i for i, (_, q) in enumerate(unique) if q.get("fingerprint") == p.get("fingerprint")]
+        if same:
+            unique[same[0]] = (f"{unique[same[0]][0]} = {label}", unique[same[0]][1])
+        else:
+            unique.append((label, p))
+    if not unique:
+        return None
+    fig = Figure(figsize=(8, 4.2), dpi=100, layout="constrained")
+    ax = fig.add_subplot()
+    n = max(len(p["stage_gmacs"]) for _, p in unique)
+    width = 0.8 / len(unique)
+    for i, (label, p) in enumerate(unique):
+        xs = np.arange(len(p["stage_gmacs"])) + (i - (len(unique) - 1) / 2) * width
+        bars = ax.bar(xs, p["stage_gmacs"], width, label=f"{label} ({p['id']}): {p.get('encoding', '')}, {p.get('gmacs', 0):.2f} GMACs")
+        ax.bar_label(bars, fmt="%.3g", fontsize=7)
+    ax.set_xticks(np.arange(n), [f"stage {k + 1}" for k in range(n)])
+    ax.set_ylabel("GMACs of the stage (main blocks and subnets)")
+    ax.set_title("Where the computation goes: FLOPs per stage")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=1, frameon=False)
+    ax.grid(alpha=0.3, axis="y")
     return fig
 
 

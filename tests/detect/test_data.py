@@ -2,6 +2,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from spnas.detect.data import generate_shapes, load_coco, load_voc, tile_dataset
 from spnas.errors import DataError
@@ -220,3 +221,109 @@ def test_ecp_loader_reads_the_benchmarks_rules(tmp_path):
     f.write_text(json.dumps({"identity": "frame", "children": kids[1:]}))
     with pytest.raises(DataError, match=r"x_0.json: id x/x_0: image file .*x_0.png is missing"):
         load_ecp(tmp_path / "labels" / "val", strict=True)
+
+
+# ------------------------------------------------------------------------------ the training data pipeline
+def _coco(tmp_path, images):
+    d = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "thing"}]}
+    for i, (name, w, h) in enumerate(images, start=1):
+        d["images"].append({"id": i, "file_name": name, "width": w, "height": h})
+        d["annotations"].append({"id": i, "image_id": i, "category_id": 1, "bbox": [2, 3, 10, 12], "area": 120, "iscrowd": 0})
+    p = tmp_path / "ann.json"
+    p.write_text(json.dumps(d))
+    return p
+
+
+def test_exif_orientation_is_applied_and_checked_against_the_annotation(tmp_path):
+    """A camera JPEG stored landscape with EXIF orientation 6 is portrait to the annotator; decoded upright, checked."""
+    from PIL import Image
+
+    from spnas.detect.data import decode_image_file, load_coco
+
+    img = Image.new("RGB", (40, 20), (200, 30, 30))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    img.save(tmp_path / "cam.jpg", exif=exif)
+    assert tuple(decode_image_file(tmp_path / "cam.jpg").shape) == (3, 40, 20)  # upright: 20 wide, 40 high
+    ds = load_coco(_coco(tmp_path, [("cam.jpg", 20, 40)]), tmp_path)
+    x, t = ds[0]
+    assert tuple(x.shape) == (3, 40, 20) and x.dtype == torch.float32 and 0 <= float(x.min()) and float(x.max()) <= 1
+    bad = load_coco(_coco(tmp_path, [("cam.jpg", 40, 20)]), tmp_path)  # annotated as stored, not as shown
+    with pytest.raises(DataError, match=r"cam\.jpg: image 1 decodes to 20x40 \(EXIF orientation applied\), the annotation says 40x20"):
+        bad[0]
+
+
+def test_image_cache_is_bounded_and_starts_empty_in_a_worker():
+    import pickle
+
+    from spnas.detect.data import ImageCache
+
+    c = ImageCache(max_bytes=3 * 300)
+    for k in range(5):
+        c.put(str(k), torch.zeros(300, dtype=torch.uint8))
+    assert len(c) == 3 and c.bytes == 900 and c.get("0") is None and c.get("4") is not None  # least recently used go first
+    c.get("2")
+    c.put("5", torch.zeros(300, dtype=torch.uint8))
+    assert c.get("2") is not None and c.get("3") is None
+    c.put("big", torch.zeros(10_000, dtype=torch.uint8))  # larger than the budget: not kept
+    assert c.get("big") is None and c.bytes <= c.max_bytes
+    clone = pickle.loads(pickle.dumps(c))
+    assert len(clone) == 0 and clone.max_bytes == 900
+
+
+def test_training_is_the_same_with_any_number_of_loader_workers(tmp_path):
+    """Flips are drawn by the sampler in the training process, so DataLoader workers change nothing but speed."""
+    import dataclasses
+
+    from spnas.detect import build_detector
+    from spnas.detect.data import generate_shapes, load_coco
+    from spnas.detect.train import FAST, train_detector
+    from spnas.ir import parse
+
+    ds = load_coco(generate_shapes(tmp_path, n_images=8, size=64, seed=0))
+    losses = []
+    for workers in (0, 2):
+        torch.manual_seed(0)
+        model = build_detector(parse("BB(1,d1,d1,d1)", seed=0), ds.num_classes, "faster", preset="lean", min_size=64, max_size=64)
+        cfg = dataclasses.replace(FAST, epochs=2, batch_size=2, warmup_iters=1, max_iters_per_epoch=3, loader_workers=workers)
+        losses.append(train_detector(model, ds, None, cfg, quiet=True).curve["loss"])
+    assert len(losses[0]) == 6 and losses[0] == losses[1]
+
+
+def test_flips_come_from_the_sampler_and_move_the_boxes():
+    from spnas.detect.data import AugmentSampler
+
+    keys = list(AugmentSampler(64, generator=torch.Generator().manual_seed(0)))
+    assert sorted(i for i, _ in keys) == list(range(64)) and 16 < sum(f for _, f in keys) < 48
+    assert keys == list(AugmentSampler(64, generator=torch.Generator().manual_seed(0)))
+    assert not any(f for _, f in AugmentSampler(8, generator=torch.Generator(), flip=False))
+
+
+def test_flip_mirrors_image_and_boxes_together(tmp_path):
+    from spnas.detect.data import generate_shapes, load_coco
+
+    ds = load_coco(generate_shapes(tmp_path, n_images=2, size=64, seed=1))
+    (a, ta), (b, tb) = ds[(0, False)], ds[(0, True)]
+    assert torch.equal(b, a.flip(-1))
+    w = a.shape[-1]
+    assert torch.allclose(tb["boxes"], torch.stack([w - ta["boxes"][:, 2], ta["boxes"][:, 1], w - ta["boxes"][:, 0], ta["boxes"][:, 3]], 1))
+
+
+def test_multiscale_training_resizes_images_and_boxes_together():
+    from spnas.detect import build_detector
+    from spnas.ir import parse
+
+    model = build_detector(parse("BB(1,d1,d1,d1)"), 2, "faster", preset="lean", min_size=100, max_size=100, train_scales=(0.8, 1.0, 1.2))
+    box = torch.tensor([[10.0, 20.0, 50.0, 60.0]])
+    seen = set()
+    torch.manual_seed(0)
+    model.train()
+    for _ in range(30):
+        images, targets = model.transform([torch.rand(3, 100, 100)], [{"boxes": box.clone(), "labels": torch.tensor([1])}])
+        h, w = images.image_sizes[0]
+        seen.add(h)
+        assert h == w and torch.allclose(targets[0]["boxes"], box * h / 100, atol=1e-4)
+    assert seen == {80, 100, 120}
+    model.eval()
+    images, _ = model.transform([torch.rand(3, 100, 100)])
+    assert images.image_sizes[0] == (100, 100)  # one scale at test time

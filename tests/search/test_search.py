@@ -188,6 +188,33 @@ def test_tensorboard_tags(reference):
     assert "trajectory" in tags["images"]
     hp_runs = [p for p in (reference / "tb").rglob("events.out.tfevents.*")]
     assert any(b"_hparams_" in p.read_bytes() for p in hp_runs)
+    assert "flops_per_stage" in tags["images"]
+    for stem in ("trajectory", "flops_per_stage"):
+        assert (reference / f"{stem}.png").stat().st_size > 5000 and (reference / f"{stem}.pdf").read_bytes()[:5] == b"%PDF-"
+
+
+def test_tensorboard_has_a_run_per_candidate(reference):
+    """Per-candidate loss and learning-rate curves, every metric, and an hparams session the HParams dashboard compares."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    evaluated = {e["id"]: e for e in journal(reference) if e["event"] == "evaluated"}
+    runs = {p.name: p for p in (reference / "tb" / "candidates").iterdir()}
+    assert set(runs) == set(evaluated)
+    for cid, ev in evaluated.items():
+        acc = EventAccumulator(str(runs[cid]), size_guidance={"tensors": 0, "scalars": 0})
+        acc.Reload()
+        tags = acc.Tags()["scalars"]
+        assert {"train/loss", "train/lr", "metrics/AP", "metrics/AP50", "metrics/VOC_AP50", "hparam/AP50"} <= set(tags), tags
+        loss = acc.Scalars("train/loss")
+        assert [s.step for s in loss] == ev["curve"]["iteration"] and len(loss) == ev["iterations"]  # tiny: every iteration
+        assert acc.Scalars("metrics/AP50")[0].value == pytest.approx(ev["metrics"]["AP50"], abs=1e-6)
+        lr = [s.value for s in acc.Scalars("train/lr")]
+        assert max(lr) > 0 and lr == pytest.approx(ev["curve"]["lr"], rel=1e-6)
+        hp = acc.SummaryMetadata("_hparams_/session_start_info")
+        info = plugin_data_pb2.HParamsPluginData.FromString(hp.plugin_data.content).session_start_info
+        assert info.hparams["id"].string_value == cid and info.hparams["code"].string_value
+        assert info.hparams["gmacs"].number_value > 0
 
 
 def test_parallel_sampler_follows_inverse_flops():

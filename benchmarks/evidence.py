@@ -45,7 +45,7 @@ SIZES: dict[str, dict[str, Any]] = {
     "quick": {
         "start_code": "BB(1,d1,d1,d1)", "tile": 256, "image": 256, "seeds": [0, 1, 2],
         "fast": {"epochs": 2, "batch_size": 4, "base_lr": 0.08, "warmup_iters": 20, "grad_clip": 10.0},
-        "full_epochs": 4, "start_epochs": 12,
+        "full_epochs": 8, "start_epochs": 30,
         "search": {"lam": 2, "mutations": [1, 2], "max_generations": 2, "n_stuck": 4, "n_reignite": 0, "final_reignite": True,
                    "min_blocks": 4, "max_blocks": 12, "max_stages": 5},
         "parallel": {"enabled": True, "K": 1, "max_candidates": 2, "n_stuck_p": 2},

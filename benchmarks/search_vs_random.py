@@ -96,10 +96,12 @@ def main(argv: list[str] | None = None) -> None:
                      f"best val {ev.METRIC} (fast)": ev.pm([val(s) for s in seeds]) if val(seeds[0]) is not None else "-",
                      f"test {ev.METRIC}": ev.pm([final(s)["test"][ev.METRIC] for s in seeds]),
                      "test AP": ev.pm([final(s)["test"]["AP"] for s in seeds]),
+                     f"other image {ev.METRIC}": ev.pm([final(s)["other"][ev.METRIC] for s in seeds]),
                      "GMACs": ev.pm([final(s)["gmacs"] for s in seeds], 2)})
         for s in seeds:
             per_seed.append({"arm": arm, "seed": s, "code": final(s)["code"], "gmacs": final(s)["gmacs"], "extra_epochs": epochs(s),
-                             "compute_s": round(secs(s), 1), "val_fast": val(s), "test": final(s)["test"], "val_full": final(s)["val"]})
+                             "compute_s": round(secs(s), 1), "val_fast": val(s), "test": final(s)["test"], "other": final(s)["other"],
+                             "val_full": final(s)["val"]})
     print_table(rows, list(rows[0]))
     figs = figure(ctx, res)
     wins = {a: sum(1 for s in seeds if arms["search"][0](s)["test"][ev.METRIC] > arms[a][0](s)["test"][ev.METRIC]) for a in ("start", "no search", "random")}

@@ -1,0 +1,69 @@
+"""The evidence benchmarks and the data benchmark run end to end (``--size smoke``: seconds of training, not a measurement).
+
+Slow (about 4 minutes on 2 cores); `.ci/run` runs them. The tree data comes from the deepforest wheel
+(`pip install --no-deps deepforest==2.1.0`); without it these tests skip."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(importlib.util.find_spec("deepforest") is None,
+                                                   reason="the tree data: pip install --no-deps deepforest==2.1.0")]
+
+
+def bench(script, *args):
+    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *map(str, args)], cwd=ROOT, capture_output=True,
+                       text=True, timeout=1800)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("evidence")
+
+
+def test_the_tree_split_does_not_leak(cache):
+    from benchmarks import trees
+
+    split = trees.prepare(cache / "trees")
+    rows = {}
+    for name, sec in split.items():
+        root = ET.parse(sec["xml"]).getroot()
+        rows[name] = int(root.findtext("size/height"))
+        boxes = [[float(o.find("bndbox").findtext(k)) for k in ("ymin", "ymax")] for o in root.iter("object")]
+        assert boxes and all(0 <= y0 < y1 <= rows[name] for y0, y1 in boxes)
+    assert trees.TRAIN_ROWS[1] < trees.VAL_ROWS[0] and trees.VAL_ROWS[1] < trees.TEST_ROWS[0]  # gaps between the regions
+    assert rows["val"] % 256 == rows["test"] % 256 == trees.TRAIN_ROWS[1] % 256 == 0  # whole tiles: none overlaps another
+    assert split["other"]["xml"] != split["test"]["xml"]
+
+
+@pytest.mark.parametrize("script", ["search_vs_random.py", "searched_nets.py", "ranking.py", "search_ablation.py"])
+def test_evidence_scripts_print_a_table_a_json_line_and_figures(cache, script):
+    out = bench(script, "--size", "smoke", "--cache", cache / "smoke", "--figures", cache / "figures")
+    assert out["benchmark"] == script[:-3] and out["rows"]
+    for f in out["figures"]:
+        assert Path(f).is_file() and Path(f).stat().st_size > 5000
+    assert {Path(f).suffix for f in out["figures"]} == {".png", ".pdf"}
+    assert (cache / "smoke" / "results" / f"{script[:-3]}.md").read_text().startswith("|")
+    if script == "ranking.py":
+        assert -1 <= out["ci95"][0] <= out["ci95"][1] <= 1 and -1 <= out["kendall_tau"] <= 1
+    if script == "search_vs_random.py":
+        arms = {r["arm"] for r in out["rows"]}
+        assert arms == {"start", "no search", "random", "search"}
+        by = {(r["arm"], r["seed"]): r for r in out["rows"]}
+        for s in out["seeds"]:  # equal compute: random trains as many epochs as the search, the control as many more
+            assert by[("random", s)]["extra_epochs"] == by[("search", s)]["extra_epochs"] == by[("no search", s)]["extra_epochs"]
+
+
+def test_data_benchmark(tmp_path):
+    out = bench("data.py", "--images", "200", "--size", "64", "--workers", "1", "--root", tmp_path)
+    rows = out["rows"]
+    assert [r["images"] for r in rows] == [50, 100, 200, 50, 200, 200] and all(r["images_per_s"] > 0 for r in rows)
+    assert all(r["peak_rss_mib"] > 50 for r in rows)

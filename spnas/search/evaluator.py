@@ -15,6 +15,7 @@ own process; :class:`RayPool` runs it as Ray tasks.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
 import hashlib
@@ -252,10 +253,13 @@ class LocalPool:
         self._procs: list[Any] = [None] * len(self.devices)
         self._tasks: list[Any] = [None] * len(self.devices)
         self._fn: Callable | None = None
+        atexit.register(self.close)  # before multiprocessing's own exit handler, which would wait on the workers
 
     def _spawn(self, i: int) -> None:
         self._tasks[i] = self._ctx.Queue()
-        p = self._ctx.Process(target=_worker, args=(self._fn, self.devices[i], self.threads, self._tasks[i], self._results), daemon=True)
+        # not daemonic: an evaluator starts DataLoader worker processes of its own (a daemonic process may have
+        # no children); close() and the orphan watchdog end it instead
+        p = self._ctx.Process(target=_worker, args=(self._fn, self.devices[i], self.threads, self._tasks[i], self._results))
         p.start()
         self._procs[i] = p
 

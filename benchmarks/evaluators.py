@@ -105,7 +105,7 @@ def throughput(candidates: int) -> list[dict[str, Any]]:
         data = resolve_data(cfg, Path(tmp))
         det = cfg.detector
         extra = {"data": data, "detector": {"head": det.head, "preset": det.preset, "options": dict(det.options)},
-                 "train": cfg.train.model_dump(), "metric": cfg.search.metric, "seed": 0, "reignite": None}
+                 "train": {**cfg.train.model_dump(), "loader_workers": 0}, "metric": cfg.search.metric, "seed": 0, "reignite": None}
         reqs = _requests(Path(tmp), candidates, cfg.start.code, extra)
         for n in (1, 2):
             pool = LocalPool(["cpu"] * n, threads=1)

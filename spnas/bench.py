@@ -48,9 +48,9 @@ def run(args: argparse.Namespace, p: argparse.ArgumentParser | None = None) -> i
     try:
         from spnas.ops import load_plugin
 
-        from spnas.train import _run_source
+        from spnas.detect.infer import read_description
 
-        meta = _run_source(args.source)
+        meta = read_description(args.source)
         for f in args.plugin or (meta or {}).get("plugins", []):
             load_plugin(f)
         if meta is not None:

@@ -17,7 +17,6 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -54,17 +53,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _run_source(source: str) -> dict[str, Any] | None:
-    """The detector.json of a run directory (or detector directory) ``source``, else None."""
-    from spnas.detect.infer import DETECTOR_JSON
-
-    p = Path(source)
-    for d in (p / "best", p):
-        if (d / DETECTOR_JSON).is_file() and (d / "arch" / "arch.yaml").is_file():
-            return {**json.loads((d / DETECTOR_JSON).read_text()), "dir": str(d)}
-    return None
-
-
 def run(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:
     import torch
     import yaml
@@ -72,7 +60,7 @@ def run(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:
 
     from spnas.detect import lift
     from spnas.detect.detector import build_detector, resolve_options
-    from spnas.detect.infer import DETECTOR_WEIGHTS, describe_detector, write_description
+    from spnas.detect.infer import DETECTOR_WEIGHTS, describe_detector, read_description, write_description
     from spnas.detect.train import FAST, FULL, save_checkpoint, train_detector
     from spnas.errors import ConfigError
     from spnas.ir import load, parse, save
@@ -87,7 +75,7 @@ def run(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:
         p.error("SOURCE (a run directory, an Arch directory or a code) is required")
     for f in args.plugin:
         load_plugin(f)
-    run_meta = _run_source(source)
+    run_meta = read_description(source)
     if run_meta is not None:
         for f in args.plugin or run_meta.get("plugins", []):
             load_plugin(f)
@@ -141,8 +129,7 @@ def run(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:
     save(trained, out / "arch")
     save_checkpoint(model, out / "checkpoint", {"epoch": tc.epochs, "metrics": res.metrics, "train": dataclasses.asdict(tc)})
     write_tensors({k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}, out / DETECTOR_WEIGHTS)
-    metric_name = (run_meta or {}).get("metric", {}) or {}
-    name = metric_name.get("name", "AP")
+    name = ((run_meta or {}).get("metric") or {}).get("name", "AP")  # the run's metric, else AP
     write_description(out, describe_detector(
         code=trained.code(), classes=train_ds.class_names, label_to_cat=train_ds.label_to_cat, head=head,
         options=resolve_options(preset, **options), eval_batch_size=tc.batch_size,

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from spnas.errors import ConfigError, SpnasError
 
-__all__ = ["DETECTOR_JSON", "EXPORT_FORMATS", "describe_detector", "write_description", "detector_dir", "load_detector",
+__all__ = ["DETECTOR_JSON", "EXPORT_FORMATS", "describe_detector", "write_description", "detector_dir", "read_description", "load_detector",
            "predict", "coco_results", "export_detector", "run_exported", "compare_detections"]
 
 DETECTOR_JSON = "detector.json"
@@ -81,6 +81,16 @@ def detector_dir(path: str | os.PathLike) -> Path:
         raise ConfigError(f"{p}: the run has no best/{DETECTOR_JSON} yet (it has not finished, or an older spnas wrote it); "
                           "finish it with --resume")
     raise ConfigError(f"{p}: not a run directory or a detector directory (no {DETECTOR_JSON} in it or in best/)")
+
+
+def read_description(source: str | os.PathLike) -> dict[str, Any] | None:
+    """``detector.json`` of ``source`` (a run directory or a detector directory) with ``dir`` added, else None
+    (``source`` is then an Arch directory or a code)."""
+    p = Path(source)
+    for d in (p / "best", p):
+        if (d / DETECTOR_JSON).is_file() and (d / "arch" / "arch.yaml").is_file():
+            return {**json.loads((d / DETECTOR_JSON).read_text()), "dir": str(d)}
+    return None
 
 
 def load_detector(path: str | os.PathLike, *, device: str | torch.device = "cpu", plugins: Sequence[str] = ()) -> nn.Module:

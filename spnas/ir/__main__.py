@@ -71,9 +71,9 @@ def main(argv: list[str] | None = None) -> int:
 def run_show(args: argparse.Namespace) -> int:
     try:
         from spnas.ops import load_plugin
-        from spnas.train import _run_source
+        from spnas.detect.infer import read_description
 
-        meta = _run_source(args.target)
+        meta = read_description(args.target)
         for f in args.plugin or (meta or {}).get("plugins", []):
             load_plugin(f)
         if meta is not None:

@@ -63,7 +63,7 @@ DEFAULT_CACHE_MB = 512  # decoded images kept per process: a tile set decodes ea
 class ImageCache:
     """A least-recently-used store of decoded images (uint8 tensors) under a byte budget.
 
-    Views of one data set (``with_flip``, ``subset``) share it. It is never pickled with its contents:
+    Views of one data set (``subset``, ``tile_dataset``) share it. It is never pickled with its contents:
     a DataLoader worker starts with an empty one of the same budget, so memory stays bounded by
     ``max_bytes`` per process whatever the data set's size. ``max_bytes=0`` keeps nothing.
     """
@@ -138,7 +138,6 @@ class DetectionDataset(Dataset):
     ``dataset[(i, flip)]`` mirrors sample ``i`` when ``flip`` (``transforms.v2`` on a ``tv_tensors.Image``
     and its ``tv_tensors.BoundingBoxes``): :class:`AugmentSampler` draws these keys, so the augmentation
     is decided in the loader's process and is the same with any number of DataLoader workers.
-    ``flip=True`` (``with_flip``) mirrors half of the samples of plain integer keys instead.
     ``transforms``: a further ``transforms.v2`` callable ``(image, boxes) -> (image, boxes)``.
 
     Images are decoded EXIF-aware (:func:`decode_image_file`) and checked against the annotation's
@@ -146,7 +145,7 @@ class DetectionDataset(Dataset):
     :class:`ImageCache` (``cache_mb`` per process).
     """
 
-    def __init__(self, coco: COCO, image_dir: str | os.PathLike, *, problems: list[Problem] | None = None, flip: bool = False, seed: int = 0,
+    def __init__(self, coco: COCO, image_dir: str | os.PathLike, *, problems: list[Problem] | None = None,
                  cache: ImageCache | None = None, transforms: Any = None) -> None:
         self.coco = coco
         self.image_dir = Path(image_dir)
@@ -156,9 +155,7 @@ class DetectionDataset(Dataset):
         self.class_names = [coco.cats[c]["name"] for c in self.cat_ids]
         self.image_ids = sorted(coco.getImgIds())
         self.problems = list(problems or [])
-        self.flip = flip
         self.transforms = transforms
-        self._rng = np.random.default_rng(seed)
         self.cache = cache if cache is not None else ImageCache()
 
     @property
@@ -180,12 +177,8 @@ class DetectionDataset(Dataset):
         return len(self.image_ids)
 
     def set_cache_mb(self, mb: int) -> None:
-        """Bound the decoded-image cache to ``mb`` MiB (0: none); views made after this share it."""
+        """Bound the decoded-image cache to ``mb`` MiB (0: none); views (``subset``, tiles) made after this share it."""
         self.cache = ImageCache(int(mb) << 20)
-
-    def with_flip(self, flip: bool, seed: int = 0) -> DetectionDataset:
-        return DetectionDataset(self.coco, self.image_dir, problems=self.problems, flip=flip, seed=seed, cache=self.cache,
-                                transforms=self.transforms)
 
     def subset(self, image_ids: list[int]) -> DetectionDataset:
         d = self.coco.dataset
@@ -195,8 +188,7 @@ class DetectionDataset(Dataset):
             "annotations": [a for a in d["annotations"] if a["image_id"] in keep],
             "categories": d["categories"],
         }
-        return DetectionDataset(_quiet_coco(sub), self.image_dir, problems=self.problems, flip=self.flip, cache=self.cache,
-                                transforms=self.transforms)
+        return DetectionDataset(_quiet_coco(sub), self.image_dir, problems=self.problems, cache=self.cache, transforms=self.transforms)
 
     def load_image(self, image_id: int) -> torch.Tensor:
         """The uint8 ``(3, H, W)`` pixels of ``image_id`` (a tile: its crop of the source image)."""
@@ -228,10 +220,7 @@ class DetectionDataset(Dataset):
         from torchvision import tv_tensors
         from torchvision.transforms.v2 import functional as TF
 
-        if isinstance(key, tuple):
-            i, flip = int(key[0]), bool(key[1])
-        else:
-            i, flip = int(key), bool(self.flip and self._rng.random() < 0.5)
+        i, flip = (int(key[0]), bool(key[1])) if isinstance(key, tuple) else (int(key), False)
         image_id = self.image_ids[i]
         target = self.target(image_id)
         img = tv_tensors.Image(self.load_image(image_id))

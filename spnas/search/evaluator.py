@@ -419,8 +419,14 @@ def run_portable(fn: Callable[[dict[str, Any]], dict[str, Any]], req: dict[str, 
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _ray_call(fn: Callable[[dict[str, Any]], dict[str, Any]], req: dict[str, Any], payload: dict[str, Any] | None) -> dict[str, Any]:
-    return _call(fn, req) if payload is None else run_portable(fn, req, payload)
+def _ray_call(fn: Callable[[dict[str, Any]], dict[str, Any]], req: dict[str, Any], payload: list[Any] | None) -> dict[str, Any]:
+    """A Ray task's body. ``payload`` is ``[ObjectRef]``: fetched here with ``ray.get``, not as a task argument
+    (a nested reference is no dependency the raylet pins for the task: see RayPool)."""
+    if payload is None:
+        return _call(fn, req)
+    import ray
+
+    return run_portable(fn, req, ray.get(payload[0]))
 
 
 def unpack_result(req: dict[str, Any], res: dict[str, Any]) -> dict[str, Any]:
@@ -472,7 +478,11 @@ class RayPool:
 
     def _submit(self, fn: Callable, req: dict[str, Any]) -> Any:
         device = "cuda" if self.gpu else "cpu"
-        payload = self.ray.put(pack_request(req)) if self.transport == "object_store" else None
+        # The payload travels as a reference inside a list, which the task fetches itself. As a plain argument,
+        # the raylet would pin it for the task's lease, and a driver killed mid-candidate leaks those pins
+        # (ray-project/ray#64627: the lease cleanup of a worker killed because its owner died is skipped), until
+        # the node's pull budget reaches zero and no candidate's input can reach it: a resumed search stalled so.
+        payload = [self.ray.put(pack_request(req))] if self.transport == "object_store" else None
         return self._task.remote(fn, {**req, "device": device, "threads": self.threads}, payload)
 
     def map(self, fn: Callable, requests: list[dict[str, Any]], on_result: OnResult = None) -> list[dict[str, Any]]:

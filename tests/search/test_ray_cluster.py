@@ -114,3 +114,46 @@ def test_a_lost_node_mid_candidate_is_retried_on_another(cluster, local, tmp_pat
     assert _sorted(clean) == _sorted(journal(local))  # nothing lost: the decisions of the run without the fault
     assert _decisions(events) == _decisions(journal(local))
 
+
+
+def test_a_killed_driver_resumes_on_the_same_cluster(tmp_path, local, monkeypatch):
+    """SIGKILL the driver with candidates in flight, then resume on the same cluster (small object stores, so
+    leaked pins of the killed driver's task arguments would exhaust them: ray-project/ray#64627)."""
+    from ray.cluster_utils import Cluster
+
+    for k, v in ENV.items():
+        monkeypatch.setenv(k, v)
+    store = 100 * 1024 * 1024
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "object_store_memory": store})
+    try:
+        for i in range(2):
+            c.add_node(num_cpus=1, object_store_memory=store, env_vars={"SPNAS_SCRATCH": str(tmp_path / f"node{i}")})
+        c.wait_for_nodes()
+        out = tmp_path / "run"
+        cfg = tmp_path / "tiny.yaml"  # a stalled candidate times out in 2 minutes, not the automatic 10
+        cfg.write_text(TINY.read_text().replace("  threads: 1", "  threads: 1\n  timeout_s: 120"))
+        cmd = [sys.executable, "-m", "spnas.search", "--ir", str(cfg), "--out", str(out), "--quiet", "--backend", "ray",
+               "--address", c.address, "--workers", "2"]
+        env = {**os.environ, **ENV}
+        first = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.time() + 600
+        while time.time() < deadline and first.poll() is None:
+            done = [e for e in journal(out) if e["event"] == "evaluated"] if (out / "journal.jsonl").exists() else []
+            proposed = [e for e in journal(out) if e["event"] == "proposed"] if done else []
+            if len(done) >= 3 and len(proposed) > len(done):  # candidates in flight
+                break
+            time.sleep(0.2)
+        assert first.poll() is None, "the first driver ended before it could be killed"
+        os.killpg(first.pid, 9)
+        first.wait()
+        p = subprocess.run(cmd + ["--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+        assert p.returncode == 0, p.stderr[-3000:]
+        events = journal(out)
+        assert not [e for e in events if e["event"] in ("failed", "retried")], [e for e in events if e["event"] in ("failed", "retried")]
+        evaluated = [e["id"] for e in events if e["event"] == "evaluated"]
+        assert len(evaluated) == len(set(evaluated))  # nothing journaled was trained again
+        assert _decisions(events) == _decisions(journal(local))
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        c.shutdown()

@@ -62,7 +62,7 @@ def figure(ctx: dict, res: dict) -> list[str]:
         by = [res[f"{arm}{s}"]["best_metric"] for s in ctx["size"]["seeds"]]
         ax.scatter(bx, by, s=90, c=colour, marker=marker, edgecolors="black", linewidths=1.2, label=f"{arm}: best of a seed")
     start = [res[f"search{s}"]["start_metric"] for s in ctx["size"]["seeds"]]
-    ax.axhline(sum(start) / len(start), color="tab:red", ls="--", lw=1, label="start net (same fast scheme)")
+    ax.axhline(sum(start) / len(start), color="tab:red", ls="--", lw=1, label="start net after the fast scheme (a fresh head)")
     ax.set_xlabel(f"GMACs of the backbone at {ctx['size']['image']} px")
     ax.set_ylabel(f"validation {ev.METRIC} after the fast scheme (higher is better)")
     ax.set_title("Search vs random sampling, same rules, bounds and compute (trees)")

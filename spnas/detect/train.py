@@ -192,10 +192,14 @@ def loader_workers(requested: int, device: torch.device) -> int:
 def make_loader(ds: DetectionDataset, batch_size: int, sampler: Any, workers: int, device: torch.device) -> DataLoader:
     """The DataLoader of training and evaluation: workers (persistent across epochs), pinned memory on CUDA."""
     n = loader_workers(workers, device)
+    # fork on Linux: an evaluator is a spawned process, whose children would otherwise be spawned too, each
+    # importing torch and spnas again (3 s per loader here); data workers never touch CUDA, so forking is safe
+    context = "fork" if n > 0 and sys.platform.startswith("linux") else None
     # its own generator: the loader draws a worker seed per epoch, which must not move torch's global generator
     # (the RPN and RoI samplers draw from that one), or a run would differ with the number of workers
     return DataLoader(ds, batch_size=batch_size, sampler=sampler, collate_fn=collate, num_workers=n, generator=torch.Generator().manual_seed(0),
-                      pin_memory=device.type == "cuda", persistent_workers=n > 0, prefetch_factor=2 if n > 0 else None)
+                      pin_memory=device.type == "cuda", persistent_workers=n > 0, prefetch_factor=2 if n > 0 else None,
+                      multiprocessing_context=context)
 
 
 @torch.no_grad()

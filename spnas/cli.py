@@ -135,30 +135,43 @@ def _run_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    from spnas import bench, train
-    from spnas.ir import __main__ as ir_main
+def _search_arguments(p: argparse.ArgumentParser) -> None:
+    from spnas.search import __main__ as search_main  # imports the search package (torch): only for `spnas search`
+
+    search_main.add_arguments(p)
+
+
+def _run_search(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:
     from spnas.search import __main__ as search_main
 
+    return search_main.run(args, p)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from spnas import bench, show, train
+
+    argv = sys.argv[1:] if argv is None else list(argv)
     p = argparse.ArgumentParser(prog="spnas", description="Serial-to-parallel backbone search for object detection (SP-NAS).",
                                 epilog="`spnas COMMAND -h` describes a command.")
     p.add_argument("--version", action="version", version=f"spnas {__import__('spnas').__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     cmds = {
         "init": ("write an example search config (start.yaml)", _init_arguments, lambda a, q: _run_init(a)),
-        "search": ("run or resume a search", search_main.add_arguments, search_main.run),
-        "show": ("describe a net: stages, channels, strides, GMACs, params", ir_main.add_show_arguments, lambda a, q: ir_main.run_show(a)),
+        "search": ("run or resume a search", _search_arguments, _run_search),
+        "show": ("describe a net: stages, channels, strides, GMACs, params", show.add_show_arguments, lambda a, q: show.run_show(a)),
         "train": ("full training of a found net", train.add_arguments, train.run),
         "bench": ("latency of a found net's backbone, exports and detector", bench.add_arguments, bench.run),
         "predict": ("detections of image files as COCO results", _predict_arguments, lambda a, q: _run_predict(a)),
         "export": ("export the whole detector (TorchScript or ONNX), checked against eager", _export_arguments, lambda a, q: _run_export(a)),
     }
+    chosen = next((a for a in argv if not a.startswith("-")), None)  # only its arguments are built: `spnas init` stays light
     parsers = {}
     for name, (help_, add, _) in cmds.items():
         parsers[name] = sub.add_parser(name, help=help_, description=help_)
-        add(parsers[name])
-        if not any(a.dest == "debug" for a in parsers[name]._actions):
-            parsers[name].add_argument("--debug", action="store_true", help="show the traceback of an error, not one line")
+        if name == chosen:
+            add(parsers[name])
+            if not any(a.dest == "debug" for a in parsers[name]._actions):
+                parsers[name].add_argument("--debug", action="store_true", help="show the traceback of an error, not one line")
     args = p.parse_args(argv)
     from spnas.errors import SpnasError
 

@@ -21,7 +21,7 @@ def test_search_on_ecp_minimises_the_miss_rate(tmp_path):
     d["data"] = {"format": "ecp", "train": {"labels": str(tr)}, "val": {"labels": str(va)}}
     d["detector"]["options"] = {"min_size": 96, "max_size": 160, "representation_size": 64, "fpn_channels": 32}
     d["start"]["train_epochs"] = 40  # a start net that finds some pedestrians, so the miss rates differ
-    d["train"].update(epochs=3, base_lr=0.04, grad_clip=10.0)
+    d["train"].update(epochs=3, base_lr=0.04, grad_clip=10.0, loader_workers=0)
     d["search"].update(metric="LAMR_all", lam=3, n_stuck=6, n_reignite=0, max_generations=3)
     d["workers"] = {"backend": "inline", "threads": 2}
     summary = Search(config_from_dict(d), tmp_path / "run", quiet=True, tensorboard=False).run()

@@ -1,0 +1,108 @@
+"""``spnas show CODE|DIR|RUN [--json] [--image-size N [N]] [--plugin FILE]`` (or ``python -m spnas.ir show ...``):
+stages, blocks, channels, strides, FLOPs, params. Building the parser imports nothing heavy (``spnas init`` and
+``--help`` stay instant); torch and the IR load when a net is shown."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from typing import TYPE_CHECKING
+
+from spnas.errors import SpnasError
+
+if TYPE_CHECKING:
+    from spnas.ir import Arch
+
+
+def describe(arch: Arch, size: tuple[int, int]) -> dict:
+    specs = arch.specs()
+    flops = arch.node_flops(size)
+    stages = []
+    for st in arch.stages():
+        ids = list(st.blocks) + [n for sub in st.subnets for n in (sub.fuse, sub.add, *sub.blocks)]
+        stages.append(
+            {
+                "stage": st.index + 1,
+                "blocks": len(st.blocks),
+                "subnets": len(st.subnets),
+                "in_channels": specs[arch.inputs(st.blocks[0])[0]].channels,
+                "out_channels": specs[st.outputs[-1]].channels,
+                "stride": specs[st.outputs[-1]].stride,
+                "output": arch.spec(st.tap).name if st.tap else None,
+                "gmacs": round(sum(flops[n] for n in ids) / 1e9, 4),
+            }
+        )
+    code = arch.code()
+    return {
+        "code": code,
+        "grammar": "custom" if code.startswith("~") else "paper",
+        "custom_kinds": arch.custom_kinds(),
+        "stem": arch.spec(arch.stem).style,
+        "blocks": sum(s["blocks"] for s in stages),
+        "stages": stages,
+        "size": list(size),
+        "gmacs": round(arch.flops(size) / 1e9, 4),
+        "params_m": round(arch.params() / 1e6, 4),
+        "fingerprint": arch.fingerprint(),
+    }
+
+
+def add_show_arguments(show: argparse.ArgumentParser) -> None:
+    show.add_argument("target", help="a code such as 'BNB(111,d111,d11111,d11)', a directory with arch.yaml, or a run directory")
+    show.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    show.add_argument("--image-size", "--size", dest="image_size", nargs="+", type=int, default=[224], metavar="N",
+                      help="input size for the GMACs: N (square) or H W (default 224)")
+    show.add_argument("--stem", default="resnet", choices=["resnet", "deep"])
+    show.add_argument("--plugin", action="append", default=[], metavar="FILE",
+                      help="a plugin file whose node kinds the saved net uses (repeatable)")
+
+
+def _size(v: list[int]) -> tuple[int, int]:
+    if len(v) not in (1, 2):
+        raise SpnasError(f"--image-size: expected N or H W, got {len(v)} numbers")
+    return (v[0], v[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m spnas.ir", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    add_show_arguments(sub.add_parser("show", help="describe an architecture code or a saved Arch directory"))
+    return run_show(p.parse_args(argv))
+
+
+def run_show(args: argparse.Namespace) -> int:
+    try:
+        from spnas.ir import load, parse
+        from spnas.ops import load_plugin
+        from spnas.detect.infer import read_description
+
+        meta = read_description(args.target)
+        for f in args.plugin or (meta or {}).get("plugins", []):
+            load_plugin(f)
+        if meta is not None:
+            arch = load(Path(meta["dir"]) / meta["arch"])
+        else:
+            arch = load(args.target) if Path(args.target).is_dir() else parse(args.target, stem=args.stem)
+        d = describe(arch, _size(args.image_size))
+    except SpnasError as e:
+        print(f"spnas: error: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(d))
+        return 0
+    print(f"{d['code']}  stem={d['stem']}  blocks={d['blocks']}  fingerprint={d['fingerprint']}")
+    print(f"{'stage':>5} {'blocks':>6} {'subnets':>7} {'in':>6} {'out':>6} {'stride':>6} {'output':>7} {'GMACs':>8}")
+    for s in d["stages"]:
+        print(
+            f"{s['stage']:>5} {s['blocks']:>6} {s['subnets']:>7} {s['in_channels']:>6} {s['out_channels']:>6} "
+            f"{s['stride']:>6} {str(s['output']):>7} {s['gmacs']:>8.3f}"
+        )
+    print(f"total: {d['gmacs']:.3f} GMACs at {d['size'][0]}x{d['size'][1]}, {d['params_m']:.2f} M parameters")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -86,6 +86,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--figures", default="docs/figures", help="where the figures (PNG + PDF) are written")
 
 
+def start(doc: str, make_jobs: Callable[[dict[str, Any]], list[Job]], argv: list[str] | None = None,
+          more: Callable[[argparse.ArgumentParser], None] | None = None) -> tuple[dict[str, Any], dict[str, Any], argparse.Namespace, float]:
+    """An evidence script's prologue: its arguments, its context, its jobs run (or read from the cache)."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    if more is not None:
+        more(p)
+    args = p.parse_args(argv)
+    t0 = time.time()
+    ctx = context(args)
+    return ctx, run_jobs(ctx, make_jobs(ctx)), args, t0
+
+
 def context(args: argparse.Namespace) -> dict[str, Any]:
     size = dict(SIZES[args.size])
     cache = Path(args.cache or f"runs/evidence/{args.size}").resolve()

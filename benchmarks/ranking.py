@@ -14,7 +14,6 @@ JSON line; written: the scatter ``ranking``.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -79,12 +78,7 @@ def figure(ctx: dict, rows: list[dict], tau: float, ci: tuple[float, float]) -> 
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ev.add_arguments(p)
-    args = p.parse_args(argv)
-    t0 = time.time()
-    ctx = ev.context(args)
-    res = ev.run_jobs(ctx, jobs(ctx))
+    ctx, res, _, t0 = ev.start(__doc__, jobs, argv)
     rows = [r for k in range(ctx["size"]["ranking_nets"]) if (r := res[f"net{k}"]) is not None]
     fast = [r["fast_val"] for r in rows]
     tau = ev.kendall_tau(fast, [r["full_val"] for r in rows])

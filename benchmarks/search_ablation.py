@@ -14,7 +14,6 @@ seed 0 (Figure 3) and the results table.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -44,12 +43,7 @@ def trajectory(ctx: dict, seed: int) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ev.add_arguments(p)
-    args = p.parse_args(argv)
-    t0 = time.time()
-    ctx = ev.context(args)
-    res = ev.run_jobs(ctx, jobs(ctx))
+    ctx, res, _, t0 = ev.start(__doc__, jobs, argv)
     seeds = ctx["size"]["seeds"]
     names = ["start", "serial level", "after reignite", "parallel level"]
     per_seed = [r for s in seeds for i in range(STEPS) if (r := res[f"step{s}:{i}"]) is not None]

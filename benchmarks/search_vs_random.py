@@ -19,7 +19,6 @@ decision saw. Printed: a table (mean ± std over seeds), one JSON line; written:
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -72,12 +71,7 @@ def figure(ctx: dict, res: dict) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ev.add_arguments(p)
-    args = p.parse_args(argv)
-    t0 = time.time()
-    ctx = ev.context(args)
-    res = ev.run_jobs(ctx, jobs(ctx))
+    ctx, res, _, t0 = ev.start(__doc__, jobs, argv)
     seeds = ctx["size"]["seeds"]
     fast = ctx["size"]["fast"]["epochs"]
     full = ctx["size"]["full_epochs"]

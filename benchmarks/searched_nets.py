@@ -18,7 +18,6 @@ written: ``searched_nets_flops`` (FLOPs per stage, Figure 4b) and ``searched_net
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import sys
 import time
@@ -120,13 +119,8 @@ def figures(ctx: dict, rows: list[dict], per_seed: list[dict]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ev.add_arguments(p)
-    p.add_argument("--repeats", type=int, default=20, help="latency repeats per net")
-    args = p.parse_args(argv)
-    t0 = time.time()
-    ctx = ev.context(args)
-    res = ev.run_jobs(ctx, jobs(ctx))
+    ctx, res, args, t0 = ev.start(__doc__, jobs, argv, lambda p: p.add_argument("--repeats", type=int, default=20,
+                                                                                  help="latency repeats per net"))
     seeds = ctx["size"]["seeds"]
     start_code = ctx["size"]["start_code"]
     per_seed = []

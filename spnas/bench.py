@@ -15,7 +15,6 @@ import json
 import statistics
 import sys
 import time
-from pathlib import Path
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -43,20 +42,11 @@ def run(args: argparse.Namespace, p: argparse.ArgumentParser | None = None) -> i
     from spnas.detect import compile_backbone, export_inference
     from spnas.detect.detector import build_detector
     from spnas.errors import SpnasError
-    from spnas.ir import load, parse
 
     try:
-        from spnas.ops import load_plugin
+        from spnas.detect.infer import resolve_source
 
-        from spnas.detect.infer import read_description
-
-        meta = read_description(args.source)
-        for f in args.plugin or (meta or {}).get("plugins", []):
-            load_plugin(f)
-        if meta is not None:
-            arch = load(Path(meta["dir"]) / meta["arch"])
-        else:
-            arch = load(args.source) if Path(args.source).is_dir() else parse(args.source)
+        arch, meta = resolve_source(args.source, plugins=args.plugin)
         head = args.head or (meta or {}).get("head", "cascade")
         classes = args.classes or len((meta or {}).get("classes", [])) or 80
     except SpnasError as e:

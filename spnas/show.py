@@ -7,8 +7,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from spnas.errors import SpnasError
@@ -75,17 +73,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_show(args: argparse.Namespace) -> int:
     try:
-        from spnas.ir import load, parse
-        from spnas.ops import load_plugin
-        from spnas.detect.infer import read_description
+        from spnas.detect.infer import resolve_source
 
-        meta = read_description(args.target)
-        for f in args.plugin or (meta or {}).get("plugins", []):
-            load_plugin(f)
-        if meta is not None:
-            arch = load(Path(meta["dir"]) / meta["arch"])
-        else:
-            arch = load(args.target) if Path(args.target).is_dir() else parse(args.target, stem=args.stem)
+        arch, _ = resolve_source(args.target, plugins=args.plugin, stem=args.stem)
         d = describe(arch, _size(args.image_size))
     except SpnasError as e:
         print(f"spnas: error: {e}", file=sys.stderr)

@@ -60,12 +60,11 @@ def run(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:
 
     from spnas.detect import lift
     from spnas.detect.detector import build_detector, resolve_options
-    from spnas.detect.infer import DETECTOR_WEIGHTS, describe_detector, read_description, write_description
+    from spnas.detect.infer import DETECTOR_WEIGHTS, describe_detector, resolve_source, write_description
     from spnas.detect.train import FAST, FULL, save_checkpoint, train_detector
     from spnas.errors import ConfigError
-    from spnas.ir import load, parse, save
+    from spnas.ir import save
     from spnas.ir.io import write_tensors
-    from spnas.ops import load_plugin
     from spnas.search.config import config_from_dict
     from spnas.search.evaluator import load_datasets
     from spnas.search.runner import resolve_data
@@ -73,12 +72,7 @@ def run(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:
     source = args.source or args.ir
     if not source:
         p.error("SOURCE (a run directory, an Arch directory or a code) is required")
-    for f in args.plugin:
-        load_plugin(f)
-    run_meta = read_description(source)
-    if run_meta is not None:
-        for f in args.plugin or run_meta.get("plugins", []):
-            load_plugin(f)
+    arch, run_meta = resolve_source(source, plugins=args.plugin, seed=args.seed)
     out = Path(args.out)
     if args.data is not None:
         dp = Path(args.data)
@@ -100,11 +94,9 @@ def run(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:
         p.error("--data DATA.yaml is required unless SOURCE is a run directory")
     train_ds, val_ds = load_datasets(data)
     if run_meta is not None:
-        arch = load(Path(run_meta["dir"]) / run_meta["arch"])
         head, options = args.head or run_meta["head"], dict(run_meta["options"])
         preset = "default"  # the run's options are every field, resolved
     else:
-        arch = load(source) if Path(source).is_dir() else parse(source, seed=args.seed)
         head, options, preset = args.head or "cascade", {}, args.preset or "lean"
     if args.preset is not None and run_meta is not None:
         preset, options = args.preset, {}

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from spnas.errors import ConfigError, SpnasError
 
-__all__ = ["DETECTOR_JSON", "EXPORT_FORMATS", "describe_detector", "write_description", "detector_dir", "read_description", "load_detector",
+__all__ = ["DETECTOR_JSON", "EXPORT_FORMATS", "describe_detector", "write_description", "detector_dir", "read_description", "resolve_source", "load_detector",
            "predict", "coco_results", "export_detector", "run_exported", "compare_detections"]
 
 DETECTOR_JSON = "detector.json"
@@ -91,6 +91,20 @@ def read_description(source: str | os.PathLike) -> dict[str, Any] | None:
         if (d / DETECTOR_JSON).is_file() and (d / "arch" / "arch.yaml").is_file():
             return {**json.loads((d / DETECTOR_JSON).read_text()), "dir": str(d)}
     return None
+
+
+def resolve_source(source: str | os.PathLike, *, plugins: Sequence[str] = (), stem: str = "resnet", seed: int = 0) -> tuple[Any, dict[str, Any] | None]:
+    """The net a command names: a run directory (its best net) or detector directory, a saved Arch directory,
+    or a code. Returns ``(arch, detector.json or None)``; plugin files (``plugins``, else the recorded ones) are loaded."""
+    from spnas.ir import load, parse
+    from spnas.ops import load_plugin
+
+    meta = read_description(source)
+    for f in list(plugins) or (meta or {}).get("plugins", []):
+        load_plugin(f)
+    if meta is not None:
+        return load(Path(meta["dir"]) / meta["arch"]), meta
+    return (load(source) if Path(source).is_dir() else parse(str(source), stem=stem, seed=seed)), None
 
 
 def load_detector(path: str | os.PathLike, *, device: str | torch.device = "cpu", plugins: Sequence[str] = ()) -> nn.Module:

@@ -70,19 +70,23 @@ def test_every_rule_on_random_architectures(name, arch, pick):
     if not sites:
         return
     site = sites[pick % len(sites)]
-    # 6 images of 128 px: with 2 images a 7-stage net's last stages are 1x1, train-mode BN then
-    # normalises 2 nearly equal values, and even float64 rounding is amplified to ~1e-5
+    # The rule runs on float64 weights, so its arithmetic alone is measured: on float32 weights a
+    # widen's split parts round once each (relative ~6e-8), which train-mode BN over a 7-stage net's
+    # 1x1 last stages amplifies past 1e-5 for about one random net in 150.
+    arch = arch.with_weights({k: v.double() if v.is_floating_point() else v for k, v in arch.weights.items()})
+    # 6 images of 128 px: with 2 images a 7-stage net's last stages are 1x1, and train-mode BN
+    # normalises 2 nearly equal values
     x = torch.randn(6, 3, 128, 128, generator=torch.Generator().manual_seed(pick), dtype=torch.float64)
     r = check(m, arch, x, site=site, rng=np.random.default_rng(pick))
     after = r.after
     after.verify()
     assert after.is_valid()
     if m.exact:
-        assert r.eval_error <= 1e-5, (name, site, r.eval_error)
-        assert r.train_error <= 1e-5, (name, site, r.train_error)
+        assert r.eval_error <= 1e-9, (name, site, r.eval_error)
+        assert r.train_error <= 1e-9, (name, site, r.train_error)
     else:
         body = compile_backbone(after)
-        out = body(x.float())
+        out = body(x)
         for k, (c, s) in body.output_shape().items():
             assert out[k].shape[1] == c and out[k].shape[2] == -(-128 // s)
     # surviving nodes keep their ids; untouched weights stay bit-identical

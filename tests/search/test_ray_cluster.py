@@ -115,7 +115,6 @@ def test_a_lost_node_mid_candidate_is_retried_on_another(cluster, local, tmp_pat
     assert _decisions(events) == _decisions(journal(local))
 
 
-
 def test_a_killed_driver_resumes_on_the_same_cluster(tmp_path, local, monkeypatch):
     """SIGKILL the driver with candidates in flight, then resume on the same cluster (small object stores, so
     leaked pins of the killed driver's task arguments would exhaust them: ray-project/ray#64627)."""

@@ -177,13 +177,27 @@ def train_and_measure(ctx: dict[str, Any], arch_dir: str | None, code: str | Non
                       schedule: str = "step") -> dict[str, Any]:
     """The full scheme (``epochs``, step decay) from ``arch_dir``'s weights (or ``code`` at random init), a fresh head;
     then the metrics on the validation split, the test split and the other image. Writes ``out/arch`` and ``out/result.json``."""
+    return train_net(ctx, out, seed=seed, arch_dir=arch_dir, code=code, train={"epochs": epochs, "schedule": schedule})
+
+
+def train_net(ctx: dict[str, Any], out: Path, *, seed: int, arch_dir: str | None = None, code: str | None = None,
+              arch: Any = None, head: str | None = None, train: dict[str, Any] | None = None,
+              splits: tuple[str, ...] = ("val", "test", "other")) -> dict[str, Any]:
+    """Train one detector and measure it on ``splits``; cached in ``out/result.json`` (returned at once when there).
+
+    The backbone is ``arch`` (an Arch), else ``arch_dir``'s saved net, else ``code`` at random init (``seed``);
+    ``head``: a detector-weights file whose FPN and heads are carried over (else a fresh head). ``train``: the
+    settings over the size's fast scheme (``epochs``, ``schedule``, ``base_lr``, ``warmup_iters``, ...). Writes
+    ``out/arch`` (the trained backbone), ``out/head.safetensors`` (the rest: what a child inherits) and ``out/result.json``."""
     import torch
+    from safetensors.torch import load_file
 
     from spnas.detect import lift
-    from spnas.detect.detector import build_detector
+    from spnas.detect.detector import build_detector, carry_over
     from spnas.detect.train import FULL, evaluate, train_detector
     from spnas.ir import load, parse, save
-    from spnas.search.evaluator import load_datasets
+    from spnas.ir.io import write_tensors
+    from spnas.search.evaluator import BODY, HEAD_FILE, load_datasets
 
     done = _read(out / "result.json")
     if done is not None:
@@ -192,22 +206,29 @@ def train_and_measure(ctx: dict[str, Any], arch_dir: str | None, code: str | Non
     device = _device_of_process(ctx)
     torch.manual_seed(seed)
     train_ds, val_ds = load_datasets(data_section(ctx))
-    _, test_ds = load_datasets(data_section(ctx, "test"))
-    _, other_ds = load_datasets(data_section(ctx, "other"))
-    arch = load(arch_dir) if arch_dir else parse(code, seed=seed)
+    sets = {"val": val_ds}
+    for name in splits:
+        if name != "val":
+            sets[name] = load_datasets(data_section(ctx, name))[1]
+    if arch is None:
+        arch = load(arch_dir) if arch_dir else parse(code, seed=seed)
     det = detector_section(ctx)
     model = build_detector(arch, train_ds.num_classes, det["head"], preset=det["preset"], **det["options"])
+    if head is not None:
+        carry_over(load_file(head), model)
     fast = ctx["size"]["fast"]
-    cfg = dataclasses.replace(FULL, epochs=epochs, schedule=schedule, batch_size=fast["batch_size"], base_lr=fast["base_lr"],
-                              warmup_iters=fast["warmup_iters"], grad_clip=fast["grad_clip"], seed=seed,
-                              max_iters_per_epoch=fast.get("max_iters_per_epoch", 0))
+    settings = {"batch_size": fast["batch_size"], "base_lr": fast["base_lr"], "warmup_iters": fast["warmup_iters"],
+                "grad_clip": fast["grad_clip"], "max_iters_per_epoch": fast.get("max_iters_per_epoch", 0), **(train or {})}
+    cfg = dataclasses.replace(FULL, **settings, seed=seed)
     t0 = time.perf_counter()
     train_detector(model, train_ds, None, cfg, device=device, quiet=True)
     seconds = time.perf_counter() - t0
     keep = ("AP", "AP50", "AP75", "VOC_AP50")
-    measured = {name: evaluate(model, ds, device=device) for name, ds in (("val", val_ds), ("test", test_ds), ("other", other_ds))}
+    measured = {name: evaluate(model, sets[name], device=device) for name in splits}
     save(lift(arch, model.backbone.body.to("cpu")), out / "arch")
-    result = {"code": arch.code(), "epochs": epochs, "seed": seed, "seconds": round(seconds, 1),
+    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items() if not k.startswith(BODY)}
+    write_tensors(state, out / HEAD_FILE)
+    result = {"code": arch.code(), "epochs": cfg.epochs, "seed": seed, "seconds": round(seconds, 1),
               "gmacs": round(arch.flops((ctx["size"]["image"],) * 2) / 1e9, 4), "params_m": round(arch.params() / 1e6, 4),
               **{name: {k: round(float(m[k]), 5) for k in keep} for name, m in measured.items()}}
     _write(out / "result.json", result)

@@ -54,6 +54,19 @@ class TrainConfig:
     grad_clip: float = 0.0
     seed: int = 0
     loader_workers: int = -1  # DataLoader worker processes; -1: automatic (CUDA: up to 4 per device, CPU: none)
+    # how a net that inherits trained weights (a morphed child, a continued parent) trains: "restart" the
+    # schedule above (warm-up, then the full rate), or "continue" at inherited_lr x the rate without warm-up
+    inherited: str = "restart"
+    inherited_lr: float = 0.1
+
+    def for_inherited(self) -> TrainConfig:
+        """The schedule of a net that starts from trained weights (see ``inherited``)."""
+        if self.inherited == "restart":
+            return self
+        if self.inherited != "continue":
+            raise ValueError(f"inherited: expected 'restart' or 'continue', got {self.inherited!r}")
+        base = self.base_lr * self.inherited_lr
+        return replace(self, base_lr=base, min_lr=min(self.min_lr, base), warmup_iters=0)
 
     def lr_at(self, it: int, total: int) -> float:
         """The learning rate at iteration ``it`` of ``total``, scaled to ``batch_size``."""

@@ -335,6 +335,16 @@ class Arch:
         new._weights = dict(weights)
         return new
 
+    def reinitialized(self, seed: int = 0) -> Arch:
+        """A copy of this Arch at a fresh random init (each node's kind draws its tensors from one ``seed``,
+        in node order): the same architecture trained from scratch, as a ``parse`` of its code would start."""
+        gen = torch.Generator().manual_seed(seed)
+        new = self.clone()
+        new._weights = {}
+        for n in sorted(self._g.nodes, key=lambda n: self._g.nodes[n]["order"]):
+            new.set_tensors(n, get_kind(self.kind(n)).init(self.spec(n), gen))
+        return new
+
     # ---------------------------------------------------------------- structure
     def main_chain(self) -> list[str]:
         """The stem's chain of blocks (role ``block``): each feeds exactly one next block of the chain."""

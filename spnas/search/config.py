@@ -199,6 +199,8 @@ _TRAIN_BOUNDS: dict[str, Any] = {
     "grad_clip": Annotated[Float, Field(ge=0.0, le=1e6)],
     "seed": Annotated[StrictInt, Field(ge=0, le=2**31 - 1)],
     "loader_workers": Annotated[StrictInt, Field(ge=-1, le=256)],
+    "inherited": Literal["restart", "continue"],
+    "inherited_lr": Annotated[Float, Field(gt=0.0, le=1.0)],
 }
 
 

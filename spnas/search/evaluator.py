@@ -162,6 +162,8 @@ def _evaluate(req: dict[str, Any], t0: float) -> dict[str, Any]:
         carry_over(load_file(req["parent_head"]), model)
     cfg = config_from_dict(dict(req["train"]))
     cfg = type(cfg)(**{**cfg.__dict__, "seed": seed})
+    if req.get("inherits"):  # a morphed child, a continued parent or noise run: trained weights go on training
+        cfg = cfg.for_inherited()
     res = train_detector(model, train_ds, val_ds, cfg, device=req["device"], quiet=True)
     metric = res.metrics.get(req["metric"])
     if metric is None or metric != metric:

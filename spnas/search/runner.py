@@ -152,7 +152,7 @@ class Search:
         resolved = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
         if jpath.exists() and not resume:
             raise ConfigError(f"{self.out}: holds a run already; pass --resume to continue it or choose another --out")
-        if resume and cfg_file.is_file() and _decisive(yaml.safe_load(cfg_file.read_text())) != _decisive(cfg.to_dict()):
+        if resume and cfg_file.is_file() and _decisive(_with_new_defaults(yaml.safe_load(cfg_file.read_text()), cfg)) != _decisive(cfg.to_dict()):
             raise ConfigError(f"{cfg_file}: the run was started with another config; resume without changing it "
                               "(only the workers section may change: another machine, other devices)")
         self.start_arch = self._start_arch()  # start weights are read (and refused) before anything is written
@@ -486,6 +486,7 @@ class Search:
             "data": self.data,
             "detector": {"head": det.head, "preset": det.preset, "options": dict(det.options)},
             "train": train,
+            "inherits": c.role not in ("start", "reignite"),  # its weights were trained: train.inherited applies
             "metric": self.cfg.search.metric,
             "seed": candidate_seed(self.cfg.seed, seed_key),
             "reignite": self.cfg.reignite.model_dump() if c.role == "reignite" else None,
@@ -734,6 +735,23 @@ def resolve_data(cfg: SearchConfig, out: Path) -> dict[str, Any]:
 
     return {"format": c.format, "train": res(c.train), "val": res(c.val), "classes": list(c.classes), "strict": c.strict, "tile": c.tile,
             "cache_mb": c.cache_mb}
+
+
+def _with_new_defaults(old: Any, cfg: SearchConfig) -> Any:
+    """A saved config with the settings added since it was written filled in at their defaults (a run started
+    before a setting existed ran as its default does, so it resumes)."""
+    if not isinstance(old, dict):
+        return old
+    new = cfg.to_dict()
+    out = dict(old)
+    for sec, values in new.items():
+        model = getattr(cfg, sec, None)
+        if not isinstance(values, dict) or not isinstance(out.get(sec), dict) or not hasattr(model, "model_fields"):
+            continue
+        fields = type(model).model_fields
+        added = {k: v for k, v in values.items() if k not in out[sec] and k in fields and fields[k].default == getattr(model, k)}
+        out[sec] = {**out[sec], **added}
+    return out
 
 
 def _decisive(d: dict[str, Any] | None) -> dict[str, Any]:

@@ -38,6 +38,7 @@ if str(ROOT) not in sys.path:
 
 from benchmarks import trees  # noqa: E402
 from spnas.ops import get_morphism  # noqa: E402
+from spnas.search.stats import bootstrap_ci, kendall_tau  # noqa: E402,F401  (kendall_tau: the scripts' name for it)
 from spnas.search.runner import Candidate, Search, sample_parallel_code, stage_flops  # noqa: E402
 
 # The two sizes. quick: this machine (2 cores, no GPU); full: one GPU per process (see README, Results).
@@ -452,39 +453,9 @@ def pm(xs: list[float], digits: int = 3) -> str:
     return f"{m:.{digits}f} ± {s:.{digits}f}"
 
 
-def kendall_tau(x: list[float], y: list[float]) -> float:
-    """Kendall's tau-b (ties in either list handled as scipy does)."""
-    n = len(x)
-    conc = disc = tx = ty = 0
-    for i in range(n):
-        for j in range(i + 1, n):
-            dx, dy = np.sign(x[i] - x[j]), np.sign(y[i] - y[j])
-            if dx == 0 and dy == 0:
-                continue
-            if dx == 0:
-                tx += 1
-            elif dy == 0:
-                ty += 1
-            elif dx == dy:
-                conc += 1
-            else:
-                disc += 1
-    denom = math.sqrt((conc + disc + tx) * (conc + disc + ty))
-    return (conc - disc) / denom if denom else float("nan")
-
-
 def bootstrap_tau(x: list[float], y: list[float], *, n: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
     """A percentile bootstrap interval of Kendall's tau (pairs resampled with replacement)."""
-    rng = np.random.default_rng(seed)
-    x, y = np.asarray(x), np.asarray(y)
-    taus = []
-    for _ in range(n):
-        idx = rng.integers(0, len(x), len(x))
-        t = kendall_tau(x[idx].tolist(), y[idx].tolist())
-        if math.isfinite(t):
-            taus.append(t)
-    lo, hi = np.percentile(taus, [100 * (1 - level) / 2, 100 * (1 + level) / 2])
-    return float(lo), float(hi)
+    return bootstrap_ci(kendall_tau, x, y, n=n, seed=seed, level=level)
 
 
 def save_figure(fig: Any, path: str | Path) -> list[str]:

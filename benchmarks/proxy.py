@@ -47,7 +47,6 @@ reports what is there at any time.
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 import zlib
@@ -61,6 +60,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks import evidence as ev  # noqa: E402
 from benchmarks.common import emit_json, print_table  # noqa: E402
+from spnas.search import stats  # noqa: E402
 
 TABLES = ROOT / "benchmarks" / "tables"
 
@@ -276,51 +276,8 @@ def jobs(ctx: dict[str, Any], plan_seed: int = 0) -> list[ev.Job]:
 
 
 # ------------------------------------------------------------------------------ statistics
-def ranks(x: list[float]) -> np.ndarray:
-    """Average ranks (ties share their mean rank), as Spearman's rho needs."""
-    x = np.asarray(x, float)
-    order = np.argsort(x, kind="mergesort")
-    r = np.empty(len(x))
-    r[order] = np.arange(len(x), dtype=float)
-    for v in np.unique(x):
-        m = x == v
-        r[m] = r[m].mean()
-    return r
-
-
-def spearman(x: list[float], y: list[float]) -> float:
-    rx, ry = ranks(x), ranks(y)
-    if rx.std() == 0 or ry.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(rx, ry)[0, 1])
-
-
-def bootstrap(fn: Any, x: list[float], y: list[float], *, n: int = 2000, seed: int = 0) -> tuple[float, float]:
-    rng = np.random.default_rng(seed)
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    vals = []
-    for _ in range(n):
-        idx = rng.integers(0, len(x), len(x))
-        v = fn(x[idx].tolist(), y[idx].tolist())
-        if math.isfinite(v):
-            vals.append(v)
-    if not vals:
-        return float("nan"), float("nan")
-    lo, hi = np.percentile(vals, [2.5, 97.5])
-    return float(lo), float(hi)
-
-
-def top_recall(proxy: list[float], truth: list[float], k: int = 3) -> bool:
-    """Do the proxy's best ``k`` hold the truth's best net (higher is better in both)?"""
-    best = int(np.argmax(truth))
-    return best in set(np.argsort(-np.asarray(proxy, float), kind="mergesort")[:k].tolist())
-
-
 def agreement(proxy: list[float], truth: list[float]) -> dict[str, Any]:
-    tau, rho = ev.kendall_tau(proxy, truth), spearman(proxy, truth)
-    return {"n": len(proxy), "tau": round(tau, 3), "tau_ci95": [round(v, 3) for v in bootstrap(ev.kendall_tau, proxy, truth)],
-            "rho": round(rho, 3), "rho_ci95": [round(v, 3) for v in bootstrap(spearman, proxy, truth)],
-            "top3_recall": top_recall(proxy, truth)}
+    return stats.agreement(proxy, truth, k=3)
 
 
 # ------------------------------------------------------------------------------ the report
@@ -389,20 +346,27 @@ def summarize(table: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _ci(a: dict[str, Any] | None, key: str = "tau") -> str:
+    """``+0.31 [-0.02, +0.60]``, or ``-`` where not measured (or undefined: a constant list)."""
+    if not a or a[key] is None:
+        return "-"
+    lo, hi = a[f"{key}_ci95"]
+    return f"{a[key]:+.2f} [{lo:+.2f}, {hi:+.2f}]" if lo is not None else f"{a[key]:+.2f}"
+
+
 def table_rows(table: dict[str, Any], summary: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     for proxy in list(ARMS) + list(FREE):
         row: dict[str, Any] = {"proxy": ARMS[proxy]["label"] if proxy in ARMS else FREE[proxy]}
         for truth in ("inherited", "scratch"):
             a = summary["agreement"].get(f"{proxy}|{truth}")
-            row[f"tau vs {truth}"] = f"{a['tau']:+.2f} [{a['tau_ci95'][0]:+.2f}, {a['tau_ci95'][1]:+.2f}]" if a else "-"
-            row[f"rho vs {truth}"] = f"{a['rho']:+.2f}" if a else "-"
+            row[f"tau vs {truth}"] = _ci(a)
+            row[f"rho vs {truth}"] = _ci(a, "rho")
             row[f"top-3 {truth}"] = ("yes" if a["top3_recall"] else "no") if a else "-"
             row[f"n {truth}"] = a["n"] if a else 0
         out.append(row)
     c = summary["ceiling"]
-    out.append({"proxy": "ceiling: truth (i) seed vs seed", "tau vs inherited": f"{c['tau']:+.2f} [{c['tau_ci95'][0]:+.2f}, {c['tau_ci95'][1]:+.2f}]" if c else "-",
-                "rho vs inherited": f"{c['rho']:+.2f}" if c else "-", "top-3 inherited": ("yes" if c["top3_recall"] else "no") if c else "-",
+    out.append({"proxy": "ceiling: truth (i) seed vs seed", "tau vs inherited": _ci(c), "rho vs inherited": _ci(c, "rho"), "top-3 inherited": ("yes" if c["top3_recall"] else "no") if c else "-",
                 "n inherited": c["n"] if c else 0, "tau vs scratch": "", "rho vs scratch": "", "top-3 scratch": "", "n scratch": ""})
     return out
 
@@ -419,7 +383,7 @@ def figure(ctx: dict[str, Any], table: dict[str, Any], summary: dict[str, Any]) 
                        s=28, edgecolors="black", linewidths=0.4)
         a = summary["agreement"].get(f"{proxy}|inherited")
         title = ARMS[proxy]["label"] if proxy in ARMS else FREE[proxy]
-        ax.set_title(f"{title}\nτ = {a['tau']:+.2f} [{a['tau_ci95'][0]:+.2f}, {a['tau_ci95'][1]:+.2f}], n = {a['n']}" if a else title, fontsize=9)
+        ax.set_title(f"{title}\nτ = {_ci(a)}, n = {a['n']}" if a else title, fontsize=9)
         ax.set_xlabel(f"validation {ev.METRIC} after {ctx['size']['fast']['epochs']} epochs" if proxy in ARMS else FREE[proxy], fontsize=8)
         ax.set_ylabel(f"test {ev.METRIC}, full training (i)", fontsize=8)
         ax.grid(alpha=0.3)
@@ -430,7 +394,7 @@ def figure(ctx: dict[str, Any], table: dict[str, Any], summary: dict[str, Any]) 
             if len(seeds) == 2 and all(s in r["truth"]["inherited"] for s in seeds)]
     if both:
         ax.scatter([a for a, _ in both], [b for _, b in both], s=28, c="tab:gray", edgecolors="black", linewidths=0.4)
-    ax.set_title(f"ceiling: truth (i) seed {seeds[0][1:]} vs seed {seeds[-1][1:]}\n" + (f"τ = {c['tau']:+.2f} [{c['tau_ci95'][0]:+.2f}, {c['tau_ci95'][1]:+.2f}]" if c else "not measured yet"), fontsize=9)
+    ax.set_title(f"ceiling: truth (i) seed {seeds[0][1:]} vs seed {seeds[-1][1:]}\n" + (f"τ = {_ci(c)}" if c else "not measured yet"), fontsize=9)
     ax.set_xlabel(f"test {ev.METRIC}, seed {seeds[0][1:]}", fontsize=8)
     ax.set_ylabel(f"test {ev.METRIC}, seed {seeds[-1][1:]}", fontsize=8)
     ax.grid(alpha=0.3)

@@ -7,6 +7,7 @@
     spnas bench RUN|ARCH|CODE [--image-size N] [--device D]    latency of backbone, exports and detector
     spnas predict RUN IMAGES... --out preds.json               COCO-style detections of image files
     spnas export RUN --format torchscript|onnx --out FILE      the whole detector, checked against eager
+    spnas audit RUN [--top K] [--epochs N] [--seeds S ...]      did the fast scheme rank as full training does?
 
 The flags mean one thing everywhere: ``--image-size`` an input size in pixels, ``--out`` where
 results go, ``--device`` a torch device, ``--plugin`` a plugin file, ``--debug`` a traceback instead
@@ -147,6 +148,18 @@ def _run_search(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:
     return search_main.run(args, p)
 
 
+def _audit_arguments(p: argparse.ArgumentParser) -> None:
+    from spnas.search import audit
+
+    audit.add_arguments(p)
+
+
+def _run_audit(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:
+    from spnas.search import audit
+
+    return audit.run(args, p)
+
+
 def main(argv: list[str] | None = None) -> int:
     from spnas import bench, show, train
 
@@ -163,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
         "bench": ("latency of a found net's backbone, exports and detector", bench.add_arguments, bench.run),
         "predict": ("detections of image files as COCO results", _predict_arguments, lambda a, q: _run_predict(a)),
         "export": ("export the whole detector (TorchScript or ONNX), checked against eager", _export_arguments, lambda a, q: _run_export(a)),
+        "audit": ("fully train the start net and a search's best nets: does the fast scheme rank them as full training does?",
+                  _audit_arguments, _run_audit),
     }
     chosen = next((a for a in argv if not a.startswith("-")), None)  # only its arguments are built: `spnas init` stays light
     parsers = {}

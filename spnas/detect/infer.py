@@ -89,44 +89,90 @@ def read_description(source: str | os.PathLike) -> dict[str, Any] | None:
     p = Path(source)
     for d in (p / "best", p):
         if (d / DETECTOR_JSON).is_file() and (d / "arch" / "arch.yaml").is_file():
-            return {**json.loads((d / DETECTOR_JSON).read_text()), "dir": str(d)}
+            meta = _read_meta(d)
+            return {**meta, "dir": str(d)}
     return None
+
+
+def _read_meta(d: Path) -> dict[str, Any]:
+    """``d/detector.json`` as a mapping whose file paths (``arch``, ``weights``, and what ``arch/`` holds) stay in ``d``."""
+    f = d / DETECTOR_JSON
+    try:
+        meta = json.loads(f.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{f}: not valid JSON ({type(e).__name__}: {str(e)[:80]})") from None
+    if not isinstance(meta, dict):
+        raise ConfigError(f"{f}: expected a JSON object, got {type(meta).__name__}")
+    root = d.resolve()
+    for key, default in (("arch", "arch"), ("weights", DETECTOR_WEIGHTS)):
+        rel = meta.get(key, default)
+        if not isinstance(rel, str) or not rel:
+            raise ConfigError(f"{f}: {key}: expected a path inside {d}, got {rel!r}")
+        target = (d / rel).resolve()
+        if not target.is_relative_to(root) or target == root:
+            raise ConfigError(f"{f}: {key}: {rel!r} leaves the directory {d}; a detector directory holds its own files")
+    arch_dir = d / meta.get("arch", "arch")
+    for q in ([arch_dir, *arch_dir.iterdir()] if arch_dir.is_dir() else []):
+        if not q.resolve().is_relative_to(root):
+            raise ConfigError(f"{q}: a link out of the directory {d} (to {q.resolve()}); a detector directory holds its own files")
+    return meta
+
+
+def _load_trusted_plugins(plugins: Sequence[str], meta: dict[str, Any] | None) -> None:
+    """Import the plugin files the user named (``--plugin``), never the ones a directory names: a shipped run
+    directory must not run code of its own. A net whose kinds are missing fails to load with one line naming
+    the recorded file to pass."""
+    from spnas.ops import load_plugin
+
+    for f in plugins:
+        load_plugin(f)
 
 
 def resolve_source(source: str | os.PathLike, *, plugins: Sequence[str] = (), stem: str = "resnet", seed: int = 0) -> tuple[Any, dict[str, Any] | None]:
     """The net a command names: a run directory (its best net) or detector directory, a saved Arch directory,
-    or a code. Returns ``(arch, detector.json or None)``; plugin files (``plugins``, else the recorded ones) are loaded."""
+    or a code. Returns ``(arch, detector.json or None)``. Only the plugin files in ``plugins`` are imported
+    (those ``detector.json`` records are named in the error when the net needs them)."""
     from spnas.ir import load, parse
-    from spnas.ops import load_plugin
 
     meta = read_description(source)
-    for f in list(plugins) or (meta or {}).get("plugins", []):
-        load_plugin(f)
+    _load_trusted_plugins(plugins, meta)
     if meta is not None:
-        return load(Path(meta["dir"]) / meta["arch"]), meta
+        return _load_arch(Path(meta["dir"]) / meta["arch"], meta), meta
     return (load(source) if Path(source).is_dir() else parse(str(source), stem=stem, seed=seed)), None
+
+
+def _load_arch(path: Path, meta: dict[str, Any]) -> Any:
+    from spnas.errors import ArchError
+    from spnas.ir import load
+
+    try:
+        return load(path)
+    except ArchError as e:
+        recorded = [str(p) for p in meta.get("plugins") or [] if isinstance(p, str)]
+        if recorded and "plugin" in str(e):
+            raise ConfigError(f"{e}; spnas never imports a plugin a directory names: if you trust it, pass "
+                              + " ".join(f"--plugin {p}" for p in recorded)) from None
+        raise
 
 
 def load_detector(path: str | os.PathLike, *, device: str | torch.device = "cpu", plugins: Sequence[str] = ()) -> nn.Module:
     """A ready detector (eval mode, on ``device``) from a run directory, its ``best/``, or ``spnas train``'s output.
 
     ``model.spnas_meta`` is the ``detector.json`` (classes, ``categories``: label -> category id and
-    name, settings, metric). Plugin files the net's node kinds need are loaded from the paths
-    recorded, or from ``plugins``.
+    name, settings, metric). Plugin files the net's node kinds need are imported only from ``plugins``
+    (the user's word): the files ``detector.json`` records are named in the error, never imported.
     """
     from safetensors.torch import load_file
 
     from spnas.detect.detector import build_detector
     from spnas.ir import load
-    from spnas.ops import load_plugin
 
     d = detector_dir(path)
-    meta = json.loads((d / DETECTOR_JSON).read_text())
+    meta = _read_meta(d)
     if meta.get("format") != FORMAT:
         raise ConfigError(f"{d / DETECTOR_JSON}: format {meta.get('format')!r} is not {FORMAT!r}")
-    for p in list(plugins) or meta.get("plugins", []):
-        load_plugin(p)
-    arch = load(d / meta["arch"])
+    _load_trusted_plugins(plugins, meta)
+    arch = _load_arch(d / meta["arch"], meta)
     model = build_detector(arch, len(meta["classes"]), meta["head"], preset="default", **meta["options"])
     try:
         state = load_file(str(d / meta["weights"]))

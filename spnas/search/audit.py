@@ -48,6 +48,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=None, help="evaluator processes (default: the run's workers.n)")
     p.add_argument("--backend", choices=("local", "ray", "inline"), default=None, help="default: the run's")
     p.add_argument("--device", action="append", default=None, help="a device for the evaluators (repeatable; default: the run's)")
+    p.add_argument("--plugin", action="append", default=[], metavar="FILE",
+                   help="a plugin file the run's node kinds need (repeatable): never imported from the run directory itself")
     p.add_argument("--quiet", action="store_true")
 
 
@@ -106,15 +108,21 @@ def plan(run: Path, top: int) -> dict[str, Any]:
     return {"metric": metric, "lower_is_better": lower, "best": best, "nets": nets}
 
 
-def _settings(run: Path) -> dict[str, Any]:
+def _settings(run: Path, plugins: list[str]) -> dict[str, Any]:
     """What the run trained with: its saved config (train, detector, metric, workers) and, from ``best/detector.json``,
     the resolved data request and plugin files (the config's own paths may be relative to a file elsewhere)."""
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     desc = json.loads((run / "best" / "detector.json").read_text())
     if not isinstance(cfg, dict) or not isinstance(desc, dict) or "source" not in desc:
         raise ConfigError(f"{run}: config.yaml or best/detector.json is not a search's; cannot audit")
+    recorded = [str(p) for p in desc.get("plugins") or []]
+    given = {Path(p).resolve() for p in plugins}
+    missing = [p for p in recorded if Path(p).resolve() not in given]
+    if missing:  # a shipped run directory must not run code of its own: the user names what to import
+        raise ConfigError(f"{run}: the run's nets need plugin files {', '.join(missing)}; spnas never imports a plugin a run "
+                          "directory names: if you trust them, pass " + " ".join(f"--plugin {p}" for p in missing))
     return {"train": cfg["train"], "detector": cfg["detector"], "metric": cfg["search"]["metric"], "workers": cfg.get("workers") or {},
-            "data": desc["source"]["data"], "plugins": list(desc.get("plugins") or [])}
+            "data": desc["source"]["data"], "plugins": [str(Path(p).resolve()) for p in plugins]}
 
 
 def _request(run: Path, st: dict[str, Any], net: dict[str, Any], epochs: int, seed: int, out: Path) -> dict[str, Any]:
@@ -145,7 +153,7 @@ def _cached(d: Path) -> dict[str, Any] | None:
 
 
 def audit(run: str | os.PathLike, *, top: int = 5, epochs: int | None = None, seeds: list[int] = (0, 1), workers: int | None = None,
-          backend: str | None = None, devices: list[str] | None = None, quiet: bool = False) -> dict[str, Any]:
+          backend: str | None = None, devices: list[str] | None = None, plugins: list[str] = (), quiet: bool = False) -> dict[str, Any]:
     """Train, measure and judge (see the module doc); returns the report written to ``RUN/audit/audit.json``."""
     from spnas.detect.train import FULL
     from spnas.search.evaluator import evaluate_candidate, make_pool
@@ -154,7 +162,7 @@ def audit(run: str | os.PathLike, *, top: int = 5, epochs: int | None = None, se
     run = Path(run)
     t0 = time.time()
     p = plan(run, top)
-    st = _settings(run)
+    st = _settings(run, list(plugins))
     epochs = int(epochs or FULL.epochs)
     seeds = list(seeds)
     out = run / "audit"
@@ -282,7 +290,7 @@ def run(args: argparse.Namespace, p: argparse.ArgumentParser | None = None) -> i
     if args.top < 1 or (args.epochs is not None and args.epochs < 1) or not args.seeds or any(s < 0 for s in args.seeds):
         raise ConfigError("audit: --top and --epochs must be at least 1, and --seeds non-negative integers")
     r = audit(args.run, top=args.top, epochs=args.epochs, seeds=args.seeds, workers=args.workers, backend=args.backend,
-              devices=args.device, quiet=args.quiet)
+              devices=args.device, plugins=args.plugin, quiet=args.quiet)
     cols = ("id", "role", "code", "gmacs", "fast", "full_mean", "full_std")
     table = [{c: (round(v, 4) if isinstance(v, float) else v) for c, v in ((c, n[c]) for c in cols)} for n in r["nets"]]
     widths = {c: max(len(c), *(len(str(t[c])) for t in table)) for c in cols}

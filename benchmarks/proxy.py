@@ -46,6 +46,7 @@ reports what is there at any time.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -226,21 +227,26 @@ def job_arm(ctx: dict[str, Any], name: str, arm: str, seed: int) -> dict[str, An
 
 def _fresh(ctx: dict[str, Any], net: dict[str, Any]) -> Any:
     """The net's architecture at a fresh init (its walk replayed on the untrained start code, then re-initialised)."""
+    return replay(ctx["size"]["start_code"], {n["name"]: n for n in plan(ctx)["nets"]}, net["name"], space(ctx))
+
+
+def replay(start_code: str, nets: dict[str, dict[str, Any]], name: str, sp: Any) -> Any:
+    """Net ``name`` of a plan or shipped table rebuilt from the start code: its parents' walks, then its own
+    (each walk's generator seeded by its net's name); checked against the recorded fingerprint."""
     from spnas.ir import parse
     from spnas.ops import get_morphism
 
-    start = parse(ctx["size"]["start_code"], seed=0)
-    chain = [net]
+    chain = [nets[name]]
     while chain[-1]["parent"] != "start":
-        chain.append(_net(ctx, chain[-1]["parent"]))
-    cur = start
+        chain.append(nets[chain[-1]["parent"]])
+    cur = parse(start_code, seed=0)
     for n in reversed(chain):
         rng = np.random.default_rng(zlib.crc32(n["name"].encode()))
         for op in n["ops"]:
             site = tuple(op["site"]) if isinstance(op["site"], list) else op["site"]
-            cur = get_morphism(op["rule"]).apply(cur, site, rng, space(ctx))
-    if cur.fingerprint() != net["fingerprint"]:
-        raise RuntimeError(f"{net['name']}: replaying the walk gave {cur.code()}, the plan says {net['code']}")
+            cur = get_morphism(op["rule"]).apply(cur, site, rng, sp)
+    if cur.fingerprint() != nets[name]["fingerprint"]:
+        raise RuntimeError(f"{name}: replaying the walk gave {cur.code()}, the plan says {nets[name]['code']}")
     return cur
 
 
@@ -288,7 +294,7 @@ def collect(ctx: dict[str, Any], plan_seed: int = 0) -> dict[str, Any]:
     start = ev._read(Path(ctx["cache"]) / "start" / "result.json")
     rows = []
     for n in p["nets"]:
-        row = {k: n[k] for k in ("name", "level", "parent", "code", "gmacs", "params_m")}
+        row = {k: n[k] for k in ("name", "level", "parent", "code", "fingerprint", "gmacs", "params_m", "ops")}
         row["morphisms"] = [op["rule"] for op in n["ops"]]
         row["arms"], row["truth"], row["seconds"] = {}, {"inherited": {}, "scratch": {}}, {}
         for arm in ARMS:
@@ -313,7 +319,7 @@ def collect(ctx: dict[str, Any], plan_seed: int = 0) -> dict[str, Any]:
             "start": {"code": ctx["size"]["start_code"], "epochs": ctx["size"]["start_epochs"], "val": start["val"][metric] if start else None,
                       "test": start["test"][metric] if start else None},
             "arms": {k: v["label"] for k, v in ARMS.items()}, "arm_seeds": st["arm_seeds"], "truth_seeds": st["truth_seeds"],
-            "plan_seed": p["seed"], "nets": rows}
+            "plan_seed": p["seed"], "space": dataclasses.asdict(space(ctx)), "nets": rows}
 
 
 def proxy_value(row: dict[str, Any], proxy: str) -> float | None:

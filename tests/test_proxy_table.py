@@ -1,0 +1,64 @@
+"""The proxy study's shipped table (benchmarks/tables/proxy_trees_quick.json) read back: real nets, consistent figures.
+
+The table is the study's result on the real tree data (benchmarks/proxy.py): a small benchmark of the
+search space that later policies can replay without training. These checks hold for a table that is
+still growing (its long measurement runs in resumable chunks) as for a finished one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from benchmarks import proxy
+from spnas.ops import Space
+
+TABLE = Path(__file__).resolve().parents[1] / "benchmarks" / "tables" / "proxy_trees_quick.json"
+
+
+@pytest.fixture(scope="module")
+def table():
+    return json.loads(TABLE.read_text())
+
+
+def test_at_least_30_real_nets_of_the_search_space(table):
+    nets = table["nets"]
+    assert len(nets) >= 30 and len({n["code"] for n in nets}) == len(nets)
+    names = {n["name"]: n for n in nets}
+    image = 256
+    sp = Space(**table["space"])
+    for n in nets:
+        arch = proxy.replay(table["start"]["code"], names, n["name"], sp)  # the walk rebuilds the recorded architecture
+        assert arch.code() == n["code"] and arch.fingerprint() == n["fingerprint"]
+        assert arch.flops((image, image)) / 1e9 == pytest.approx(n["gmacs"], abs=1e-4)
+        assert arch.params() / 1e6 == pytest.approx(n["params_m"], abs=1e-4)
+        assert 1 <= len(n["morphisms"]) <= 2 and set(n["morphisms"]) <= set(table_rules())
+        if n["level"] == 2:  # 1-4 morphisms from the start in all
+            assert names[n["parent"]]["level"] == 1
+        else:
+            assert n["parent"] == "start"
+    assert len({round(n["gmacs"], 1) for n in nets}) >= 10  # spread over GMACs
+
+
+def table_rules():
+    return list(proxy.SERIAL_RULES) + ["add_subnet"]
+
+
+def test_every_metric_is_a_measured_fraction(table):
+    for n in table["nets"]:
+        vals = [v for arm in n["arms"].values() for v in arm.values()]
+        vals += [v for kind in n["truth"].values() for seed in kind.values() for v in seed.values()]
+        assert all(isinstance(v, float) and 0.0 <= v <= 1.0 for v in vals), n["name"]
+        assert set(n["arms"]) <= set(proxy.ARMS)
+        assert all(s > 0 for s in n["seconds"].values())
+
+
+def test_the_summary_is_what_the_rows_give(table):
+    again = proxy.summarize(table)
+    assert again == table["summary"]
+    for key, a in table["summary"]["agreement"].items():
+        assert a["tau"] is None or -1 <= a["tau"] <= 1
+        assert a["tau"] is None or a["tau_ci95"][0] is None or a["tau_ci95"][0] <= a["tau"] + 1e-9 or math.isnan(a["tau"])

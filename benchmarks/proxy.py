@@ -364,6 +364,8 @@ def table_rows(table: dict[str, Any], summary: dict[str, Any]) -> list[dict[str,
     out = []
     for proxy in list(ARMS) + list(FREE):
         row: dict[str, Any] = {"proxy": ARMS[proxy]["label"] if proxy in ARMS else FREE[proxy]}
+        vals = [v for r in table["nets"] if (v := proxy_value(r, proxy)) is not None] if proxy in ARMS else []
+        row["mean val metric"] = f"{np.mean(vals):.3f} ± {np.std(vals):.3f} ({len(vals)})" if vals else "-"
         for truth in ("inherited", "scratch"):
             a = summary["agreement"].get(f"{proxy}|{truth}")
             row[f"tau vs {truth}"] = _ci(a)
@@ -372,9 +374,24 @@ def table_rows(table: dict[str, Any], summary: dict[str, Any]) -> list[dict[str,
             row[f"n {truth}"] = a["n"] if a else 0
         out.append(row)
     c = summary["ceiling"]
-    out.append({"proxy": "ceiling: truth (i) seed vs seed", "tau vs inherited": _ci(c), "rho vs inherited": _ci(c, "rho"), "top-3 inherited": ("yes" if c["top3_recall"] else "no") if c else "-",
+    out.append({"proxy": "ceiling: truth (i) seed vs seed", "mean val metric": "-", "tau vs inherited": _ci(c), "rho vs inherited": _ci(c, "rho"), "top-3 inherited": ("yes" if c["top3_recall"] else "no") if c else "-",
                 "n inherited": c["n"] if c else 0, "tau vs scratch": "", "rho vs scratch": "", "top-3 scratch": "", "n scratch": ""})
     return out
+
+
+def markdown(table: dict[str, Any]) -> str:
+    """The README's table: each proxy's agreement with both truths, and how much of the study is measured."""
+    cols = ["proxy", "mean val metric", "tau vs inherited", "top-3 inherited", "n inherited", "tau vs scratch", "top-3 scratch", "n scratch"]
+    rows = table_rows(table, table["summary"])
+    nets = table["nets"]
+    count = {k: sum(1 for r in nets if r["truth"][k]) for k in ("inherited", "scratch")}
+    seeds = {k: sum(len(r["truth"][k]) for r in nets) for k in ("inherited", "scratch")}
+    arms = sum(len(v) for r in nets for v in r["arms"].values())
+    note = (f"\n{len(nets)} nets; measured so far: {arms} of {len(nets) * len(ARMS) * len(table['arm_seeds'])} short runs, "
+            f"truth (i) for {count['inherited']} nets ({seeds['inherited']} of {len(nets) * len(table['truth_seeds'])} trainings), "
+            f"truth (ii) for {count['scratch']} nets. tau: Kendall's tau-b [95 % bootstrap interval]; truth: test {table['metric']}; "
+            f"the start net: validation {table['start']['val']}, test {table['start']['test']}.\n")
+    return ev.markdown_table([{c: r[c] for c in cols} for r in rows]) + note
 
 
 def figure(ctx: dict[str, Any], table: dict[str, Any], summary: dict[str, Any]) -> list[str]:
@@ -416,8 +433,7 @@ def report(ctx: dict[str, Any], plan_seed: int, t0: float, ship: bool) -> dict[s
     rows = table_rows(table, summary)
     print_table(rows, list(rows[0]))
     figs = figure(ctx, table, summary)
-    cols = ["proxy", "tau vs inherited", "top-3 inherited", "n inherited", "tau vs scratch", "top-3 scratch", "n scratch"]
-    ev.write_results(ctx, "proxy", ev.markdown_table([{c: r[c] for c in cols} for r in rows]), table)
+    ev.write_results(ctx, "proxy", markdown(table), table)
     if ship:
         TABLES.mkdir(parents=True, exist_ok=True)
         (TABLES / f"proxy_trees_{ctx['name']}.json").write_text(json.dumps(table, indent=1) + "\n")

@@ -62,3 +62,11 @@ def test_the_summary_is_what_the_rows_give(table):
     for key, a in table["summary"]["agreement"].items():
         assert a["tau"] is None or -1 <= a["tau"] <= 1
         assert a["tau"] is None or a["tau_ci95"][0] is None or a["tau_ci95"][0] <= a["tau"] + 1e-9 or math.isnan(a["tau"])
+
+
+def test_the_readme_shows_the_shipped_table(table):
+    import re
+
+    readme = (TABLE.parents[2] / "README.md").read_text()
+    block = re.search(r"<!-- evidence:proxy -->\n(.*?)<!-- /evidence:proxy -->", readme, re.S)
+    assert block and block.group(1).rstrip("\n") == proxy.markdown(table).rstrip("\n")

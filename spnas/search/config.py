@@ -241,6 +241,10 @@ class SerialConfig(_Section):
     params_budget: Annotated[Float, Field(gt=0.0)] | None = None  # millions of parameters
     max_tries: Annotated[StrictInt, Field(ge=1, le=100_000)] = 50  # draws to find one new child within the bounds
     keep_inputs: Bool = False  # keep each evaluated candidate's input weights (they can be rebuilt)
+    # a free proxy as a pre-filter: draw prefilter_draw children per generation, train the lam best by it
+    # ("gmacs", "params": more first; "-gmacs", "-params": fewer first); null: every drawn child trains
+    prefilter: Literal["gmacs", "-gmacs", "params", "-params"] | None = None
+    prefilter_draw: Annotated[StrictInt, Field(ge=1, le=1000)] = 12
 
     @model_validator(mode="after")
     def _ranges(self) -> SerialConfig:

@@ -341,12 +341,35 @@ class Search:
         return start
 
     def _children(self, parent: Candidate, gen: int) -> list[Candidate]:
-        out = []
-        for i in range(self.cfg.search.lam):
+        s = self.cfg.search
+        if s.prefilter is None:
+            out = []
+            for i in range(s.lam):
+                c = self.toolbox.mutate(parent, f"g{gen:03d}c{i}", gen)
+                if c is not None:
+                    out.append(self._propose(c))
+            return out
+        return [self._propose(c) for c in self._prefiltered(parent, gen)]
+
+    def _prefiltered(self, parent: Candidate, gen: int) -> list[Candidate]:
+        """``search.prefilter``: draw ``prefilter_draw`` distinct children, keep the λ best by a free proxy
+        (GMACs or parameters, higher or lower first), train only those; the draw is journaled."""
+        s = self.cfg.search
+        key, sign = s.prefilter.lstrip("-"), (-1.0 if s.prefilter.startswith("-") else 1.0)
+        drawn: list[tuple[float, Candidate]] = []
+        fps: set[str] = set()
+        for i in range(max(s.prefilter_draw, s.lam)):
             c = self.toolbox.mutate(parent, f"g{gen:03d}c{i}", gen)
-            if c is not None:
-                out.append(self._propose(c))
-        return out
+            if c is None or c.arch.fingerprint() in fps:
+                continue
+            fps.add(c.arch.fingerprint())
+            value = c.arch.flops(self.size) / 1e9 if key == "gmacs" else c.arch.params() / 1e6
+            drawn.append((value, c))
+        kept = sorted(drawn, key=lambda vc: -sign * vc[0])[:s.lam]  # stable: ties keep the draw's order
+        self._emit("prefiltered", once=True, id=None, generation=gen, phase="serial", by=s.prefilter,
+                   drawn=[{"id": c.id, "encoding": code_of(c.arch), key: round(v, 4)} for v, c in drawn],
+                   kept=[c.id for _, c in kept])
+        return [c for _, c in sorted(kept, key=lambda vc: vc[1].id)]
 
     def _continued(self, c: Candidate, cid: str, gen: int, role: str, phase: str = "serial") -> Candidate:
         """``c`` unchanged, to be trained again with the fast scheme from its trained weights."""

@@ -89,3 +89,28 @@ def test_a_real_child_continues_at_the_lowered_rate(tmp_path):
     assert lrs["g001c0"][0] == pytest.approx(0.08 * 0.1 * scale, rel=1e-5)  # no warm-up, a tenth of the rate
     assert lrs["start"][0] < 0.08 * scale * 0.01  # the start warms up from ~0
     assert np.all(np.diff(lrs["g001c0"]) <= 0)
+
+
+def test_a_free_proxy_prefilter_trains_only_the_best_drawn_children(tmp_path):
+    """search.prefilter: each generation draws prefilter_draw children and trains the lam with the most GMACs."""
+    from tests.search.test_loop import events, of
+
+    summary, evs, ev = run(tmp_path, search={"prefilter": "gmacs", "prefilter_draw": 6, "max_generations": 3})
+    pre = of(evs, "prefiltered")
+    assert len(pre) == 3
+    for e in pre:
+        drawn = {d["id"]: d["gmacs"] for d in e["drawn"]}
+        assert 2 < len(drawn) <= 6 and len(e["kept"]) == 2
+        assert min(drawn[k] for k in e["kept"]) >= max(v for k, v in drawn.items() if k not in e["kept"])
+        trained = {x["id"] for x in of(evs, "proposed", generation=e["generation"], role="child")}
+        assert trained == set(e["kept"])  # only the kept ones were proposed and trained
+    assert set(ev.calls) >= {k for e in pre for k in e["kept"]}
+    assert not set(ev.calls) & {d["id"] for e in pre for d in e["drawn"] if d["id"] not in e["kept"]}
+    # fewer first, and the same seed gives the same journal again (resume replays the draw)
+    _, evs_low, _ = run(tmp_path, name="low", search={"prefilter": "-gmacs", "prefilter_draw": 6, "max_generations": 1})
+    e = of(evs_low, "prefiltered")[0]
+    drawn = {d["id"]: d["gmacs"] for d in e["drawn"]}
+    assert max(drawn[k] for k in e["kept"]) <= min(v for k, v in drawn.items() if k not in e["kept"])
+    _, again, _ = run(tmp_path, name="again", search={"prefilter": "gmacs", "prefilter_draw": 6, "max_generations": 3})
+    assert again == evs
+    assert events(tmp_path / "run") == evs

@@ -462,6 +462,29 @@ def _check_environment(cfg: SearchConfig, where: str, text: str | None) -> None:
                     raise fail(("data", split, key), f"no such file or directory: {cfg.path(v)}")
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key (or section) given twice in one mapping, where YAML keeps the last silently."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                first = seen.get(key)
+            except TypeError:  # an unhashable key: the base class says so
+                break
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"{key!r} is given twice (first on line {first + 1}); YAML would keep the last silently", key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def safe_load_unique(text: str) -> Any:
+    """``yaml.safe_load`` that refuses duplicated keys (raises ``yaml.YAMLError`` naming the key and lines)."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def load_config(path: str | os.PathLike) -> SearchConfig:
     """Read and validate ``start.yaml``; errors name the file, line and field."""
     p = Path(path)
@@ -474,7 +497,7 @@ def load_config(path: str | os.PathLike) -> SearchConfig:
     except UnicodeDecodeError as e:
         raise ConfigError(f"{p}: not UTF-8 text (byte {e.start})") from None
     try:
-        d = yaml.safe_load(text)
+        d = safe_load_unique(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f" line {mark.line + 1}:" if mark else ""

@@ -23,6 +23,30 @@ from spnas.errors import ConfigError
 __all__ = ["Journal"]
 
 
+_NUMBER = (int, float)
+# the fields each event kind must carry for a replay to use it, and their types (None: may be null)
+_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
+    "proposed": {"id": (str,), "fingerprint": (str,), "encoding": (str,)},
+    "evaluated": {"id": (str,), "metric": _NUMBER, "weights": (str,), "sha256": (str,)},
+    "failed": {"id": (str,), "reason": (str,)},
+    "accepted": {"id": (str,)},
+    "rejected": {"id": (str,)},
+    "best": {"id": (str,)},
+    "retried": {"id": (str,)},
+}
+
+
+def _check_fields(ev: dict[str, Any]) -> None:
+    """A parsed event that a replay can use: its kind's fields present, with their types (ValueError says which)."""
+    for name, types in _FIELDS.get(ev["event"], {}).items():
+        v = ev.get(name)
+        if v is None or isinstance(v, bool) or not isinstance(v, types):
+            what = "missing" if name not in ev else f"{type(v).__name__} {str(v)[:20]!r}, expected {' or '.join(t.__name__ for t in types)}"
+            raise ValueError(f"a {ev['event']!r} event whose {name!r} is {what}")
+        if types is _NUMBER and v != v:
+            raise ValueError(f"a {ev['event']!r} event whose {name!r} is NaN")
+
+
 class Journal:
     """``journal.jsonl`` of a run directory; ``results`` maps candidate id to its outcome event."""
 
@@ -49,6 +73,7 @@ class Journal:
                 ev = json.loads(line)
                 if not isinstance(ev, dict) or not isinstance(ev.get("event"), str):
                     raise ValueError("not an event object")
+                _check_fields(ev)
             except (ValueError, UnicodeDecodeError) as e:
                 if torn:
                     break  # a kill in the middle of a write: cut it off below
@@ -60,6 +85,11 @@ class Journal:
         if good < len(raw):  # drop the torn tail so new lines start clean
             with open(self.path, "r+b") as f:
                 f.truncate(min(good, len(raw)))
+        elif raw and not raw.endswith(b"\n"):  # a whole last event whose newline never reached the disk: keep it, end it
+            with open(self.path, "ab") as f:
+                f.write(b"\n")
+                f.flush()
+                os.fsync(f.fileno())
 
     def _index(self, ev: dict[str, Any]) -> None:
         self.events.append(ev)

@@ -152,6 +152,10 @@ class Search:
         resolved = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
         if jpath.exists() and not resume:
             raise ConfigError(f"{self.out}: holds a run already; pass --resume to continue it or choose another --out")
+        if resume and jpath.exists() and not cfg_file.is_file():
+            raise ConfigError(f"{cfg_file}: missing, so whether this config is the one the run was started with cannot be "
+                              "checked (another would train and journal foreign candidates); restore the file, or start "
+                              "another --out")
         if resume and cfg_file.is_file() and _decisive(_with_new_defaults(yaml.safe_load(cfg_file.read_text()), cfg)) != _decisive(cfg.to_dict()):
             raise ConfigError(f"{cfg_file}: the run was started with another config; resume without changing it "
                               "(only the workers section may change: another machine, other devices)")
@@ -769,7 +773,7 @@ def _with_new_defaults(old: Any, cfg: SearchConfig) -> Any:
     out = dict(old)
     for sec, values in new.items():
         model = getattr(cfg, sec, None)
-        if not isinstance(values, dict) or not isinstance(out.get(sec), dict) or not hasattr(model, "model_fields"):
+        if not isinstance(values, dict) or not isinstance(out.get(sec), dict) or not hasattr(type(model), "model_fields"):
             continue
         fields = type(model).model_fields
         added = {k: v for k, v in values.items() if k not in out[sec] and k in fields and fields[k].default == getattr(model, k)}

@@ -191,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     from spnas.errors import SpnasError
 
     try:
+        _check_flags(args)
         return cmds[args.command][2](args, parsers[args.command])
     except (SpnasError, OSError) as e:
         if args.debug:
@@ -199,6 +200,52 @@ def main(argv: list[str] | None = None) -> int:
         text = f"{where}{e.strerror}" if isinstance(e, OSError) and e.strerror else str(e)
         print(f"spnas: error: {text}", file=sys.stderr)
         return 2
+    except Exception as e:  # noqa: BLE001 - the last resort: one line that says what happened, never a traceback
+        if args.debug:
+            raise
+        text = " ".join(str(e).split())[:300]
+        print(f"spnas: error: {type(e).__name__}: {text} (run it again with --debug for the traceback)", file=sys.stderr)
+        return 2
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    """The flags every command shares, checked before any work: one line naming the flag."""
+    import math
+
+    from spnas.errors import ConfigError
+
+    def positive(name: str, v: object) -> None:
+        vals = v if isinstance(v, list) else [v]
+        if any(x is not None and x < 1 for x in vals):
+            raise ConfigError(f"--{name.replace('_', '-')}: expected a positive integer, got {' '.join(map(str, vals))}")
+
+    for name in ("batch_size", "batch", "image_size", "epochs", "repeats", "top", "workers"):
+        if hasattr(args, name):
+            positive(name, getattr(args, name))
+    thresh = getattr(args, "score_thresh", None)
+    if thresh is not None and not (math.isfinite(thresh) and 0.0 <= thresh <= 1.0):
+        raise ConfigError(f"--score-thresh: expected a number from 0 to 1, got {thresh}")
+    devices = getattr(args, "device", None)
+    for dev in (devices if isinstance(devices, list) else [devices]):
+        if dev is not None and dev != "auto":
+            _check_device(dev)
+    if args.command in ("export", "predict") and Path(args.out).is_dir():
+        raise ConfigError(f"--out {args.out}: is a directory; expected the file to write")
+
+
+def _check_device(dev: str) -> None:
+    import torch
+
+    from spnas.errors import ConfigError
+
+    try:
+        d = torch.device(dev)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"--device {dev}: not a torch device (cpu, cuda, cuda:N, mps)") from None
+    if d.type == "cuda" and (not torch.cuda.is_available() or (d.index or 0) >= torch.cuda.device_count()):
+        raise ConfigError(f"--device {dev}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if d.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"--device {dev}: spnas runs on cpu, cuda or mps")
 
 
 if __name__ == "__main__":

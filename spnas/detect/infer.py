@@ -111,11 +111,43 @@ def _read_meta(d: Path) -> dict[str, Any]:
         target = (d / rel).resolve()
         if not target.is_relative_to(root) or target == root:
             raise ConfigError(f"{f}: {key}: {rel!r} leaves the directory {d}; a detector directory holds its own files")
+    _check_meta(meta, f)
     arch_dir = d / meta.get("arch", "arch")
     for q in ([arch_dir, *arch_dir.iterdir()] if arch_dir.is_dir() else []):
         if not q.resolve().is_relative_to(root):
             raise ConfigError(f"{q}: a link out of the directory {d} (to {q.resolve()}); a detector directory holds its own files")
     return meta
+
+
+MAX_IMAGE_SIDE = 8192  # a detector size beyond this is a damaged file, not a setting (a 16k x 16k float image is 3 GB)
+
+
+def _check_meta(meta: dict[str, Any], f: Path) -> None:
+    """The fields loading and using a detector reads, with their types and ranges: one line naming the first that is wrong."""
+    def bad(field: str, want: str) -> ConfigError:
+        got = meta.get(field, "missing") if not isinstance(meta.get(field), (dict, list)) else type(meta.get(field)).__name__
+        return ConfigError(f"{f}: {field}: expected {want}, got {str(got)[:60]}")
+
+    if "classes" in meta or "format" in meta and "options" in meta:  # a whole description (an Arch-only one holds less)
+        classes = meta.get("classes")
+        if not isinstance(classes, list) or not classes or not all(isinstance(c, str) and c for c in classes):
+            raise bad("classes", "a non-empty list of class names")
+        cats = meta.get("categories")
+        if not isinstance(cats, list) or len(cats) != len(classes) or not all(
+                isinstance(c, dict) and isinstance(c.get("label"), int) and isinstance(c.get("category_id"), int) for c in cats):
+            raise bad("categories", f"{len(classes)} entries (one per class) with integer label and category_id")
+        if meta.get("head") not in ("cascade", "faster"):
+            raise bad("head", "'cascade' or 'faster'")
+        opts = meta.get("options")
+        if not isinstance(opts, dict):
+            raise bad("options", "a mapping of detector settings")
+        for side in ("min_size", "max_size"):
+            v = opts.get(side)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_IMAGE_SIDE):
+                raise ConfigError(f"{f}: options.{side}: expected an integer from 1 to {MAX_IMAGE_SIDE}, got {str(v)[:40]}")
+        b = meta.get("eval_batch_size", 1)
+        if isinstance(b, bool) or not isinstance(b, int) or b < 1:
+            raise bad("eval_batch_size", "a positive integer")
 
 
 def _load_trusted_plugins(plugins: Sequence[str], meta: dict[str, Any] | None) -> None:

@@ -102,6 +102,23 @@ class ImageCache:
         self.__init__(state["max_bytes"])
 
 
+DEFAULT_MAX_IMAGE_PIXELS = 178_956_970  # PIL's own hard limit (2 x its warning); a 16k x 11k image
+
+
+def max_image_pixels() -> int:
+    """The largest image (width x height) spnas decodes: ``SPNAS_MAX_IMAGE_PIXELS``, else PIL's limit."""
+    v = os.environ.get("SPNAS_MAX_IMAGE_PIXELS")
+    if v is None:
+        return DEFAULT_MAX_IMAGE_PIXELS
+    try:
+        n = int(v)
+        if n < 1:
+            raise ValueError
+    except ValueError:
+        raise DataError(f"SPNAS_MAX_IMAGE_PIXELS: expected a positive integer, got {v!r}") from None
+    return n
+
+
 def decode_image_file(path: str | os.PathLike) -> torch.Tensor:
     """An image file as a uint8 ``(3, H, W)`` RGB tensor, turned upright by its EXIF orientation.
 
@@ -116,17 +133,34 @@ def decode_image_file(path: str | os.PathLike) -> torch.Tensor:
 
     path = Path(path)
     try:
+        with Image.open(path) as im:  # the header only: refuse what would not fit before decoding it
+            w, h = im.size
+        if w * h > max_image_pixels():
+            raise DataError(f"{path}: {w} x {h} pixels is more than {max_image_pixels():,} (SPNAS_MAX_IMAGE_PIXELS); "
+                            "tile or shrink it, or raise the cap")
         if path.suffix.lower() in (".jpg", ".jpeg", ".png", ".gif", ".webp"):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)
                 img = decode_image(read_file(str(path)), mode=ImageReadMode.RGB, apply_exif_orientation=True)
             if img.dtype == torch.uint8:
                 return img
+            if img.dtype == torch.uint16:  # a 16-bit PNG: its top 8 bits (it decoded to near-white as uint8 before)
+                return (img.to(torch.int32) >> 8).to(torch.uint8)
         from PIL import ImageOps
 
         with Image.open(path) as im:
-            arr = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
-        return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
+            im = ImageOps.exif_transpose(im)
+            if im.mode.startswith("I;16"):  # 16-bit grey (TIFF, PNG): scaled, not clipped to white
+                arr = (np.asarray(im).astype(np.uint32) >> 8).astype(np.uint8)
+                arr = np.repeat(arr[..., None], 3, axis=2)
+            elif im.mode in ("I", "F"):
+                raise DataError(f"{path}: a {im.mode!r} image (32-bit integer or float pixels) has no one scale to 8-bit RGB; "
+                                "convert it to 8 or 16 bits per channel")
+            else:
+                arr = np.asarray(im.convert("RGB"))
+        return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).contiguous()
+    except DataError:
+        raise
     except (OSError, ValueError, RuntimeError, Image.DecompressionBombError) as e:
         raise DataError(f"{path}: cannot decode image ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
 

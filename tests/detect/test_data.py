@@ -1,6 +1,7 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -327,3 +328,34 @@ def test_multiscale_training_resizes_images_and_boxes_together():
     model.eval()
     images, _ = model.transform([torch.rand(3, 100, 100)])
     assert images.image_sizes[0] == (100, 100)  # one scale at test time
+
+
+def test_16_bit_images_are_scaled_not_white(tmp_path):
+    """A 16-bit grey PNG (and TIFF) decoded to near-white uint8 before; now its top 8 bits."""
+    from PIL import Image
+
+    from spnas.detect.data import decode_image_file
+
+    a = (np.arange(64 * 64, dtype=np.uint32).reshape(64, 64) * 16).astype(np.uint16)
+    for ext in ("png", "tif"):
+        f = tmp_path / f"g16.{ext}"
+        Image.fromarray(a).save(f)
+        assert Image.open(f).mode.startswith("I;16")
+        img = decode_image_file(f)
+        assert img.dtype == torch.uint8 and img.shape == (3, 64, 64)
+        assert torch.equal(img[0], torch.from_numpy((a >> 8).astype(np.uint8))) and torch.equal(img[0], img[2])
+
+
+def test_an_image_over_the_pixel_cap_is_refused_from_its_header(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from spnas.detect.data import decode_image_file
+    from spnas.errors import DataError
+
+    f = tmp_path / "big.png"
+    Image.new("RGB", (300, 200)).save(f)
+    monkeypatch.setenv("SPNAS_MAX_IMAGE_PIXELS", "50000")
+    with pytest.raises(DataError, match=r"big.png: 300 x 200 pixels is more than 50,000"):
+        decode_image_file(f)
+    monkeypatch.setenv("SPNAS_MAX_IMAGE_PIXELS", "60000")
+    assert decode_image_file(f).shape == (3, 200, 300)

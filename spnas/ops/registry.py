@@ -39,7 +39,7 @@ class Space:
     max_blocks: int = 60
     max_stages: int = 7
     max_subnets: int = 3
-    max_shift: int = 1
+    max_shift: int = 3
 
 
 DEFAULT_SPACE = Space()

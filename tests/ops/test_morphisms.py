@@ -271,3 +271,32 @@ def test_parallel_codes_with_first_stage_subnets_are_exact_at_creation(stages, d
             ya, yb = a(x), b(x)
         for name in ya:
             torch.testing.assert_close(yb[name], ya[name], rtol=0, atol=1e-9 * ya[name].abs().max().item())
+
+
+def test_the_library_space_and_the_config_agree():
+    """Space()'s bounds are the config's defaults (max_shift was 1 in the library and 3 in the config)."""
+    import dataclasses
+
+    from spnas.search.config import ParallelConfig, SerialConfig
+
+    lib = dataclasses.asdict(Space())
+    s, p = SerialConfig(), ParallelConfig()
+    assert lib == {"min_blocks": s.min_blocks, "max_blocks": s.max_blocks, "max_stages": s.max_stages,
+                   "max_subnets": p.K, "max_shift": s.max_shift}
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_swap_moves_a_boundary_by_k_blocks(k):
+    """The paper's Figure 2: a stage boundary moves by up to max_shift blocks, either way."""
+    arch = parse("BB(1111,d1111,d1,d1)", seed=0)
+    before = [len(st.blocks) for st in arch.stages()]
+    m = get_morphism("swap")
+    sites = m.sites(arch, Space(max_shift=3))
+    moved = set()
+    for site in sites:
+        child = m.apply(arch, site, np.random.default_rng(0), Space(max_shift=3))
+        after = [len(st.blocks) for st in child.stages()]
+        moved.add(tuple(a - b for a, b in zip(after, before)))
+    assert (-k, k, 0, 0) in moved and (k, -k, 0, 0) in moved  # the first boundary, left and right by k
+    assert not any(abs(d) > 3 for delta in moved for d in delta)
+    assert len(m.sites(arch, Space(max_shift=k))) < len(sites) or k == 3

@@ -93,16 +93,44 @@ def detector_state(weights: dict[str, Any], head: dict[str, Any]) -> dict[str, A
     return {**head, **{BODY + module_key(k): v for k, v in weights.items()}}
 
 
+# What the machine did, told by what happened (the error's text), not by a list of type names: torch raises an
+# allocation failure as OutOfMemoryError, as a plain RuntimeError (the CPU allocator, cuDNN, cuBLAS), or as MemoryError;
+# a DataLoader worker killed under the training (the OOM killer, a signal) as a RuntimeError of the loader.
+_MACHINE_TEXT = (
+    ("out of memory", "out of memory"),
+    ("can't allocate memory", "out of memory"),  # DefaultCPUAllocator
+    ("CUDNN_STATUS_ALLOC_FAILED", "out of memory"),
+    ("CUBLAS_STATUS_ALLOC_FAILED", "out of memory"),
+    ("CUDNN_STATUS_NOT_ENOUGH_WORKSPACE", "out of memory"),
+    ("DataLoader worker", "data loader worker lost"),  # "... (pid N) is killed by signal" / "exited unexpectedly"
+)
+
+
+def machine_cause(e: BaseException | None) -> str | None:
+    """The machine's failure ``e`` is (out of disk, out of memory, a lost loader worker), or None: the candidate's own."""
+    if e is None:
+        return None
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "out of disk"
+    if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError":
+        return "out of memory"
+    if isinstance(e, RuntimeError):
+        text = str(e)
+        for needle, cause in _MACHINE_TEXT:
+            if needle in text and not (needle == "DataLoader worker" and "killed by signal" not in text and "exited unexpectedly" not in text):
+                return cause
+    return None
+
+
 def failure(req: dict[str, Any], e: BaseException | None, seconds: float, *, kind: str | None = None, reason: str | None = None) -> dict[str, Any]:
     """A failed result. ``kind`` is ``candidate`` (its own: it diverged, or its code raised) or ``machine``
     (out of disk, out of memory, worker lost, timeout): a resume re-runs the machine's failures, bounded."""
     from spnas.errors import SpnasError
 
     if kind is None:
-        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
-            kind, cause = "machine", "out of disk"
-        elif isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError":
-            kind, cause = "machine", "out of memory"
+        machine = machine_cause(e)
+        if machine is not None:
+            kind, cause = "machine", machine
         else:
             kind, cause = "candidate", "diverged" if type(e).__name__ == "EvalError" else "error"
     else:

@@ -51,6 +51,9 @@ def load_plugin(path: str) -> None:
     sys.modules[name] = mod
     try:
         spec.loader.exec_module(mod)
+    except SystemExit as e:
+        del sys.modules[name]
+        raise ConfigError(f"morphism plugin {path}: called sys.exit({e.code!r}) while loading") from None
     except Exception as e:
         del sys.modules[name]
         if isinstance(e, ConfigError):

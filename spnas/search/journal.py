@@ -1,7 +1,7 @@
 """The run journal: append-only JSON lines, each flushed and fsync'd (optuna's JournalStorage).
 
 Events: ``start``, ``proposed``, ``evaluated``, ``failed``, ``accepted``, ``rejected``,
-``reignited``, ``generation``, ``phase``, ``prefiltered``, ``done``. Resume replays the file: the search runs its
+``reignited``, ``generation``, ``phase``, ``prefiltered``, ``rule_failed``, ``done``. Resume replays the file: the search runs its
 deterministic loop again, and every candidate that already has a result takes it from here.
 
 Replay tolerates exactly one kind of damage: a torn last line, the trace of a kill in the middle of

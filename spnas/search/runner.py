@@ -40,7 +40,7 @@ import yaml
 from deap import base, creator, tools
 from safetensors.torch import load_file
 
-from spnas.errors import ConfigError, SpnasError
+from spnas.errors import ConfigError, MorphismError, SpnasError
 from spnas.ir import Arch, load, parse, save
 from spnas.ir.io import WEIGHTS_FILE, sha256_file, write_tensors
 from spnas.ops import Space, get_morphism
@@ -192,6 +192,7 @@ class Search:
         self.rng = np.random.default_rng(cfg.seed)
         self.lower = lower_is_better(cfg.search.metric)  # a miss rate: every comparison is turned around
         self.seen: set[str] = set()
+        self._checked_rules: set[str] = set()
         self.candidates: dict[str, Candidate] = {}
         self.noise: dict[str, Any] | None = None
         self.pool = None
@@ -469,8 +470,18 @@ class Search:
                     break
                 m, sites = options[int(self.rng.integers(len(options)))]
                 site = sites[int(self.rng.integers(len(sites)))]
-                cur = m.apply(cur, site, self.rng, self.space)
+                try:
+                    nxt = _bounded(lambda m=m, cur=cur, site=site: m.apply(cur, site, self.rng, self.space), RULE_SECONDS, m.name)
+                except MorphismError as e:  # the rule's own failure: this child fails, the search goes on
+                    self._emit("rule_failed", once=True, id=cid, generation=generation, phase="serial", rule=m.name,
+                               site=_plain_site(site), reason=str(e)[:500])
+                    ops = None
+                    break
+                self._check_declared_exact(m, cur, nxt)
+                cur = nxt
                 ops.append({"rule": m.name, "site": _plain_site(site), "exact": m.exact})
+            if ops is None:
+                continue
             if not ops:
                 return None
             if not (s.min_blocks <= len(cur.main_chain()) <= s.max_blocks):
@@ -483,6 +494,23 @@ class Search:
                 continue
             return Candidate(cid, "serial", "child", parent.id, cur, ops, generation)
         return None
+
+    def _check_declared_exact(self, m: Any, before: Arch, after: Arch) -> None:
+        """A plugin rule registered as exact is checked the first time it applies (compiled before and after, as the
+        property tests do for the built-in rules); one that changes the function is refused in one line."""
+        if not m.exact or m.fn.__module__.startswith("spnas.") or m.name in self._checked_rules:
+            return
+        import torch
+
+        from spnas.ops.check import _run
+        from spnas.ops import relative_error
+
+        x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        err = relative_error(_run(before, x, False), _run(after, x, False))
+        if not err <= EXACT_TOL:
+            raise ConfigError(f"morphism {m.name!r} ({m.fn.__module__}) is registered as exact but changed the net's "
+                              f"outputs by {err:.2e} (relative) on its first use; fix the rule or register it exact=False")
+        self._checked_rules.add(m.name)
 
     def _trained(self, c: Candidate) -> Candidate:
         """``c`` carrying its trained backbone weights (what its children and continuation start from)."""
@@ -762,6 +790,33 @@ def resolve_data(cfg: SearchConfig, out: Path) -> dict[str, Any]:
 
     return {"format": c.format, "train": res(c.train), "val": res(c.val), "classes": list(c.classes), "strict": c.strict, "tile": c.tile,
             "cache_mb": c.cache_mb}
+
+
+RULE_SECONDS = 120.0  # a rule's apply() that runs longer is the rule's failure (a plugin stuck in a loop)
+EXACT_TOL = 1e-6  # relative output change (float64) an exact plugin rule may make on its first use
+
+
+def _bounded(fn: Callable[[], Arch], seconds: float, name: str) -> Arch:
+    """``fn()``, ended with a MorphismError after ``seconds`` (SIGALRM: in the main thread on Unix; elsewhere unbounded).
+    A rule that calls ``sys.exit`` is the rule's failure too, not the end of the search."""
+    import signal
+    import threading
+
+    def expired(signum: int, frame: Any) -> None:
+        raise MorphismError(f"morphism {name!r} ran longer than {seconds:.0f} s")
+
+    timed = hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+    old = signal.signal(signal.SIGALRM, expired) if timed else None
+    if timed:
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        return fn()
+    except SystemExit as e:
+        raise MorphismError(f"morphism {name!r} called sys.exit({e.code!r})") from None
+    finally:
+        if timed:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, old)
 
 
 def _with_new_defaults(old: Any, cfg: SearchConfig) -> Any:

@@ -236,9 +236,28 @@ def _call(fn: Callable[[dict[str, Any]], dict[str, Any]], req: dict[str, Any]) -
         return failure(req, e, time.perf_counter() - t0)
 
 
+def _kill_tree(p: Any) -> None:
+    """End a worker and every process it started (its process group: DataLoader workers fork into it)."""
+    import signal
+
+    if p.pid is not None:
+        try:
+            if os.getpgid(p.pid) == p.pid:  # a group of its own (set when the worker started)
+                os.killpg(p.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError, OSError):
+            pass
+    if p.is_alive():
+        p.kill()
+    p.join()
+
+
 def _worker(fn: Callable, device: str, threads: int, tasks: mp.Queue, results: mp.Queue) -> None:
     import threading
 
+    try:
+        os.setpgid(0, 0)  # its own process group, so the pool can end it with all its children
+    except OSError:
+        pass
     threading.Thread(target=_orphan_watchdog, args=(os.getppid(),), daemon=True).start()
     while True:
         item = tasks.get()
@@ -323,9 +342,7 @@ class LocalPool:
                 p = self._procs[w]
                 timed_out = self.timeout_s and time.time() - started > self.timeout_s
                 if not p.is_alive() or timed_out:
-                    if timed_out:
-                        p.kill()
-                        p.join()
+                    _kill_tree(p)  # its DataLoader workers too: they hold the search's stderr open (`| tee` never ends)
                     reason = f"timed out after {self.timeout_s:.0f} s" if timed_out else f"worker process died (exit code {p.exitcode})"
                     out[r] = failure(requests[r], None, time.time() - started, kind="machine",
                                      reason=reason)
@@ -346,8 +363,7 @@ class LocalPool:
             if p is None:
                 continue
             p.join(timeout=5)
-            if p.is_alive():
-                p.kill()
+            _kill_tree(p)
         self._procs = [None] * len(self.devices)
         self._tasks = [None] * len(self.devices)
 

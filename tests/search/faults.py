@@ -60,3 +60,28 @@ def node_marking_evaluate(req: dict[str, Any]) -> dict[str, Any]:
         os.replace(mark + ".tmp", mark)
         time.sleep(120)
     return evaluate_candidate(req)
+
+
+class _StopsItself:
+    """A data set whose loader worker stops itself (SIGSTOP) at the second item: a stopped worker runs no watchdog,
+    so it outlives its killed parent unless it is killed too."""
+
+    def __len__(self) -> int:
+        return 100
+
+    def __getitem__(self, i: int) -> int:
+        import signal
+
+        if i == 1:
+            os.kill(os.getpid(), signal.SIGSTOP)
+        return i
+
+
+def hang_with_loader_worker(req: dict[str, Any]) -> dict[str, Any]:
+    """A candidate whose training hangs on a stopped DataLoader worker (a forked child, holding stderr)."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    for _ in DataLoader(_StopsItself(), batch_size=1, num_workers=1, multiprocessing_context="fork"):
+        pass
+    return {"id": req["id"], "status": "ok", "metric": float(torch.zeros(1))}

@@ -91,15 +91,16 @@ def space(ctx: dict[str, Any]) -> Any:
     return Space(min_blocks=s["min_blocks"], max_blocks=s["max_blocks"], max_stages=s["max_stages"], max_subnets=p["K"], max_shift=3)
 
 
-def _walk(arch: Any, rng: np.random.Generator, sp: Any) -> tuple[Any, list[dict[str, Any]]]:
-    """1-2 random morphisms from ``arch`` (a serial rule, or a parallel subnet with probability P_PARALLEL)."""
+def _walk(arch: Any, rng: np.random.Generator, sp: Any, parallel: bool = True) -> tuple[Any, list[dict[str, Any]]]:
+    """1-2 random morphisms from ``arch`` (a serial rule, or a parallel subnet with probability P_PARALLEL;
+    ``parallel=False``: serial rules only)."""
     from spnas.ops import get_morphism
 
     cur, ops = arch, []
     for _ in range(int(rng.integers(1, 3))):
         par = get_morphism("add_subnet")
         options = [(m, st) for m in map(get_morphism, SERIAL_RULES) if (st := list(m.sites(cur, sp)))]
-        psites = list(par.sites(cur, sp))
+        psites = list(par.sites(cur, sp)) if parallel else []
         if psites and (not options or rng.random() < P_PARALLEL):
             m, sites = par, psites
         elif options:
@@ -154,7 +155,48 @@ def make_plan(ctx: dict[str, Any], seed: int) -> dict[str, Any]:
     for i, (pa, _) in enumerate(firsts):
         for j, (a, ops) in enumerate(_spread(pool_from(pa, st["pool"] // 4), st["children"], size, qs)):
             add(a, ops, f"n{i:02d}{chr(97 + j)}", 2, f"n{i:02d}")
-    return {"seed": seed, "start_code": z["start_code"], "rules": list(SERIAL_RULES) + ["add_subnet"], "nets": nets}
+    out = {"seed": seed, "start_code": z["start_code"], "rules": list(SERIAL_RULES) + ["add_subnet"], "nets": nets}
+    repair_plan(ctx, out)
+    return out
+
+
+def _trained_parallel(code: str) -> bool:
+    return "(" in code.split(")", 1)[1] if ")" in code else False
+
+
+def repair_plan(ctx: dict[str, Any], p: dict[str, Any]) -> list[str]:
+    """Redraw the children that add a parallel subnet to a parent that has subnets already.
+
+    ``add_subnet`` applies only to pristine nets (untrained subnets, so the copy is exact); the first plan
+    drew such children from the parent's untrained structure, but a child inherits the parent *after* its
+    fast training, where the rule offers no site. Each is redrawn from serial rules only, with a generator
+    seeded by its name (the other nets stay as drawn), at the same place in GMACs. Returns the names redrawn."""
+    from spnas.ir import parse
+
+    sp, size = space(ctx), ctx["size"]["image"]
+    nets = {n["name"]: n for n in p["nets"]}
+    seen = {n["fingerprint"] for n in p["nets"]} | {parse(p["start_code"], seed=0).fingerprint()}
+    redrawn = []
+    for n in p["nets"]:
+        parent = nets.get(n["parent"])
+        if parent is None or not _trained_parallel(parent["code"]) or not any(op["rule"] == "add_subnet" for op in n["ops"]):
+            continue
+        pa = replay(p["start_code"], nets, parent["name"], sp)
+        rng = np.random.default_rng(zlib.crc32(("redraw:" + n["name"]).encode()))
+        pool = []
+        for _ in range(STUDY[ctx["name"]]["pool"] // 4):
+            a, ops = _walk(pa, rng, sp, parallel=False)
+            if ops and a.fingerprint() not in seen and sp.min_blocks <= len(a.main_chain()) <= sp.max_blocks:
+                pool.append((a, ops))
+        if not pool:
+            raise RuntimeError(f"{n['name']}: no serial walk from {parent['code']} within the bounds")
+        pool.sort(key=lambda w: w[0].flops((size, size)))
+        a, ops = min(pool, key=lambda w: abs(w[0].flops((size, size)) / 1e9 - n["gmacs"]))
+        seen.add(a.fingerprint())
+        n.update(ops=ops, code=a.code(), fingerprint=a.fingerprint(), gmacs=round(a.flops((size, size)) / 1e9, 4),
+                 params_m=round(a.params() / 1e6, 4), redrawn=True)
+        redrawn.append(n["name"])
+    return redrawn
 
 
 def plan(ctx: dict[str, Any], seed: int = 0) -> dict[str, Any]:
@@ -295,6 +337,7 @@ def collect(ctx: dict[str, Any], plan_seed: int = 0) -> dict[str, Any]:
     rows = []
     for n in p["nets"]:
         row = {k: n[k] for k in ("name", "level", "parent", "code", "fingerprint", "gmacs", "params_m", "ops")}
+        row["redrawn"] = bool(n.get("redrawn"))
         row["morphisms"] = [op["rule"] for op in n["ops"]]
         row["arms"], row["truth"], row["seconds"] = {}, {"inherited": {}, "scratch": {}}, {}
         for arm in ARMS:

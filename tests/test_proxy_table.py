@@ -70,3 +70,30 @@ def test_the_readme_shows_the_shipped_table(table):
     readme = (TABLE.parents[2] / "README.md").read_text()
     block = re.search(r"<!-- evidence:proxy -->\n(.*?)<!-- /evidence:proxy -->", readme, re.S)
     assert block and block.group(1).rstrip("\n") == proxy.markdown(table).rstrip("\n")
+
+
+def test_every_child_applies_to_its_parent_after_training(table):
+    """A child inherits its parent after the parent's fast training: its walk must apply to trained weights too
+    (add_subnet offers no site on a trained parallel net; the first plan drew such children and crashed)."""
+    import zlib
+
+    import numpy as np
+    import torch
+
+    from spnas.ops import get_morphism
+
+    names = {n["name"]: n for n in table["nets"]}
+    sp = Space(**table["space"])
+    for n in table["nets"]:
+        if n["level"] != 2:
+            continue
+        parent = proxy.replay(table["start"]["code"], names, n["parent"], sp)
+        g = torch.Generator().manual_seed(0)
+        trained = parent.with_weights({k: v + 0.01 * torch.randn(v.shape, generator=g) if v.is_floating_point() else v
+                                       for k, v in parent.weights.items()})
+        cur = trained
+        rng = np.random.default_rng(zlib.crc32(n["name"].encode()))
+        for op in n["ops"]:
+            site = tuple(op["site"]) if isinstance(op["site"], list) else op["site"]
+            cur = get_morphism(op["rule"]).apply(cur, site, rng, sp)
+        assert cur.fingerprint() == n["fingerprint"], n["name"]

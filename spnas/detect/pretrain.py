@@ -76,6 +76,15 @@ def _read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
+def fashion_mnist_dir() -> Path | None:
+    """Where Fashion-MNIST's IDX files are (Debian's ``dataset-fashion-mnist``), or None."""
+    for d in FASHION_DIRS:
+        root = Path(d)
+        if sorted(root.glob("train-images-idx3-ubyte*")) and sorted(root.glob("train-labels-idx1-ubyte*")):
+            return root
+    return None
+
+
 def _fashion(n: int, size: int) -> TensorDataset:
     for d in FASHION_DIRS:
         root = Path(d)

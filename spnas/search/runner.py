@@ -160,6 +160,8 @@ class Search:
             raise ConfigError(f"{cfg_file}: the run was started with another config; resume without changing it "
                               "(only the workers section may change: another machine, other devices)")
         self.start_arch = self._start_arch()  # start weights are read (and refused) before anything is written
+        _check_start(self.start_arch, cfg)
+        _check_reignite(cfg)
         self.data: dict[str, Any] | None = None
         if cfg.data.format != "shapes":  # the user's annotations too: bad data is one line now, not every candidate's failure
             self.data = resolve_data(cfg, self.out)
@@ -858,8 +860,44 @@ def _check_data(data: dict[str, Any], metric: str, *, keep: bool) -> None:
         value = person_miss_rates(val, None)[metric]
         if not (math.isfinite(value) and value >= 0):
             raise ConfigError(f"search.metric: {metric}: the validation split has no person in this subset, so the miss rate is undefined")
+    if metric in _AREA_RANGES:  # pycocotools gives -1 for an area range with no object: every candidate would tie
+        lo, hi = _AREA_RANGES[metric]
+        anns = [a for a in val.coco.anns.values() if not a.get("iscrowd")]
+        if not any(lo <= float(a.get("area") or a["bbox"][2] * a["bbox"][3]) < hi for a in anns):
+            name = {"APs": "small (area < 32²)", "APm": "medium (32² to 96²)", "APl": "large (area > 96²)"}[metric]
+            raise ConfigError(f"search.metric: {metric}: the validation split has no {name} object, so {metric} is -1 for "
+                              "every candidate; choose another metric")
     if not keep:
         evaluator._DATA_CACHE.clear()
+
+
+_AREA_RANGES = {"APs": (0.0, 32.0**2), "APm": (32.0**2, 96.0**2), "APl": (96.0**2, math.inf)}  # pycocotools' ranges
+
+
+def _check_start(arch: Arch, cfg: SearchConfig) -> None:
+    """A start net the search's own bounds refuse could never be compared with a child: refused before the run."""
+    s = cfg.search
+    n, stages = len(arch.main_chain()), len(arch.stages())
+    if not s.min_blocks <= n <= s.max_blocks:
+        raise ConfigError(f"start: the start net has {n} blocks on its main chain, outside search.min_blocks..max_blocks "
+                          f"({s.min_blocks}..{s.max_blocks}); widen the bounds or choose another start")
+    if stages > s.max_stages:
+        raise ConfigError(f"start: the start net has {stages} stages, more than search.max_stages ({s.max_stages})")
+
+
+def _check_reignite(cfg: SearchConfig) -> None:
+    """A reignite data source that cannot be had fails at the first reignite, hours in: refused before the run."""
+    if not (cfg.search.final_reignite or cfg.search.n_reignite):
+        return
+    spec = cfg.reignite.data
+    if spec == "fashion-mnist":
+        from spnas.detect.pretrain import FASHION_DIRS, fashion_mnist_dir
+
+        if fashion_mnist_dir() is None:
+            raise ConfigError(f"reignite.data: fashion-mnist: no IDX files in {', '.join(FASHION_DIRS)} "
+                              "(apt-get install dataset-fashion-mnist), and the search reignites")
+    elif spec != "generated" and not Path(cfg.path(spec)).is_dir():
+        raise ConfigError(f"reignite.data: {spec}: no such ImageFolder directory, and the search reignites")
 
 
 def _with_weights(arch: Arch, path: Path) -> Arch:

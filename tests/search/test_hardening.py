@@ -83,3 +83,38 @@ def test_a_key_given_twice_in_the_config_is_refused(tmp_path, text, key, line, f
         load_config(f)
     msg = str(e.value)
     assert f"line {line + 1}" in msg and f"'{key}' is given twice (first on line {first + 1})" in msg and "\n" not in msg
+
+
+def test_a_start_net_outside_the_searchs_bounds_is_refused_before_the_run(tmp_path):
+    with pytest.raises(ConfigError, match=r"start: the start net has 4 blocks .* outside search.min_blocks..max_blocks \(6..9\)"):
+        Search(config(search={"min_blocks": 6}), tmp_path / "run", evaluate=FakeEvaluator(), quiet=True, tensorboard=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_reignite_source_that_cannot_be_had_is_refused_before_the_run(tmp_path, monkeypatch):
+    import spnas.detect.pretrain as pretrain
+
+    monkeypatch.setattr(pretrain, "FASHION_DIRS", (str(tmp_path / "nothing"),))
+    with pytest.raises(ConfigError, match="reignite.data: fashion-mnist: no IDX files .* and the search reignites"):
+        Search(config(search={"final_reignite": True}, reignite={"data": "fashion-mnist"}), tmp_path / "run",
+               evaluate=FakeEvaluator(), quiet=True, tensorboard=False)
+    with pytest.raises(ConfigError, match="no such ImageFolder directory"):
+        Search(config(search={"n_reignite": 1}, reignite={"data": str(tmp_path / "imagenet")}), tmp_path / "run",
+               evaluate=FakeEvaluator(), quiet=True, tensorboard=False)
+    assert not (tmp_path / "run").exists()
+    # without a reignite the source is never needed, so it is not checked
+    Search(config(search={"final_reignite": False, "n_reignite": 0}, reignite={"data": "fashion-mnist"}), tmp_path / "ok",
+           evaluate=FakeEvaluator(), quiet=True, tensorboard=False).run()
+
+
+def test_a_metric_that_is_minus_one_for_every_candidate_is_refused(tmp_path):
+    from spnas.detect.data import generate_shapes
+
+    tr = generate_shapes(tmp_path / "d", n_images=4, size=64, seed=0, split="train")
+    va = generate_shapes(tmp_path / "d", n_images=2, size=64, seed=1, split="val")
+    images = str(tmp_path / "d" / "images")
+    data = {"format": "coco", "train": {"json": str(tr), "images": images}, "val": {"json": str(va), "images": images}}
+    with pytest.raises(ConfigError, match=r"search.metric: APl: the validation split has no large \(area > 96²\) object"):
+        Search(config(data=data, search={"metric": "APl"}), tmp_path / "run", evaluate=FakeEvaluator(), quiet=True, tensorboard=False)
+    assert not (tmp_path / "run").exists()
+    Search(config(data=data, search={"metric": "APs"}), tmp_path / "ok", evaluate=FakeEvaluator(), quiet=True, tensorboard=False)

@@ -230,3 +230,62 @@ def test_fuzz_coco_annotations_long(data, coco, tmp_path_factory):
 @given(data=st.data())
 def test_fuzz_voc_annotations_long(data, voc_image, tmp_path_factory):
     test_fuzz_voc_annotations.hypothesis.inner_test(data, voc_image, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def detector_dir(tmp_path_factory):
+    from tests.use.test_untrusted_dir import make_detector_dir
+
+    return make_detector_dir(tmp_path_factory.mktemp("det") / "det", [])
+
+
+@settings(max_examples=N // 3, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_fuzz_detector_json(data, detector_dir, tmp_path_factory):
+    """A mutated detector.json loads, or fails in one SpnasError line (it gave KeyError/TypeError tracebacks)."""
+    import spnas
+
+    base = json.loads((detector_dir / "detector.json").read_text())
+    doc = data.draw(mutated(base))
+    d = tmp_path_factory.mktemp("dj")
+    try:
+        shutil.copytree(detector_dir / "arch", d / "arch", copy_function=os.link)
+        os.link(detector_dir / "detector.safetensors", d / "detector.safetensors")
+        (d / "detector.json").write_text(json.dumps(doc))
+        spnas.load_detector(d)
+    except SpnasError as e:
+        _one_line(e)
+    finally:
+        shutil.rmtree(d)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    from tests.search.test_loop import run
+
+    root = tmp_path_factory.mktemp("journal")
+    run(root, search={"max_generations": 2})
+    return root / "run"
+
+
+@settings(max_examples=int(os.environ.get("FUZZ_JOURNAL_N", N // 10)), deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_fuzz_journal_lines(data, finished_run, tmp_path_factory):
+    """A mutated journal line: the resume finishes, or stops in one SpnasError line (naming the damaged line)."""
+    from spnas.search import Search
+    from tests.search.fake import FakeEvaluator
+    from tests.search.test_loop import config
+
+    lines = (finished_run / "journal.jsonl").read_text().splitlines()
+    i = data.draw(st.integers(0, len(lines) - 1))
+    lines[i] = json.dumps(data.draw(mutated(json.loads(lines[i]))))
+    d = tmp_path_factory.mktemp("jr") / "run"
+    shutil.copytree(finished_run, d, copy_function=os.link)
+    (d / "journal.jsonl").unlink()
+    (d / "journal.jsonl").write_text("\n".join(lines) + "\n")
+    try:
+        Search(config(search={"max_generations": 2}), d, evaluate=FakeEvaluator(), quiet=True, resume=True, tensorboard=False).run()
+    except SpnasError as e:
+        _one_line(e)
+    finally:
+        shutil.rmtree(d.parent)

@@ -105,9 +105,9 @@ def _read_meta(d: Path) -> dict[str, Any]:
         raise ConfigError(f"{f}: expected a JSON object, got {type(meta).__name__}")
     root = d.resolve()
     for key, default in (("arch", "arch"), ("weights", DETECTOR_WEIGHTS)):
-        rel = meta.get(key, default)
-        if not isinstance(rel, str) or not rel:
-            raise ConfigError(f"{f}: {key}: expected a path inside {d}, got {rel!r}")
+        rel = meta.setdefault(key, default)  # older descriptions may omit them: the standard names
+        if not isinstance(rel, str) or not rel or "\x00" in rel:
+            raise ConfigError(f"{f}: {key}: expected a path inside {d}, got {str(rel)[:60]!r}")
         target = (d / rel).resolve()
         if not target.is_relative_to(root) or target == root:
             raise ConfigError(f"{f}: {key}: {rel!r} leaves the directory {d}; a detector directory holds its own files")
@@ -204,13 +204,26 @@ def load_detector(path: str | os.PathLike, *, device: str | torch.device = "cpu"
     if meta.get("format") != FORMAT:
         raise ConfigError(f"{d / DETECTOR_JSON}: format {meta.get('format')!r} is not {FORMAT!r}")
     _load_trusted_plugins(plugins, meta)
+    for required in ("classes", "head", "options"):
+        if required not in meta:
+            raise ConfigError(f"{d / DETECTOR_JSON}: {required}: missing; expected a whole description (see docs/inference.md)")
     arch = _load_arch(d / meta["arch"], meta)
-    model = build_detector(arch, len(meta["classes"]), meta["head"], preset="default", **meta["options"])
+    try:
+        model = build_detector(arch, len(meta["classes"]), meta["head"], preset="default", **meta["options"])
+    except SpnasError:
+        raise
+    except (TypeError, ValueError, RuntimeError) as e:  # an option of the wrong type or range
+        raise ConfigError(f"{d / DETECTOR_JSON}: options: cannot build the detector ({type(e).__name__}: {' '.join(str(e).split())[:200]})") from None
     try:
         state = load_file(str(d / meta["weights"]))
     except Exception as e:  # safetensors raises several kinds on a bad file
         raise SpnasError(f"{d / meta['weights']}: cannot read the detector's weights ({e})") from None
-    model.load_state_dict(state, strict=True)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = next((ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()), str(e))[:200]
+        raise ConfigError(f"{d / DETECTOR_JSON}: does not describe {meta['weights']} (classes, head or options differ from "
+                          f"the weights': {first})") from None
     model.spnas_meta = meta
     return model.eval().to(device)
 

@@ -36,15 +36,45 @@ _FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
 }
 
 
+# fields a replay or a listener reads when they are there (absent or null is fine), and their types
+_OPTIONAL: dict[str, dict[str, tuple[type, ...]]] = {
+    "evaluated": {"seconds": _NUMBER, "loss": _NUMBER, "iterations": (int,), "metrics": (dict,), "curve": (dict,), "phase": (str,)},
+    "failed": {"seconds": _NUMBER, "kind": (str,), "cause": (str,)},
+    "proposed": {"gmacs": _NUMBER, "params_m": _NUMBER, "parent": (str,), "role": (str,), "phase": (str,), "morphisms": (list,),
+                 "stage_gmacs": (list,)},
+    "accepted": {"metric": _NUMBER, "gain": _NUMBER, "baseline_metric": _NUMBER, "noise_std": _NUMBER, "encoding": (str,), "baseline": (str,)},
+    "rejected": {"metric": _NUMBER, "baseline_metric": _NUMBER, "baseline": (str,), "kept": (str,)},
+    "best": {"metric": _NUMBER},
+    "noise": {"std": _NUMBER, "mean": _NUMBER, "spread": _NUMBER, "metrics": (list,)},
+    "reignited": {"metric": _NUMBER, "parent": (str,)},
+    "generation": {"rng": (dict,), "generation": (int,)},
+}
+
+
 def _check_fields(ev: dict[str, Any]) -> None:
     """A parsed event that a replay can use: its kind's fields present, with their types (ValueError says which)."""
+    def wrong(name: str, v: Any, types: tuple[type, ...]) -> ValueError:
+        what = "missing" if name not in ev else f"{type(v).__name__} {str(v)[:20]!r}, expected {' or '.join(t.__name__ for t in types)}"
+        return ValueError(f"a {ev['event']!r} event whose {name!r} is {what}")
+
     for name, types in _FIELDS.get(ev["event"], {}).items():
         v = ev.get(name)
         if v is None or isinstance(v, bool) or not isinstance(v, types):
-            what = "missing" if name not in ev else f"{type(v).__name__} {str(v)[:20]!r}, expected {' or '.join(t.__name__ for t in types)}"
-            raise ValueError(f"a {ev['event']!r} event whose {name!r} is {what}")
+            raise wrong(name, v, types)
         if types is _NUMBER and v != v:
             raise ValueError(f"a {ev['event']!r} event whose {name!r} is NaN")
+    for name, types in _OPTIONAL.get(ev["event"], {}).items():
+        v = ev.get(name)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, types)):
+            raise wrong(name, v, types)
+    if ev["event"] == "evaluated":
+        if not all(isinstance(v, _NUMBER) and not isinstance(v, bool) for v in (ev.get("metrics") or {}).values()):
+            raise ValueError("an 'evaluated' event whose 'metrics' holds a value that is not a number")
+        w = ev["weights"]
+        if w.startswith("/") or ".." in Path(w).parts or "\x00" in w or len(w) > 1024:
+            raise ValueError(f"an 'evaluated' event whose 'weights' {w[:40]!r} is not a path inside the run directory")
+    if ev["event"] == "noise" and not all(isinstance(v, _NUMBER) and not isinstance(v, bool) for v in ev.get("metrics") or []):
+        raise ValueError("a 'noise' event whose 'metrics' holds a value that is not a number")
 
 
 class Journal:

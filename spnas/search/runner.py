@@ -558,8 +558,11 @@ class Search:
             return None
         if r.get("event") == "evaluated":
             w = self.out / r["weights"]
-            if not w.is_file() or sha256_file(w) != r.get("sha256") or not (self._dir(c.id) / HEAD_FILE).is_file():
-                return None  # the files are gone or damaged: evaluate again
+            try:
+                if not w.is_file() or sha256_file(w) != r.get("sha256") or not (self._dir(c.id) / HEAD_FILE).is_file():
+                    return None  # the files are gone or damaged: evaluate again
+            except OSError:  # a name the file system cannot hold (too long, ...): as gone
+                return None
         return r
 
     def _pool_map(self, fn: Evaluate, requests: list[dict[str, Any]], on_result: Callable[[int, dict[str, Any]], None]) -> list[dict[str, Any]]:

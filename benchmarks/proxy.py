@@ -313,12 +313,16 @@ def jobs(ctx: dict[str, Any], plan_seed: int = 0) -> list[ev.Job]:
     def deps(n: dict[str, Any]) -> tuple[str, ...]:
         return ("start",) if n["parent"] == "start" else (f"arm:{n['parent']}:a:0",)
 
+    def truth(s: int) -> list[ev.Job]:
+        return [ev.Job(f"truth:{n['name']}:inherited:{s}", job_truth, (n["name"], "inherited", s), deps=deps(n)) for n in nets]
+
     out = [ev.Job("start", ev.job_start, ())]
     out += [ev.Job(f"arm:{n['name']}:{arm}:{s}", job_arm, (n["name"], arm, s), deps=deps(n))
             for n in nets for s in st["arm_seeds"] for arm in ARMS if arm != "c"]
+    out += truth(st["truth_seeds"][0])  # the inherited arms against one truth first: what the default is chosen by
     out += [ev.Job(f"arm:{n['name']}:c:{s}", job_arm, (n["name"], "c", s)) for n in nets for s in st["arm_seeds"]]
-    for s in st["truth_seeds"]:  # truth (i) under every seed first: the ceiling needs two
-        out += [ev.Job(f"truth:{n['name']}:inherited:{s}", job_truth, (n["name"], "inherited", s), deps=deps(n)) for n in nets]
+    for s in st["truth_seeds"][1:]:  # then the truth's other seeds: the ceiling
+        out += truth(s)
     out += [ev.Job(f"truth:{n['name']}:scratch:0", job_truth, (n["name"], "scratch", 0)) for n in nets]
     return out
 

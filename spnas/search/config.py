@@ -125,6 +125,8 @@ class DataConfig(_Section):
 
     @model_validator(mode="after")
     def _splits(self) -> DataConfig:
+        if 0 < self.tile < 32:
+            raise ValueError(f"tile: expected 0 (off) or a tile of at least 32 px, got {self.tile}")
         if self.format == "shapes":
             return self
         key = {"coco": "json", "voc": "xml", "ecp": "labels"}[self.format]
@@ -460,6 +462,8 @@ def _check_environment(cfg: SearchConfig, where: str, text: str | None) -> None:
             for key, v in getattr(cfg.data, split).items():
                 if key in ("json", "xml", "labels", "images") and isinstance(v, str) and not cfg.path(v).exists():
                     raise fail(("data", split, key), f"no such file or directory: {cfg.path(v)}")
+    if cfg.data.root is not None and cfg.path(cfg.data.root).exists() and not cfg.path(cfg.data.root).is_dir():
+        raise fail(("data", "root"), f"{cfg.path(cfg.data.root)} is a file; expected a directory to write the generated set into")
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

@@ -122,6 +122,19 @@ def machine_cause(e: BaseException | None) -> str | None:
     return None
 
 
+def one_line(e: BaseException | None) -> str:
+    """An exception as one line: a DataLoader worker's wrapped error as its original last line ("DataError: ..."),
+    else the first line of the message, with the type unless it is spnas's own."""
+    from spnas.errors import SpnasError
+
+    text = str(e)
+    if "Original Traceback" in text:  # torch's ExceptionWrapper: the worker's traceback, the error on its last line
+        last = [ln.strip() for ln in text.splitlines() if ln.strip()][-1]
+        return f"{last} (in a DataLoader worker)"
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    return first if isinstance(e, SpnasError) else f"{type(e).__name__}: {first}"
+
+
 def failure(req: dict[str, Any], e: BaseException | None, seconds: float, *, kind: str | None = None, reason: str | None = None) -> dict[str, Any]:
     """A failed result. ``kind`` is ``candidate`` (its own: it diverged, or its code raised) or ``machine``
     (out of disk, out of memory, worker lost, timeout): a resume re-runs the machine's failures, bounded."""
@@ -135,7 +148,7 @@ def failure(req: dict[str, Any], e: BaseException | None, seconds: float, *, kin
             kind, cause = "candidate", "diverged" if type(e).__name__ == "EvalError" else "error"
     else:
         cause = reason or kind
-    text = reason or (str(e) if isinstance(e, SpnasError) else f"{type(e).__name__}: {e}")
+    text = reason or one_line(e)
     return {"id": req["id"], "status": "failed", "reason": text, "kind": kind, "cause": cause, "seconds": round(seconds, 3)}
 
 

@@ -331,7 +331,8 @@ class Search:
         start = self._propose(Candidate("start", "serial", "start", None, self.start_arch))
         self._evaluate([start])
         if not start.ok:
-            raise SpnasError(f"the start network failed to train: {start.result.get('reason')}")
+            raise SpnasError(f"the start network failed to train: {start.result.get('reason')}; nothing was decided, "
+                             "so fix it and --resume (the start trains again)")
         start = self._trained(start)
         self._emit("accepted", once=True, id="start", generation=0, phase="serial", rule="start", metric=start.metric,
                    encoding=code_of(start.arch))
@@ -555,6 +556,8 @@ class Search:
         failed it (out of disk, out of memory, worker lost, timeout), which no decision ever counts."""
         r = self.journal.results.get(c.id)
         if r is None or _machine_failed(r):
+            return None
+        if c.id == "start" and r.get("event") == "failed":  # nothing was decided yet: a fixed cause trains it again
             return None
         if r.get("event") == "evaluated":
             w = self.out / r["weights"]

@@ -118,3 +118,42 @@ def test_a_metric_that_is_minus_one_for_every_candidate_is_refused(tmp_path):
         Search(config(data=data, search={"metric": "APl"}), tmp_path / "run", evaluate=FakeEvaluator(), quiet=True, tensorboard=False)
     assert not (tmp_path / "run").exists()
     Search(config(data=data, search={"metric": "APs"}), tmp_path / "ok", evaluate=FakeEvaluator(), quiet=True, tensorboard=False)
+
+
+def test_a_failed_start_resumes_once_its_cause_is_fixed(tmp_path):
+    """A start that failed (a corrupt image, a bug fixed since) decided nothing: --resume trains it again (it was a dead end)."""
+    from spnas.errors import SpnasError
+
+    out = tmp_path / "run"
+    with pytest.raises(SpnasError, match="the start network failed to train: .*fix it and --resume"):
+        Search(config(), out, evaluate=FakeEvaluator(fail={"start": "raise"}), quiet=True, tensorboard=False).run()
+    ev = FakeEvaluator()
+    s = Search(config(), out, evaluate=ev, quiet=True, resume=True, tensorboard=False).run()
+    assert ev.calls[0] == "start" and s["candidates"] > 1
+
+
+def test_configs_that_failed_after_the_journal_are_refused_before_it(tmp_path):
+    with pytest.raises(ConfigError, match="data.tile: .*at least 32 px, got 1"):
+        config(data={"tile": 1})
+    f = tmp_path / "afile"
+    f.write_text("x")
+    from spnas.search.config import config_from_dict
+    from tests.search.test_loop import BASE
+
+    d = json.loads(json.dumps(BASE))
+    d["data"]["root"] = str(f)
+    with pytest.raises(ConfigError, match="data.root: .*is a file; expected a directory"):
+        config_from_dict(d)
+
+
+def test_a_data_loader_workers_error_is_one_line():
+    from spnas.errors import DataError
+    from spnas.search.evaluator import one_line
+
+    class Wrapped(RuntimeError):
+        pass
+
+    e = Wrapped("Caught DataError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n  File \"x.py\", "
+                "line 1, in f\n    raise DataError('a.png: cannot decode image')\nspnas.errors.DataError: a.png: cannot decode image\n")
+    assert one_line(e) == "spnas.errors.DataError: a.png: cannot decode image (in a DataLoader worker)"
+    assert one_line(DataError("b.png: bad\nmore")) == "b.png: bad"

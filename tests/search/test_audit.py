@@ -34,6 +34,7 @@ def finished(run: Path) -> dict[str, tuple[int, str]]:
     return {p.parent.name: (p.stat().st_mtime_ns, p.read_text()) for p in (run / "audit").glob("*/metrics.json")}
 
 
+@pytest.mark.slow  # it needs a finished tiny search (the fixture the audit test shares): .ci/run runs both
 def test_the_plan_takes_the_start_the_found_net_and_the_best_others(tiny_run):
     p = plan(tiny_run, top=2)
     ids = [n["id"] for n in p["nets"]]

@@ -486,7 +486,11 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 def safe_load_unique(text: str) -> Any:
     """``yaml.safe_load`` that refuses duplicated keys (raises ``yaml.YAMLError`` naming the key and lines)."""
-    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    loader = _UniqueKeyLoader(text)  # a SafeLoader: what yaml.safe_load does, with the duplicate check
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
 
 
 def load_config(path: str | os.PathLike) -> SearchConfig:

@@ -1,7 +1,7 @@
 """Detection data: COCO json (pycocotools), VOC xml, and the built-in generated shapes set.
 
 Every source becomes a :class:`DetectionDataset` over a pycocotools ``COCO`` index, so one
-evaluation path serves all of them. Annotations are checked when loaded: a box outside the image,
+evaluation path serves all of them. Annotations are checked when loaded: a box wholly outside the image,
 of zero or negative area, of an unknown category, or an image file that is missing is reported
 with the file and id; with ``strict=True`` the first problem raises :class:`DataError`, otherwise
 the bad annotations (or images) are dropped and the problems are kept in ``dataset.problems``.
@@ -180,8 +180,9 @@ class DetectionDataset(Dataset):
     """
 
     def __init__(self, coco: COCO, image_dir: str | os.PathLike, *, problems: list[Problem] | None = None,
-                 cache: ImageCache | None = None, transforms: Any = None) -> None:
+                 cache: ImageCache | None = None, transforms: Any = None, ignore_other_vru: bool = False) -> None:
         self.coco = coco
+        self.ignore_other_vru = bool(ignore_other_vru)  # ECP miss rates: riders ignored (True) or discarded (False)
         self.image_dir = Path(image_dir)
         self.cat_ids = sorted(coco.getCatIds())
         self.cat_to_label = {c: i + 1 for i, c in enumerate(self.cat_ids)}
@@ -222,7 +223,8 @@ class DetectionDataset(Dataset):
             "annotations": [a for a in d["annotations"] if a["image_id"] in keep],
             "categories": d["categories"],
         }
-        return DetectionDataset(_quiet_coco(sub), self.image_dir, problems=self.problems, cache=self.cache, transforms=self.transforms)
+        return DetectionDataset(_quiet_coco(sub), self.image_dir, problems=self.problems, cache=self.cache, transforms=self.transforms,
+                                ignore_other_vru=self.ignore_other_vru)
 
     def load_image(self, image_id: int) -> torch.Tensor:
         """The uint8 ``(3, H, W)`` pixels of ``image_id`` (a tile: its crop of the source image)."""
@@ -247,6 +249,10 @@ class DetectionDataset(Dataset):
         anns = [a for a in self.coco.imgToAnns.get(image_id, []) if not a.get("iscrowd", 0) and not a.get("ignore", 0)]
         boxes = torch.tensor([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]] for a in anns],
                              dtype=torch.float32).reshape(-1, 4)
+        info = self.coco.imgs[image_id]
+        if len(boxes) and info.get("width") and info.get("height"):  # a box crossing the border is trained on its visible part
+            boxes[:, 0::2] = boxes[:, 0::2].clamp(0, info["width"])
+            boxes[:, 1::2] = boxes[:, 1::2].clamp(0, info["height"])
         labels = torch.tensor([self.cat_to_label[a["category_id"]] for a in anns], dtype=torch.int64)
         return {"boxes": boxes, "labels": labels, "image_id": torch.tensor(image_id)}
 
@@ -354,9 +360,12 @@ def _check(d: dict, image_dir: Path, where: str, strict: bool) -> tuple[dict, li
         if not (W and H):
             report(where, a["id"], f"image {im['id']} has no width/height, so its boxes cannot be checked")
             continue
-        if x < -1 or y < -1 or x + w > W + 1 or y + h > H + 1:
+        if x >= W or y >= H or x + w <= 0 or y + h <= 0:
             report(where, a.get("id"), f"box {bbox} lies outside the {W}x{H} image {im.get('file_name')}")
             continue
+        # A box that overlaps the image but crosses its border (a person cut by the frame) stays as
+        # given: the reference evaluators (pycocotools, the CityPersons script) keep it, so the
+        # metrics do; training takes it clipped to the image (``target``).
         anns.append(a)  # crowd regions stay: pycocotools evaluates them as ignore; training skips them
     if not anns:
         report(where, None, "no usable annotation: nothing to train or evaluate on")
@@ -441,8 +450,9 @@ def _structure(d: Any, where: str) -> None:
         for k in ("image_id", "category_id"):
             if not int_id(a.get(k)):
                 raise bad(f"annotations[{i}].{k}", "an int", a.get(k))
-        if a.get("iscrowd", 0) not in (0, 1):
-            raise bad(f"annotations[{i}].iscrowd", "0 or 1", a.get("iscrowd"))
+        for k in ("iscrowd", "ignore"):  # yes/no fields: a string "0" or "no" would read as yes
+            if k in a and (isinstance(a[k], str) or a[k] not in (0, 1)):
+                raise bad(f"annotations[{i}].{k}", "0 or 1", a[k])
 
 
 def _warn(problems: list[Problem], where: str) -> None:
@@ -601,6 +611,7 @@ def load_ecp(
     *,
     classes: list[str] | None = None,
     strict: bool = False,
+    ignore_other_vru: bool = False,
 ) -> DetectionDataset:
     """EuroCity Persons frames (``labels/<split>/<city>/<city>_<n>.json``) as a COCO-indexed data set.
 
@@ -611,7 +622,10 @@ def load_ecp(
     toolkit drops them. Each annotation keeps ``ecp_ignore`` (0, 1 or 2: see
     :func:`~spnas.detect.metrics.ecp_lamr`), ``occlusion`` and ``truncation`` (the tags' numbers).
     ``classes`` (default ``["pedestrian"]``; add ``"rider"`` to detect riders too) are the training
-    classes. The image of ``labels/x/y.json`` is ``image_dir/x/y.png`` (``.jpg`` also); without
+    classes. ``ignore_other_vru`` is the toolkit's switch of that name for the miss rates: False (the
+    benchmark server's setting, the default) discards riders from the pedestrian ground truth, so a
+    pedestrian detection on a rider is a false positive; True keeps them as ignored boxes, so it is
+    not (the toolkit's ``ParamsFactory`` default, reported as "ignore" beside "noignore"). The image of ``labels/x/y.json`` is ``image_dir/x/y.png`` (``.jpg`` also); without
     ``image_dir`` the path's ``labels`` folder is replaced by ``img``, the ECP layout.
     """
     root = Path(label_dir)
@@ -695,7 +709,7 @@ def load_ecp(
         problem(root, None, "no pedestrian to find: nothing to train or evaluate on")
     d = {"images": images, "annotations": anns, "categories": [{"id": i + 1, "name": n} for i, n in enumerate(classes)]}
     _warn(problems, str(root))
-    return DetectionDataset(_quiet_coco(d), image_root, problems=problems)
+    return DetectionDataset(_quiet_coco(d), image_root, problems=problems, ignore_other_vru=ignore_other_vru)
 
 
 def generate_ecp(out_dir: str | os.PathLike, *, n_frames: int = 8, size: tuple[int, int] = (160, 96), seed: int = 0, split: str = "val") -> Path:
@@ -773,7 +787,7 @@ def tile_dataset(ds: DetectionDataset, tile: int, *, min_visible: float = 0.5) -
                     anns.append({**a, "id": len(anns) + 1, "image_id": tid, "bbox": [cx0 - x0, cy0 - y0, cx1 - cx0, cy1 - cy0],
                                  "area": (cx1 - cx0) * (cy1 - cy0)})
     return DetectionDataset(_quiet_coco({"images": images, "annotations": anns, "categories": d["categories"]}), ds.image_dir,
-                            problems=ds.problems, cache=ds.cache)
+                            problems=ds.problems, cache=ds.cache, ignore_other_vru=ds.ignore_other_vru)
 
 
 # ------------------------------------------------------------------------------ the generated set

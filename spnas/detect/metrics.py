@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+import numbers
 from collections.abc import Sequence
 from typing import Any
 
@@ -59,12 +60,27 @@ COCO_STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR
 def detections_to_coco(
     outputs: Sequence[dict[str, torch.Tensor]], image_ids: Sequence[int], label_to_cat: dict[int, int]
 ) -> list[dict]:
-    """Model outputs (``boxes`` xyxy, ``scores``, contiguous ``labels``) as COCO result dicts."""
+    """Model outputs (``boxes`` xyxy, ``scores``, contiguous ``labels``) as COCO result dicts.
+
+    Checked as every metric function checks: one output per image id, ids that are ints, finite
+    boxes with x1 >= x0 and y1 >= y0, finite scores, labels that ``label_to_cat`` knows."""
+    if len(outputs) != len(image_ids):
+        raise EvalError(f"outputs: {len(outputs)} for {len(image_ids)} image ids; expected one per image")
     results = []
     for out, img_id in zip(outputs, image_ids, strict=True):
+        where = f"outputs[{img_id!r}]"
+        if not (isinstance(img_id, (int, np.integer)) and not isinstance(img_id, bool)):
+            raise EvalError(f"{where}: image id: expected an int (COCO's image ids are ints), got {type(img_id).__name__}")
+        if not isinstance(out, dict) or any(k not in out for k in ("boxes", "scores", "labels")):
+            raise EvalError(f"{where}: expected a dict with boxes, scores and labels")
         boxes = out["boxes"].detach().to("cpu", torch.float64)
-        scores = out["scores"].detach().to("cpu", torch.float64).tolist()
-        labels = out["labels"].detach().to("cpu").tolist()
+        n = len(boxes)
+        _boxes(where, boxes.numpy())
+        scores = _array(where, "scores", out["scores"].detach().to("cpu", torch.float64).numpy(), n).tolist()
+        labels = _array(where, "labels", out["labels"].detach().to("cpu").numpy(), n, np.int64).tolist()
+        unknown = [lab for lab in labels if int(lab) not in label_to_cat]
+        if unknown:
+            raise EvalError(f"{where}: labels[{labels.index(unknown[0])}]: {unknown[0]} is no class of the data (known: {sorted(label_to_cat)})")
         xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], 1).tolist()
         for b, s, lab in zip(xywh, scores, labels):
             results.append({"image_id": int(img_id), "category_id": int(label_to_cat[int(lab)]), "bbox": b, "score": s})
@@ -76,7 +92,10 @@ def coco_evaluate(coco_gt: COCO, results: list[dict], *, image_ids: Sequence[int
 
     With no detections every stat is 0, except -1 where the ground truth has nothing to find
     (pycocotools' convention; its ``loadRes`` refuses an empty list, so an empty index stands in).
+    Every result is checked first (see :func:`_check_results`): pycocotools takes a NaN score, a
+    negative width or a string image id without a word and returns a wrong number.
     """
+    _check_results(coco_gt, results, image_ids)
     with contextlib.redirect_stdout(io.StringIO()):
         if results:
             dt = coco_gt.loadRes(results)
@@ -93,6 +112,41 @@ def coco_evaluate(coco_gt: COCO, results: list[dict], *, image_ids: Sequence[int
     return {k: float(v) for k, v in zip(COCO_STAT_NAMES, ev.stats)}
 
 
+def _check_results(coco_gt: COCO, results: Any, image_ids: Sequence[int] | None) -> None:
+    """COCO results as ``loadRes`` reads them: a list of ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}``
+    with ids the ground truth lists, four finite numbers with w, h >= 0 and a finite score."""
+    if not isinstance(results, list):
+        raise EvalError(f"results: expected a list of detection dicts, got {type(results).__name__}")
+    imgs, cats = coco_gt.imgs, coco_gt.cats
+
+    def known(kind: str, v: Any, table: dict) -> None:
+        if isinstance(v, bool) or v not in table:
+            same = [k for k in table if str(k) == str(v)]
+            hint = f"; the ground truth has {same[0]!r} ({type(same[0]).__name__}), this is a {type(v).__name__}" if same else ""
+            raise EvalError(f"{where}: {kind} {v!r} is not in the ground truth{hint}")
+
+    for i, r in enumerate(results):
+        where = f"results[{i}]"
+        if not isinstance(r, dict):
+            raise EvalError(f"{where}: expected a dict, got {type(r).__name__}")
+        for k in ("image_id", "category_id", "bbox", "score"):
+            if k not in r:
+                raise EvalError(f"{where}: {k}: missing")
+        known("image_id", r["image_id"], imgs)
+        known("category_id", r["category_id"], cats)
+        b = r["bbox"]
+        if not (isinstance(b, (list, tuple)) and len(b) == 4
+                and all(isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) for v in b)):
+            raise EvalError(f"{where}: bbox: expected [x, y, w, h] of four finite numbers, got {str(b)[:60]}")
+        if b[2] < 0 or b[3] < 0:
+            raise EvalError(f"{where}: bbox: negative width or height: {list(b)} (expected [x, y, w, h], not [x0, y0, x1, y1])")
+        sc = r["score"]
+        if not (isinstance(sc, numbers.Real) and not isinstance(sc, bool) and math.isfinite(sc)):
+            raise EvalError(f"{where}: score: expected a finite number, got {sc!r}")
+    for v in image_ids or ():
+        where = "image_ids"
+        known("image id", v, imgs)
+
 
 def lower_is_better(metric: str) -> bool:
     """Miss rates (any name with ``LAMR``) are minimised; AP and recall are maximised."""
@@ -106,7 +160,29 @@ def _threshold(name: str, v: float) -> float:
     return float(v)
 
 
+def _no_strings(where: str, field: str, v: Any) -> None:
+    """Numbers only: NumPy reads ``"0"`` and ``"no"`` as True and ``"1.5"`` as 1.5, silently."""
+    raw = v if isinstance(v, np.ndarray) else np.asarray(v) if hasattr(v, "__array__") else np.asarray(v, dtype=object)
+    if raw.dtype.kind in "USO":
+        for idx in np.ndindex(raw.shape):
+            x = raw[idx]
+            if isinstance(x, (str, bytes)) or x is None:
+                raise EvalError(f"{where}: {field}[{idx[0] if idx else 0}]: expected a number, got {x!r}")
+
+
 def _array(where: str, field: str, v: Any, n: int | None, dtype: Any = float) -> np.ndarray:
+    try:
+        _no_strings(where, field, v)
+    except ValueError:  # a ragged list: its shape is reported below
+        pass
+    if dtype is bool:  # a yes/no field: True/False or 0/1, not some other number
+        try:
+            raw = np.asarray(v, dtype=float)
+        except (TypeError, ValueError) as e:
+            raise EvalError(f"{where}: {field}: not numeric ({e})") from None
+        odd = raw.ndim == 1 and ~np.isin(raw, (0.0, 1.0))
+        if raw.ndim == 1 and odd.any():
+            raise EvalError(f"{where}: {field}[{int(np.argmax(odd))}]: expected 0 or 1 (or a bool), got {float(raw[np.argmax(odd)]):g}")
     try:
         a = np.asarray(v, dtype=dtype)
     except (TypeError, ValueError) as e:
@@ -120,6 +196,7 @@ def _array(where: str, field: str, v: Any, n: int | None, dtype: Any = float) ->
 
 def _boxes(where: str, v: Any) -> np.ndarray:
     try:
+        _no_strings(where, "boxes", v)
         b = np.asarray(v, dtype=float)
     except (TypeError, ValueError) as e:
         raise EvalError(f"{where}: boxes: not numeric ({e})") from None

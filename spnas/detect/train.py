@@ -268,7 +268,9 @@ def person_miss_rates(ds: DetectionDataset, outs: list[dict[str, torch.Tensor]] 
     gts, dets, sizes = {}, {}, {}
     for k, img_id in enumerate(ds.image_ids):
         anns = ds.coco.imgToAnns.get(img_id, [])
-        if protocol == "ecp":  # every person-like box; a rider is ignored when pedestrians are measured, as in the toolkit
+        if protocol == "ecp":  # every person-like box; a rider ("other VRU") is ignored or discarded, the toolkit's ignore_other_vru
+            if not ds.ignore_other_vru:
+                anns = [a for a in anns if a["ecp_identity"] != "rider"]
             gts[img_id] = {"boxes": _xyxy(anns), "ignore": np.array([1 if a["ecp_identity"] == "rider" else a["ecp_ignore"] for a in anns], np.int64),
                            "occlusion": np.array([a["occlusion"] for a in anns], float), "truncation": np.array([a["truncation"] for a in anns], float)}
             im = ds.coco.imgs[img_id]

@@ -116,6 +116,7 @@ class DataConfig(_Section):
     val: dict[Str, Any] = Field(default_factory=dict)
     classes: tuple[Str, ...] = ()
     strict: Bool = False
+    ignore_other_vru: Bool = False  # ecp only: riders ignored (True) or discarded (False, the benchmark server's) in the miss rates
     tile: Annotated[StrictInt, Field(ge=0, le=16384)] = 0  # cut images into tiles of this size (0: off)
     cache_mb: Annotated[StrictInt, Field(ge=0, le=1_000_000)] = 512  # decoded images kept per process (LRU; 0: none)
     n_train: Annotated[StrictInt, Field(ge=2, le=1_000_000)] = 48  # shapes only
@@ -127,6 +128,8 @@ class DataConfig(_Section):
     def _splits(self) -> DataConfig:
         if 0 < self.tile < 32:
             raise ValueError(f"tile: expected 0 (off) or a tile of at least 32 px, got {self.tile}")
+        if self.ignore_other_vru and self.format != "ecp":
+            raise ValueError(f"ignore_other_vru: an ECP benchmark setting; format {self.format!r} has no riders to ignore")
         if self.format == "shapes":
             return self
         key = {"coco": "json", "voc": "xml", "ecp": "labels"}[self.format]

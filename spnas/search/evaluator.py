@@ -64,7 +64,8 @@ def load_datasets(data: dict[str, Any]) -> tuple[Any, Any]:
                 raise DataError(f"{spec['json']}: its categories differ from the training split's ({spec['json']} vs "
                                 f"{data['train']['json']}); both splits need the same ids and names")
         elif fmt == "ecp":
-            ds = load_ecp(spec["labels"], spec.get("images"), classes=classes, strict=data.get("strict", False))
+            ds = load_ecp(spec["labels"], spec.get("images"), classes=classes, strict=data.get("strict", False),
+                          ignore_other_vru=bool(data.get("ignore_other_vru", False)))
             classes = ds.class_names
         else:  # one class list for both splits: data.classes, else the training split's
             ds = load_voc(spec["xml"], spec.get("images"), classes=classes, strict=data.get("strict", False),

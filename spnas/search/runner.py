@@ -796,8 +796,11 @@ def resolve_data(cfg: SearchConfig, out: Path) -> dict[str, Any]:
     def res(d: dict[str, Any]) -> dict[str, Any]:
         return {k: str(cfg.path(v)) if isinstance(v, str) else v for k, v in d.items()}
 
-    return {"format": c.format, "train": res(c.train), "val": res(c.val), "classes": list(c.classes), "strict": c.strict, "tile": c.tile,
-            "cache_mb": c.cache_mb}
+    req = {"format": c.format, "train": res(c.train), "val": res(c.val), "classes": list(c.classes), "strict": c.strict, "tile": c.tile,
+           "cache_mb": c.cache_mb}
+    if c.ignore_other_vru:  # only when set: the requests (and so the caches) of runs made before the switch stay the same
+        req["ignore_other_vru"] = True
+    return req
 
 
 RULE_SECONDS = 120.0  # a rule's apply() that runs longer is the rule's failure (a plugin stuck in a loop)

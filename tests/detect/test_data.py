@@ -26,7 +26,7 @@ def _bad_coco(tmp_path):
     jp = generate_shapes(tmp_path, n_images=3, size=64, seed=0)
     d = json.loads(jp.read_text())
     d["annotations"][0]["bbox"][2] = 0  # zero width
-    d["annotations"][1]["bbox"] = [60, 60, 30, 30]  # outside the 64x64 image
+    d["annotations"][1]["bbox"] = [66, 60, 30, 30]  # wholly outside the 64x64 image (one crossing its border is kept)
     d["annotations"][2]["category_id"] = 99
     d["images"].append({"id": 77, "file_name": "gone.png", "width": 64, "height": 64})
     bad = tmp_path / "bad.json"

@@ -85,3 +85,48 @@ def hang_with_loader_worker(req: dict[str, Any]) -> dict[str, Any]:
     for _ in DataLoader(_StopsItself(), batch_size=1, num_workers=1, multiprocessing_context="fork"):
         pass
     return {"id": req["id"], "status": "ok", "metric": float(torch.zeros(1))}
+
+
+def loader_killing_evaluate(req: dict[str, Any]) -> dict[str, Any]:
+    """The first attempt of each candidate named in ``$SPNAS_TEST_LOADER_KILLS`` (comma-separated ids)
+    loses a DataLoader worker mid-candidate: a thread SIGKILLs the first child process of this
+    evaluator once the training has started one, as the kernel's OOM killer does. A later attempt runs clean."""
+    import threading
+
+    wanted = set(filter(None, os.environ.get("SPNAS_TEST_LOADER_KILLS", "").split(",")))
+    marker = f"{req['dir']}/loader-killed-once"
+    if req["id"] in wanted and not os.path.exists(marker):
+        open(marker, "w").close()
+        threading.Thread(target=_kill_first_child, daemon=True).start()
+    return evaluate_candidate(req)
+
+
+def _kill_first_child(timeout: float = 300.0) -> None:
+    import signal
+    import time
+
+    me, deadline = os.getpid(), time.time() + timeout
+    while time.time() < deadline:
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{name}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            if ppid == me:
+                try:
+                    with open(f"/proc/{name}/cmdline", "rb") as f:
+                        cmd = f.read()
+                except OSError:
+                    continue
+                if b"resource_tracker" in cmd or b"forkserver" in cmd:  # multiprocessing's helpers, not a loader worker
+                    continue
+                time.sleep(0.3)  # let it start serving batches: mid-epoch, not at its birth
+                try:
+                    os.kill(int(name), signal.SIGKILL)
+                except ProcessLookupError:
+                    continue
+                return
+        time.sleep(0.02)

@@ -115,12 +115,24 @@ def machine_cause(e: BaseException | None) -> str | None:
         return "out of disk"
     if isinstance(e, MemoryError) or type(e).__name__ == "OutOfMemoryError":
         return "out of memory"
+    if isinstance(e, (ConnectionResetError, BrokenPipeError, EOFError)) and _through_data_loader(e):
+        return "data loader worker lost"  # a worker killed mid-send: the loader's queue reads a reset, not "killed by signal"
     if isinstance(e, RuntimeError):
         text = str(e)
         for needle, cause in _MACHINE_TEXT:
             if needle in text and not (needle == "DataLoader worker" and "killed by signal" not in text and "exited unexpectedly" not in text):
                 return cause
     return None
+
+
+def _through_data_loader(e: BaseException) -> bool:
+    """Whether ``e`` was raised inside torch's DataLoader (reading from its workers)."""
+    tb = e.__traceback__
+    while tb is not None:
+        if "torch/utils/data" in tb.tb_frame.f_code.co_filename.replace("\\", "/"):
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def one_line(e: BaseException | None) -> str:

@@ -72,3 +72,27 @@ def test_the_candidates_own_errors_stay_its_own():
     assert machine_cause(RuntimeError("DataLoader worker raised ValueError: bad box")) is None  # the data's, not the machine's
     assert failure({"id": "x"}, RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling cublasCreate"), 0.0)["kind"] == "machine"
     assert failure({"id": "x"}, RuntimeError("cuDNN error: CUDNN_STATUS_ALLOC_FAILED"), 0.0)["cause"] == "out of memory"
+
+
+def test_a_connection_reset_read_from_the_data_loader_is_the_machines():
+    """A loader worker killed while it sends a batch can reach the training loop as a bare
+    ConnectionResetError (torch re-raises it when the dead worker is not yet seen dead); found under load
+    by test_a_killed_data_loader_worker_is_the_machines, which it made count as the candidate's failure."""
+    from torch.utils.data import DataLoader, Dataset
+
+    from spnas.search.evaluator import machine_cause
+
+    class Reset(Dataset):
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            raise ConnectionResetError(104, "Connection reset by peer")
+
+    with pytest.raises(ConnectionResetError) as info:
+        next(iter(DataLoader(Reset(), batch_size=1)))
+    assert machine_cause(info.value) == "data loader worker lost"
+    try:
+        raise ConnectionResetError(104, "Connection reset by peer")  # the candidate's own code, outside the loader
+    except ConnectionResetError as e:
+        assert machine_cause(e) is None

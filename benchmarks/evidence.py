@@ -37,9 +37,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks import trees  # noqa: E402
-from spnas.ops import get_morphism  # noqa: E402
 from spnas.search.stats import bootstrap_ci, kendall_tau  # noqa: E402,F401  (kendall_tau: the scripts' name for it)
-from spnas.search.runner import Candidate, Search, sample_parallel_code, stage_flops  # noqa: E402
+from spnas.search import Search  # noqa: E402,F401
+from spnas.search.strategy import RandomSampling  # noqa: E402,F401  (re-exported: the benchmarks' control)
 
 # The two sizes. quick: this machine (2 cores, no GPU); full: one GPU per process (see README, Results).
 SIZES: dict[str, dict[str, Any]] = {
@@ -265,7 +265,7 @@ def job_random(ctx: dict[str, Any], seed: int, n: int) -> dict[str, Any]:
         return done
     _setup(ctx)
     cfg = config_from_dict(search_config(ctx, seed), where="evidence")
-    return RandomSampling(cfg, out, n=n, resume=(out / "journal.jsonl").is_file(), quiet=True).run()
+    return Search(cfg, out, strategy=RandomSampling(n), resume=(out / "journal.jsonl").is_file(), quiet=True).run()
 
 
 def job_full(ctx: dict[str, Any], arch_dir: str, seed: int, tag: str) -> dict[str, Any]:
@@ -315,61 +315,6 @@ def job_no_search(ctx: dict[str, Any], seed: int, epochs: int) -> dict[str, Any]
 
 
 # ------------------------------------------------------------------------------ random sampling in the search's space
-class RandomSampling(Search):
-    """Random sampling with the search's rules and bounds: ``n`` architectures, each a random walk of
-    morphisms from the trained start net (lo .. hi x max_generations steps of the serial rules, then a
-    random parallel code with 0 .. L x K subnets when the parallel level is on), trained once with the
-    fast scheme from the start's weights; the best on the validation split wins. Journaled like a
-    search, so it resumes."""
-
-    def __init__(self, cfg: Any, out: str | Path, *, n: int, **kw: Any) -> None:
-        self.n = n
-        super().__init__(cfg, out, **kw)
-
-    def _serial(self) -> Candidate:
-        s, p = self.cfg.search, self.cfg.parallel
-        start = self._train_start()
-        lo, hi = s.mutations
-        add = get_morphism("add_subnet")
-        cands = []
-        for i in range(self.n):
-            self._begin(i + 1, "serial")
-            for _ in range(s.max_tries):
-                cur, ops = start.arch, []
-                for _ in range(int(self.rng.integers(lo, hi * s.max_generations + 1))):
-                    options = [(m, st) for m in self.rules if (st := m.sites(cur, self.space))]
-                    if not options:
-                        break
-                    m, sites = options[int(self.rng.integers(len(options)))]
-                    site = sites[int(self.rng.integers(len(sites)))]
-                    cur = m.apply(cur, site, self.rng, self.space)
-                    ops.append({"rule": m.name, "site": list(site) if isinstance(site, tuple) else site, "exact": m.exact})
-                if p.enabled:
-                    flops = stage_flops(cur, self.size)
-                    counts = sample_parallel_code(flops, [0] * len(flops), p.K, int(self.rng.integers(0, len(flops) * p.K + 1)), self.rng)
-                    for stage, k in enumerate(counts):
-                        for _ in range(k):
-                            cur = add.apply(cur, stage, self.rng, self.space)
-                            ops.append({"rule": "add_subnet", "site": stage, "exact": True})
-                if not ops or not (s.min_blocks <= len(cur.main_chain()) <= s.max_blocks) or cur.fingerprint() in self.seen:
-                    continue
-                cands.append(self._propose(Candidate(f"x{i:03d}", "serial", "child", "start", cur, ops, i + 1)))
-                break
-        self._evaluate(cands)
-        best = self._trained(max([c for c in cands if c.ok] or [start], key=self._score))
-        if best.id != "start":
-            self._emit("best", once=True, id=best.id, generation=self.n, phase="serial", metric=best.metric)
-        return best
-
-    def _parallel(self, serial: Candidate) -> Candidate:
-        return serial  # the random walks sampled the parallel codes already
-
-    def _finish(self, best: Candidate, seconds: float) -> dict[str, Any]:
-        summary = {**super()._finish(best, seconds), "planned": self.n}
-        (self.out / "best" / "summary.json").write_text(json.dumps(summary, indent=1))
-        return summary
-
-
 # ------------------------------------------------------------------------------ reading the runs
 def journal(run: Path) -> list[dict[str, Any]]:
     return [json.loads(ln) for ln in (run / "journal.jsonl").read_text().splitlines() if ln.strip()]

@@ -41,3 +41,37 @@ def test_no_import_cycles():
     assert not cycles, cycles
     assert g.has_edge("spnas.ir.build", "spnas.ir.arch") and not nx.has_path(g, "spnas.ir.encoding", "spnas.ir.arch")
     assert not nx.has_path(g, "spnas.search.tb", "spnas.search.runner")
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = {_module(p): p for p in ROOT.rglob("*.py")}
+    out = {}
+    for name, path in modules.items():
+        out[name] = {m if m in modules else m.rsplit(".", 1)[0] for m in _imports(ast.parse(path.read_text()))} - {name}
+    return out
+
+
+def test_the_layers_import_downwards_only():
+    """ir at the bottom (with errors and plugins); ops and detect on it, beside each other (the morphism
+    checker, which compiles nets to compare outputs, is the one crossing); search above; the CLI on top."""
+    def layer(m: str) -> str:
+        return m.split(".")[1] if m.count(".") >= 1 else m
+
+    allowed = {
+        "ir": {"ir", "errors", "plugins"},
+        "errors": {"errors"},
+        "plugins": {"errors", "plugins"},
+        "ops": {"ops", "ir", "errors", "plugins"},
+        "detect": {"detect", "ir", "errors", "plugins"},
+        "search": {"search", "ops", "detect", "ir", "errors", "plugins"},
+    }
+    bad = []
+    for name, deps in _graph().items():
+        lay = layer(name)
+        if lay not in allowed or name == "spnas.ops.check" or name.endswith(".__main__"):  # __main__: an entry point, the CLI's layer
+            continue
+        for d in deps:
+            if d != "spnas" and layer(d) not in allowed[lay]:
+                bad.append(f"{name} imports {d}")
+    assert not bad, bad
+    assert "spnas.detect" in _graph()["spnas.ops.check"]  # the documented exception exists, and is the only one

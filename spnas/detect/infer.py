@@ -154,7 +154,7 @@ def _load_trusted_plugins(plugins: Sequence[str], meta: dict[str, Any] | None) -
     """Import the plugin files the user named (``--plugin``), never the ones a directory names: a shipped run
     directory must not run code of its own. A net whose kinds are missing fails to load with one line naming
     the recorded file to pass."""
-    from spnas.ops import load_plugin
+    from spnas.plugins import load_plugin
 
     for f in plugins:
         load_plugin(f)

@@ -29,6 +29,7 @@ import contextlib
 import io
 import math
 import numbers
+from dataclasses import dataclass
 from collections.abc import Sequence
 from typing import Any
 
@@ -52,6 +53,7 @@ __all__ = [
     "CITYPERSONS_SETUPS",
     "LAMR_METRICS",
     "lower_is_better",
+    "Metric",
 ]
 
 COCO_STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
@@ -148,9 +150,46 @@ def _check_results(coco_gt: COCO, results: Any, image_ids: Sequence[int] | None)
         known("image id", v, imgs)
 
 
+@dataclass(frozen=True)
+class Metric:
+    """A metric by name, and the one place its direction is decided: miss rates (any name with
+    ``LAMR``) are minimised, AP and recall maximised. Everything that compares, ranks, plots or
+    reports a metric asks this: :meth:`score` turns a value so that higher is better (a failure,
+    None or NaN, is ``-inf``), :attr:`weights` are the DEAP fitness weights, :attr:`pick` takes the
+    better of two values, :attr:`direction` says it in words."""
+
+    name: str
+
+    @property
+    def lower_is_better(self) -> bool:
+        return "LAMR" in self.name
+
+    @property
+    def direction(self) -> str:
+        return "lower" if self.lower_is_better else "higher"
+
+    @property
+    def weights(self) -> tuple[float]:
+        return (-1.0,) if self.lower_is_better else (1.0,)
+
+    def score(self, value: float | None) -> float:
+        if value is None or value != value:
+            return -math.inf
+        return -float(value) if self.lower_is_better else float(value)
+
+    def pick(self, a: float, b: float) -> float:
+        """The better of two values (for a best-so-far)."""
+        return min(a, b) if self.lower_is_better else max(a, b)
+
+    @property
+    def worst(self) -> float:
+        """The start of a best-so-far: beaten by any value."""
+        return math.inf if self.lower_is_better else -math.inf
+
+
 def lower_is_better(metric: str) -> bool:
-    """Miss rates (any name with ``LAMR``) are minimised; AP and recall are maximised."""
-    return "LAMR" in metric
+    """Miss rates (any name with ``LAMR``) are minimised; AP and recall are maximised (:class:`Metric`)."""
+    return Metric(metric).lower_is_better
 
 
 # ------------------------------------------------------------------------------------- input checks

@@ -231,7 +231,9 @@ class SerialConfig(_Section):
     noise_seeds: Annotated[StrictInt, Field(ge=0, le=64)] = 0  # continue the start net under N seeds: the metric's spread
     min_gain: Annotated[Float, Field(ge=0.0, le=1e6)] = 0.0  # a child must beat its baseline by more than this
     lam: Annotated[StrictInt, Field(ge=1, le=256)] = 3
-    morphisms: Annotated[tuple[Str, ...], Field(min_length=1, max_length=64)] = ("swap", "expand")
+    # the paper's swap and expand, and add_stage: without it no net leaves its start's stage count, while the
+    # paper's own Table 7 nets have 6 stages grown from ResNet-18's 4 (within max_stages)
+    morphisms: Annotated[tuple[Str, ...], Field(min_length=1, max_length=64)] = ("swap", "expand", "add_stage")
     plugins: tuple[Str, ...] = ()
     mutations: tuple[Annotated[StrictInt, Field(ge=1, le=20)], Annotated[StrictInt, Field(ge=1, le=20)]] = (3, 3)
     n_stuck: Annotated[StrictInt, Field(ge=1, le=100_000)] = 20  # tries (children) without an accepted one

@@ -1,8 +1,13 @@
 """The run journal: append-only JSON lines, each flushed and fsync'd (optuna's JournalStorage).
 
-Events: ``start``, ``proposed``, ``evaluated``, ``failed``, ``accepted``, ``rejected``,
-``reignited``, ``generation``, ``phase``, ``prefiltered``, ``rule_failed``, ``done``. Resume replays the file: the search runs its
+Events: ``start`` (with the journal's ``format``), ``generation``, ``proposed``, ``prefiltered``,
+``rule_failed``, ``evaluated``, ``failed``, ``retried``, ``noise``, ``accepted``, ``rejected``,
+``best``, ``reignited``, ``stopped``, ``done``. Resume replays the file: the search runs its
 deterministic loop again, and every candidate that already has a result takes it from here.
+
+The format is versioned: ``start`` carries ``format`` (:data:`FORMAT`). A journal whose ``start``
+has none was written before the version existed (format 1, the same layout); one of a newer format
+than this code reads is refused in one line, rather than misread.
 
 Replay tolerates exactly one kind of damage: a torn last line, the trace of a kill in the middle of
 a write (no newline after it). It is cut off. A damaged line anywhere else, or a complete last line
@@ -20,7 +25,9 @@ from typing import Any
 
 from spnas.errors import ConfigError
 
-__all__ = ["Journal"]
+__all__ = ["Journal", "FORMAT"]
+
+FORMAT = 1  # the journal's layout: the events and fields below; a start event without it is format 1
 
 
 _NUMBER = (int, float)
@@ -48,6 +55,7 @@ _OPTIONAL: dict[str, dict[str, tuple[type, ...]]] = {
     "noise": {"std": _NUMBER, "mean": _NUMBER, "spread": _NUMBER, "metrics": (list,)},
     "reignited": {"metric": _NUMBER, "parent": (str,)},
     "generation": {"rng": (dict,), "generation": (int,)},
+    "start": {"format": (int,)},
 }
 
 
@@ -110,6 +118,9 @@ class Journal:
                 raise ConfigError(f"{self.path}: line {i} is damaged ({type(e).__name__}: {str(e)[:80]}); "
                                   f"{len(lines) - i - (lines[-1] == b'')} line(s) after it are kept; "
                                   "repair or delete that line by hand, then --resume") from None
+            if ev["event"] == "start" and (ev.get("format") or 1) > FORMAT:
+                raise ConfigError(f"{self.path}: line {i}: journal format {ev['format']}, written by a newer spnas; "
+                                  f"this one reads format {FORMAT} and older: upgrade spnas to resume or read this run")
             self._index(ev)
             good += len(line) + 1
         if good < len(raw):  # drop the torn tail so new lines start clean
@@ -133,6 +144,12 @@ class Journal:
     @staticmethod
     def _key(ev: dict[str, Any]) -> str:
         return f"{ev.get('event')}|{ev.get('id')}|{ev.get('generation')}|{ev.get('phase')}"
+
+    @property
+    def format(self) -> int:
+        """The format of the journal's ``start`` event (1 where it names none, or there is none yet)."""
+        start = next((e for e in self.events if e.get("event") == "start"), None)
+        return int((start or {}).get("format") or 1)
 
     def has(self, event: str, **ids: Any) -> bool:
         return self._key({"event": event, **ids}) in self._keys

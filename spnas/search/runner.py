@@ -31,7 +31,6 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,12 +43,15 @@ from spnas.errors import ConfigError, MorphismError, SpnasError
 from spnas.ir import Arch, load, parse, save
 from spnas.ir.io import WEIGHTS_FILE, sha256_file, write_tensors
 from spnas.ops import Space, get_morphism
-from spnas.detect.metrics import LAMR_METRICS, lower_is_better
+from spnas.detect.metrics import LAMR_METRICS, Metric
 from spnas.detect.infer import DETECTOR_WEIGHTS, describe_detector, write_description
+from spnas.search.candidate import Candidate, code_of, sample_parallel_code, stage_flops, stage_gmacs
 from spnas.search.config import SearchConfig
 from spnas.search.evaluator import HEAD_FILE, candidate_seed, detector_state, evaluate_candidate, make_pool
+from spnas.search.journal import FORMAT as JOURNAL_FORMAT
 from spnas.search.journal import Journal
 from spnas.search.log import RunLog
+from spnas.search.strategy import HillClimbing, Strategy
 
 __all__ = ["Search", "Candidate", "sample_parallel_code", "stage_flops", "stage_gmacs", "resolve_data", "code_of", "auto_timeout"]
 
@@ -61,64 +63,6 @@ if not hasattr(creator, "SpnasFitnessMax"):  # DEAP's way to say a metric's dire
 
 Evaluate = Callable[[dict[str, Any]], dict[str, Any]]
 Listener = Callable[[dict[str, Any]], None]
-
-
-@dataclass
-class Candidate:
-    """An individual: id, lineage, the IR (weights in memory, files on disk), and its result."""
-
-    id: str
-    phase: str  # serial | reignite | parallel
-    role: str  # start | noise | child | continued | reignite | baseline | parallel
-    parent: str | None
-    arch: Arch
-    morphisms: list[dict[str, Any]] = field(default_factory=list)
-    generation: int = 0
-    result: dict[str, Any] | None = None
-
-    @property
-    def ok(self) -> bool:
-        return bool(self.result) and self.result.get("event") == "evaluated"
-
-    @property
-    def metric(self) -> float:
-        return float(self.result["metric"]) if self.ok else -math.inf
-
-
-def stage_flops(arch: Arch, size: tuple[int, int]) -> list[int]:
-    """Multiply-accumulates of each stage's main blocks at input ``size``."""
-    per_node = arch.node_flops(size)
-    return [sum(per_node[b] for b in st.blocks) for st in arch.stages()]
-
-
-def stage_gmacs(arch: Arch, size: tuple[int, int]) -> list[float]:
-    """GMACs of each stage with its subnets (fuses, adds, blocks) at input ``size``: the paper's Figure 4b allocation."""
-    per_node = arch.node_flops(size)
-    out = []
-    for st in arch.stages():
-        nodes = [*st.blocks, *(n for sub in st.subnets for n in (sub.fuse, sub.add, *sub.blocks))]
-        out.append(round(sum(per_node[n] for n in nodes) / 1e9, 4))
-    return out
-
-
-def sample_parallel_code(flops: list[int], counts: list[int], K: int, n_add: int, rng: np.random.Generator) -> list[int]:
-    """Add ``n_add`` subnets: each goes to stage l (any stage with fewer than K) with chance ∝ 1/FLOPs(l)."""
-    counts = list(counts)
-    for _ in range(n_add):
-        eligible = [i for i in range(len(flops)) if counts[i] < K]
-        if not eligible:
-            break
-        w = np.array([1.0 / flops[i] for i in eligible])
-        counts[eligible[int(rng.choice(len(eligible), p=w / w.sum()))]] += 1
-    return counts
-
-
-def code_of(arch: Arch) -> str:
-    """The paper's code of ``arch``, or its custom encoding (``~…``, see :meth:`Arch.code`)."""
-    try:
-        return arch.code()
-    except SpnasError:
-        return "<no code>"
 
 
 def _grammar(arch: Arch, code: str) -> dict[str, Any]:
@@ -136,17 +80,29 @@ def _plain_site(site: Any) -> Any:
 class Search:
     """One run directory: ``config.yaml``, ``journal.jsonl``, ``candidates/<id>/``, ``best/``, ``tb/``.
 
-    ``evaluate(request) -> result`` trains and measures one candidate (default: the real fast
-    scheme, :func:`~spnas.search.evaluator.evaluate_candidate`); ``listeners`` receive every new
-    journal event after it is durable.
+    ``strategy`` proposes the candidates and decides (default :class:`~spnas.search.strategy.HillClimbing`,
+    the paper's serial level with reignite, then the parallel level); ``evaluate(request) -> result``
+    trains and measures one candidate (default: the real fast scheme,
+    :func:`~spnas.search.evaluator.evaluate_candidate`); ``listeners`` receive every new journal event
+    after it is durable.
+
+    A strategy drives the loop through the public services below (see ``docs/architecture.md``,
+    "Strategies"): :meth:`train_start`, :meth:`begin`, :meth:`walk`, :meth:`mutate`, :meth:`children`,
+    :meth:`propose`, :meth:`continued`, :meth:`reignite`, :meth:`evaluate`, :meth:`trained`,
+    :meth:`score`, :meth:`beats`, :meth:`accept`, :meth:`reject`, :meth:`record_best`,
+    :meth:`log_generation` and :meth:`emit`, and reads ``cfg``, ``rng``, ``space``, ``rules``,
+    ``size``, ``seen``, ``noise`` and ``candidates``. Every service journals what it does, so any
+    strategy resumes: on a resume the same calls replay from the journal instead of training again.
     """
 
     def __init__(self, cfg: SearchConfig, out: str | Path, *, resume: bool = False, quiet: bool | None = None,
-                 evaluate: Evaluate = evaluate_candidate, listeners: tuple[Listener, ...] = (), tensorboard: bool = True) -> None:
+                 evaluate: Evaluate = evaluate_candidate, listeners: tuple[Listener, ...] = (), tensorboard: bool = True,
+                 strategy: Strategy | None = None) -> None:
+        self.strategy: Strategy = strategy if strategy is not None else HillClimbing()
         self.cfg = cfg
         self.out = Path(out)
         self.quiet = (not sys.stderr.isatty()) if quiet is None else quiet
-        self.evaluate = evaluate
+        self.evaluate_fn = evaluate
         cfg_file, jpath = self.out / "config.yaml", self.out / "journal.jsonl"
         self.rules = [get_morphism(n) for n in cfg.search.morphisms]  # the config checked the names
         resolved = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
@@ -192,7 +148,8 @@ class Search:
         o = resolve_options(cfg.detector.preset, **cfg.detector.options)
         self.size = (o.max_size, o.max_size)  # the detector's input: FLOPs and budgets are counted at it
         self.rng = np.random.default_rng(cfg.seed)
-        self.lower = lower_is_better(cfg.search.metric)  # a miss rate: every comparison is turned around
+        self.metric = Metric(cfg.search.metric)  # owns the direction: a miss rate turns every comparison around
+        self.lower = self.metric.lower_is_better
         self.seen: set[str] = set()
         self._checked_rules: set[str] = set()
         self.candidates: dict[str, Candidate] = {}
@@ -200,8 +157,8 @@ class Search:
         self.pool = None
         self.toolbox = base.Toolbox()
         self.toolbox.register("map", self._pool_map)
-        self.toolbox.register("evaluate", self.evaluate)
-        self.toolbox.register("mutate", self._mutate)
+        self.toolbox.register("evaluate", self.evaluate_fn)
+        self.toolbox.register("mutate", self.mutate)
         self.stats = tools.Statistics(key=lambda ind: ind.fitness.values[0])
         for name, fn in (("avg", np.mean), ("std", np.std), ("min", np.min), ("max", np.max)):
             self.stats.register(name, fn)
@@ -210,7 +167,7 @@ class Search:
         self.hof = tools.HallOfFame(3, similar=lambda a, b: a["fingerprint"] == b["fingerprint"])
 
     # ------------------------------------------------------------------------------ events
-    def _emit(self, event: str, once: bool = False, **data: Any) -> dict[str, Any] | None:
+    def emit(self, event: str, once: bool = False, **data: Any) -> dict[str, Any] | None:
         """Journal an event (durably), then tell the listeners. ``once``: skip if already journaled."""
         ev = self.journal.append_once(event, **data) if once else self.journal.append(event, **data)
         if ev is not None:
@@ -222,12 +179,10 @@ class Search:
     def run(self) -> dict[str, Any]:
         t_start = time.time()
         try:
-            self._emit("start", once=True, id=None, seed=self.cfg.seed, generation=None, phase=None)
+            self.emit("start", once=True, id=None, seed=self.cfg.seed, generation=None, phase=None, format=JOURNAL_FORMAT)
             if self.data is None:  # the generated set is written into the run directory
                 self.data = resolve_data(self.cfg, self.out)
-            best = self._serial()
-            if self.cfg.parallel.enabled:
-                best = self._parallel(best)
+            best = self.strategy.run(self)
             summary = self._finish(best, time.time() - t_start)
         finally:
             if self.pool is not None:
@@ -238,128 +193,41 @@ class Search:
             self._lock.close()  # releases the run directory (the kernel does so too when the process dies)
         return summary
 
-    def _serial(self) -> Candidate:
-        """Algorithm 1: (1+λ) hill climbing from the start net; reignite when stuck for n_stuck tries."""
-        s = self.cfg.search
-        start = self._train_start()
-        parent = best = start
-        tries = reignites = gen = 0
-        line_is_best = True  # the parent's line won every comparison since the start or its last reignite
-        for gen in range(1, s.max_generations + 1):
-            self._begin(gen, "serial")
-            children = self._children(parent, gen)
-            if not children:
-                self._emit("stopped", once=True, id=None, generation=gen, phase="serial", reason="no new child within the bounds")
-                break
-            continued = self._continued(parent, f"g{gen:03d}p", gen, "continued") if s.acceptance == "fair" else None
-            self._evaluate(children + ([continued] if continued else []))
-            winner = max(children, key=self._score)
-            bar = continued if continued is not None and continued.ok else best  # fair: the parent trained on; paper: acc_best
-            won = self._beats(winner, bar)
-            if won:
-                parent = self._accept(winner, bar, gen)
-                tries = 0
-            else:
-                tries += len(children)
-                parent = self._reject(winner, bar, gen, kept=self._trained(bar) if bar is continued else parent)
-            best, line_is_best = self._record_best(parent, best, gen, line_is_best)
-            self._log_generation(gen, "serial", children, bar, "accepted" if won else "rejected")
-            if tries >= s.n_stuck:
-                if reignites >= s.n_reignite:
-                    self._emit("stopped", once=True, id=None, generation=gen, phase="serial", reason=f"stuck for {tries} tries")
-                    break
-                reignites += 1
-                parent = self._reignite(parent, f"r{reignites}", gen) or parent
-                best, line_is_best = self._record_best(parent, best, gen, False)  # the bar stays acc_best: a reignited net must beat it
-                tries = 0
-        else:
-            self._emit("stopped", once=True, id=None, generation=gen, phase="serial", reason="max_generations reached")
-        if s.final_reignite:
-            final = self._reignite(best, f"r{reignites + 1}", gen + 1, final=True)
-            if final is not None:
-                best = final  # the serial net the parallel level grows: re-pretrained, as in the paper
-        return best
-
-    def _parallel(self, serial: Candidate) -> Candidate:
-        """Random search over parallel codes from the serial net; stop after n_stuck_p tries without a win."""
-        p, s = self.cfg.parallel, self.cfg.search
-        flops = stage_flops(serial.arch, self.size)
-        cap = p.max_additions or len(flops) * p.K
-        bar = serial  # paper: the serial net's carried metric
-        if s.acceptance == "fair":  # the SerialNet trained on the same way (Algorithm 1's train_eval(p_best, θ_best))
-            baseline = self._continued(serial, "pbase", 0, "baseline", phase="parallel")
-            self._evaluate([baseline])
-            bar = self._trained(baseline) if baseline.ok else serial
-        tries = 0
-        add = get_morphism("add_subnet")
-        for i in range(p.max_candidates):
-            if tries >= p.n_stuck_p:
-                self._emit("stopped", once=True, id=None, generation=i, phase="parallel", reason=f"stuck for {tries} tries")
-                break
-            self._begin(i, "parallel")
-            cand = None
-            for _ in range(s.max_tries):
-                counts = sample_parallel_code(flops, [0] * len(flops), p.K, int(self.rng.integers(1, cap + 1)), self.rng)
-                arch, ops = serial.arch, []
-                for stage, k in enumerate(counts):
-                    for _ in range(k):
-                        arch = add.apply(arch, stage, self.rng, self.space)
-                        ops.append({"rule": "add_subnet", "site": stage, "exact": True})
-                if arch.fingerprint() not in self.seen:
-                    cand = self._propose(Candidate(f"p{i:03d}", "parallel", "parallel", serial.id, arch, ops, i))
-                    break
-            if cand is None:
-                self._emit("stopped", once=True, id=None, generation=i, phase="parallel", reason="no new parallel code")
-                break
-            self._evaluate([cand])
-            won = self._beats(cand, bar)
-            if won:
-                bar = self._accept(cand, bar, i)
-                self._emit("best", once=True, id=bar.id, generation=i, phase="parallel", metric=bar.metric)
-                tries = 0
-            else:
-                tries += 1
-                self._reject(cand, bar, i, kept=bar)
-            self._log_generation(i, "parallel", [cand], bar, "accepted" if won else "rejected")
-        else:
-            self._emit("stopped", once=True, id=None, generation=p.max_candidates, phase="parallel", reason="max_candidates reached")
-        return bar  # the last net that won a fair comparison (or the serial net, trained on, if none did)
-
     # ------------------------------------------------------------------------------ the steps
-    def _train_start(self) -> Candidate:
+    def train_start(self) -> Candidate:
         """The start net, trained (``start.train_epochs``, default the fast scheme); then its noise."""
-        start = self._propose(Candidate("start", "serial", "start", None, self.start_arch))
-        self._evaluate([start])
+        start = self.propose(Candidate("start", "serial", "start", None, self.start_arch))
+        self.evaluate([start])
         if not start.ok:
             raise SpnasError(f"the start network failed to train: {start.result.get('reason')}; nothing was decided, "
                              "so fix it and --resume (the start trains again)")
-        start = self._trained(start)
-        self._emit("accepted", once=True, id="start", generation=0, phase="serial", rule="start", metric=start.metric,
+        start = self.trained(start)
+        self.emit("accepted", once=True, id="start", generation=0, phase="serial", rule="start", metric=start.metric,
                    encoding=code_of(start.arch))
-        self._emit("best", once=True, id="start", generation=0, phase="serial", metric=start.metric)
+        self.emit("best", once=True, id="start", generation=0, phase="serial", metric=start.metric)
         n = self.cfg.search.noise_seeds
         if n:
-            runs = [self._continued(start, f"n{i}", 0, "noise") for i in range(1, n + 1)]
-            self._evaluate(runs)
+            runs = [self.continued(start, f"n{i}", 0, "noise") for i in range(1, n + 1)]
+            self.evaluate(runs)
             ms = [c.metric for c in runs if c.ok]
             self.noise = {"seeds": n, "metrics": ms, "mean": float(np.mean(ms)) if ms else None,
                           "std": float(np.std(ms, ddof=1)) if len(ms) > 1 else None,
                           "spread": float(max(ms) - min(ms)) if ms else None}
-            self._emit("noise", once=True, id=None, generation=0, phase="serial", **self.noise)
+            self.emit("noise", once=True, id=None, generation=0, phase="serial", **self.noise)
         return start
 
-    def _children(self, parent: Candidate, gen: int) -> list[Candidate]:
+    def children(self, parent: Candidate, gen: int) -> list[Candidate]:
         s = self.cfg.search
         if s.prefilter is None:
             out = []
             for i in range(s.lam):
                 c = self.toolbox.mutate(parent, f"g{gen:03d}c{i}", gen)
                 if c is not None:
-                    out.append(self._propose(c))
+                    out.append(self.propose(c))
             return out
-        return [self._propose(c) for c in self._prefiltered(parent, gen)]
+        return [self.propose(c) for c in self.prefiltered(parent, gen)]
 
-    def _prefiltered(self, parent: Candidate, gen: int) -> list[Candidate]:
+    def prefiltered(self, parent: Candidate, gen: int) -> list[Candidate]:
         """``search.prefilter``: draw ``prefilter_draw`` distinct children, keep the λ best by a free proxy
         (GMACs or parameters, higher or lower first), train only those; the draw is journaled."""
         s = self.cfg.search
@@ -374,67 +242,67 @@ class Search:
             value = c.arch.flops(self.size) / 1e9 if key == "gmacs" else c.arch.params() / 1e6
             drawn.append((value, c))
         kept = sorted(drawn, key=lambda vc: -sign * vc[0])[:s.lam]  # stable: ties keep the draw's order
-        self._emit("prefiltered", once=True, id=None, generation=gen, phase="serial", by=s.prefilter,
+        self.emit("prefiltered", once=True, id=None, generation=gen, phase="serial", by=s.prefilter,
                    drawn=[{"id": c.id, "encoding": code_of(c.arch), key: round(v, 4)} for v, c in drawn],
                    kept=[c.id for _, c in kept])
         return [c for _, c in sorted(kept, key=lambda vc: vc[1].id)]
 
-    def _continued(self, c: Candidate, cid: str, gen: int, role: str, phase: str = "serial") -> Candidate:
+    def continued(self, c: Candidate, cid: str, gen: int, role: str, phase: str = "serial") -> Candidate:
         """``c`` unchanged, to be trained again with the fast scheme from its trained weights."""
-        return self._propose(Candidate(cid, phase, role, c.id, c.arch, [], gen))
+        return self.propose(Candidate(cid, phase, role, c.id, c.arch, [], gen))
 
-    def _reignite(self, parent: Candidate, cid: str, gen: int, final: bool = False) -> Candidate | None:
+    def reignite(self, parent: Candidate, cid: str, gen: int, final: bool = False) -> Candidate | None:
         """Re-pretrain ``parent``'s backbone (classification), then the fast scheme; None if it failed."""
-        r = self._propose(Candidate(cid, "reignite", "reignite", parent.id, parent.arch, [], gen))
-        self._evaluate([r])
-        self._emit("reignited", once=True, id=r.id, generation=gen, phase="reignite", parent=parent.id, metric=_finite(r.metric), final=final)
-        return self._trained(r) if r.ok else None
+        r = self.propose(Candidate(cid, "reignite", "reignite", parent.id, parent.arch, [], gen))
+        self.evaluate([r])
+        self.emit("reignited", once=True, id=r.id, generation=gen, phase="reignite", parent=parent.id, metric=_finite(r.metric), final=final)
+        return self.trained(r) if r.ok else None
 
-    def _score(self, c: Candidate) -> float:
+    def score(self, c: Candidate) -> float:
         """The metric turned so that higher is better (a miss rate is negated); a failure is -inf."""
-        return (-c.metric if self.lower else c.metric) if c.ok else -math.inf
+        return self.metric.score(c.metric) if c.ok else -math.inf
 
-    def _beats(self, c: Candidate, bar: Candidate) -> bool:
-        return c.ok and self._score(c) > self._score(bar) + self.cfg.search.min_gain
+    def beats(self, c: Candidate, bar: Candidate) -> bool:
+        return c.ok and self.score(c) > self.score(bar) + self.cfg.search.min_gain
 
-    def _accept(self, c: Candidate, bar: Candidate, gen: int) -> Candidate:
+    def accept(self, c: Candidate, bar: Candidate, gen: int) -> Candidate:
         """``c`` beat ``bar``: journal the gain (next to the measured noise); ``c`` becomes the parent."""
-        c = self._trained(c)
-        self._emit("accepted", once=True, id=c.id, generation=gen, phase=c.phase, rule=self.cfg.search.acceptance,
+        c = self.trained(c)
+        self.emit("accepted", once=True, id=c.id, generation=gen, phase=c.phase, rule=self.cfg.search.acceptance,
                    metric=_finite(c.metric), encoding=code_of(c.arch), baseline=bar.id, baseline_metric=_finite(bar.metric),
-                   gain=_finite(self._score(c) - self._score(bar)), noise_std=(self.noise or {}).get("std"))
+                   gain=_finite(self.score(c) - self.score(bar)), noise_std=(self.noise or {}).get("std"))
         return c
 
-    def _reject(self, c: Candidate, bar: Candidate, gen: int, kept: Candidate) -> Candidate:
+    def reject(self, c: Candidate, bar: Candidate, gen: int, kept: Candidate) -> Candidate:
         """``c`` (the best of its generation) did not beat ``bar``; ``kept`` carries on (fair: the continued parent)."""
-        self._emit("rejected", once=True, id=c.id, generation=gen, phase=c.phase, rule=self.cfg.search.acceptance,
+        self.emit("rejected", once=True, id=c.id, generation=gen, phase=c.phase, rule=self.cfg.search.acceptance,
                    metric=_finite(c.metric), baseline=bar.id, baseline_metric=_finite(bar.metric), kept=kept.id)
         return kept
 
-    def _record_best(self, c: Candidate, best: Candidate, gen: int, line_is_best: bool) -> tuple[Candidate, bool]:
+    def record_best(self, c: Candidate, best: Candidate, gen: int, line_is_best: bool) -> tuple[Candidate, bool]:
         """The serial result: the parent while its line holds it; after a reignite, the line must beat acc_best.
 
         Within a line every step won a comparison (fair: against the parent trained on as long), so
         the parent is the result even where its raw metric dips below an earlier, shorter-trained
         one. A reignited line takes over only by beating acc_best, which is never reset.
         """
-        if c.ok and (line_is_best or self._score(c) > self._score(best)):
+        if c.ok and (line_is_best or self.score(c) > self.score(best)):
             if c.id != best.id:
-                self._emit("best", once=True, id=c.id, generation=gen, phase=c.phase, metric=c.metric)
+                self.emit("best", once=True, id=c.id, generation=gen, phase=c.phase, metric=c.metric)
             return c, True
         return best, False
 
-    def _begin(self, generation: int, phase: str) -> None:
+    def begin(self, generation: int, phase: str) -> None:
         """Journal the generator's state; on resume, check it (a changed config cannot silently fork)."""
         state = json.loads(json.dumps(self.rng.bit_generator.state))
         prior = [e for e in self.journal.events if e.get("event") == "generation" and e.get("generation") == generation and e.get("phase") == phase]
         if prior and prior[0].get("rng") != state:
             raise ConfigError(f"{self.journal.path}: generation {generation} of {phase} began from another random state; "
                               "the journal belongs to a different run")
-        self._emit("generation", once=True, id=None, generation=generation, phase=phase, rng=state)
+        self.emit("generation", once=True, id=None, generation=generation, phase=phase, rng=state)
 
-    def _log_generation(self, gen: int, phase: str, evaluated: list[Candidate], bar: Candidate, decision: str) -> None:
-        inds = [_individual(c, self.lower) for c in evaluated if c.ok]
+    def log_generation(self, gen: int, phase: str, evaluated: list[Candidate], bar: Candidate, decision: str) -> None:
+        inds = [_individual(c, self.metric) for c in evaluated if c.ok]
         rec = self.stats.compile(inds) if inds else {}
         self.logbook.record(gen=gen, phase=phase, evals=len(evaluated), baseline=_finite(bar.metric), decision=decision, **rec)
 
@@ -446,12 +314,12 @@ class Search:
             arch = _with_weights(arch, self.cfg.path(st.weights))
         return arch
 
-    def _propose(self, c: Candidate) -> Candidate:
+    def propose(self, c: Candidate) -> Candidate:
         size = self.size
         d = self._dir(c.id) / "input"
         if not (d / "arch.yaml").is_file() or c.id not in self.journal.proposed:
             save(c.arch, d)
-        self._emit("proposed", once=True, id=c.id, phase=c.phase, role=c.role, generation=c.generation, parent=c.parent,
+        self.emit("proposed", once=True, id=c.id, phase=c.phase, role=c.role, generation=c.generation, parent=c.parent,
                    encoding=(code := code_of(c.arch)), **_grammar(c.arch, code), fingerprint=c.arch.fingerprint(), morphisms=c.morphisms,
                    gmacs=round(c.arch.flops(size) / 1e9, 4), params_m=round(c.arch.params() / 1e6, 4),
                    stage_gmacs=stage_gmacs(c.arch, size))
@@ -459,32 +327,17 @@ class Search:
         self.candidates[c.id] = c
         return c
 
-    def _mutate(self, parent: Candidate, cid: str, generation: int) -> Candidate | None:
+    def mutate(self, parent: Candidate, cid: str, generation: int) -> Candidate | None:
         """lo..hi random morphisms (a rule, then one of its sites, uniformly); bounded retries."""
         s = self.cfg.search
         lo, hi = s.mutations
         size = self.size
         for _ in range(s.max_tries):
             k = int(self.rng.integers(lo, hi + 1))
-            cur, ops = parent.arch, []
-            for _ in range(k):
-                options = [(m, st) for m in self.rules if (st := m.sites(cur, self.space))]
-                if not options:
-                    break
-                m, sites = options[int(self.rng.integers(len(options)))]
-                site = sites[int(self.rng.integers(len(sites)))]
-                try:
-                    nxt = _bounded(lambda m=m, cur=cur, site=site: m.apply(cur, site, self.rng, self.space), RULE_SECONDS, m.name)
-                except MorphismError as e:  # the rule's own failure: this child fails, the search goes on
-                    self._emit("rule_failed", once=True, id=cid, generation=generation, phase="serial", rule=m.name,
-                               site=_plain_site(site), reason=str(e)[:500])
-                    ops = None
-                    break
-                self._check_declared_exact(m, cur, nxt)
-                cur = nxt
-                ops.append({"rule": m.name, "site": _plain_site(site), "exact": m.exact})
-            if ops is None:
+            walked = self.walk(parent.arch, k, cid, generation)
+            if walked is None:
                 continue
+            cur, ops = walked
             if not ops:
                 return None
             if not (s.min_blocks <= len(cur.main_chain()) <= s.max_blocks):
@@ -497,6 +350,29 @@ class Search:
                 continue
             return Candidate(cid, "serial", "child", parent.id, cur, ops, generation)
         return None
+
+    def walk(self, arch: Arch, steps: int, cid: str, generation: int, phase: str = "serial") -> tuple[Arch, list[dict[str, Any]]] | None:
+        """Up to ``steps`` random morphisms of ``self.rules`` from ``arch`` (a rule with sites, then one of
+        its sites, uniformly, from ``self.rng``): the net and the morphisms applied (fewer where no rule
+        applies). None where a rule failed (journaled once as ``rule_failed`` under ``cid``); a rule's
+        run time is bounded, and a plugin rule registered as exact is checked on its first use."""
+        cur, ops = arch, []
+        for _ in range(steps):
+            options = [(m, st) for m in self.rules if (st := m.sites(cur, self.space))]
+            if not options:
+                break
+            m, sites = options[int(self.rng.integers(len(options)))]
+            site = sites[int(self.rng.integers(len(sites)))]
+            try:
+                nxt = _bounded(lambda m=m, cur=cur, site=site: m.apply(cur, site, self.rng, self.space), RULE_SECONDS, m.name)
+            except MorphismError as e:  # the rule's own failure: this child fails, the search goes on
+                self.emit("rule_failed", once=True, id=cid, generation=generation, phase=phase, rule=m.name,
+                          site=_plain_site(site), reason=str(e)[:500])
+                return None
+            self._check_declared_exact(m, cur, nxt)
+            cur = nxt
+            ops.append({"rule": m.name, "site": _plain_site(site), "exact": m.exact})
+        return cur, ops
 
     def _check_declared_exact(self, m: Any, before: Arch, after: Arch) -> None:
         """A plugin rule registered as exact is checked the first time it applies (compiled before and after, as the
@@ -515,7 +391,7 @@ class Search:
                               f"outputs by {err:.2e} (relative) on its first use; fix the rule or register it exact=False")
         self._checked_rules.add(m.name)
 
-    def _trained(self, c: Candidate) -> Candidate:
+    def trained(self, c: Candidate) -> Candidate:
         """``c`` carrying its trained backbone weights (what its children and continuation start from)."""
         if not c.ok:
             return c
@@ -583,7 +459,7 @@ class Search:
             return self.cfg.workers.timeout_s
         return auto_timeout([float(e.get("seconds") or 0.0) for e in self.journal.events if e.get("event") == "evaluated"])
 
-    def _evaluate(self, cands: list[Candidate]) -> None:
+    def evaluate(self, cands: list[Candidate]) -> None:
         """Results from the journal where they exist; the rest through ``toolbox.map``, each journaled as it finishes."""
         todo = []
         for c in cands:
@@ -598,7 +474,7 @@ class Search:
         def record(i: int, r: dict[str, Any]) -> None:
             c = todo[i]
             body = {k: v for k, v in r.items() if k not in ("id", "status", "event")}
-            c.result = self._emit("evaluated" if r.get("status") == "ok" else "failed", id=c.id, phase=c.phase, **body)
+            c.result = self.emit("evaluated" if r.get("status") == "ok" else "failed", id=c.id, phase=c.phase, **body)
             if c.ok and not self.cfg.search.keep_inputs:
                 # the input is the parent's trained weights under the journaled morphisms: rebuilt on demand
                 (self._dir(c.id) / "input" / WEIGHTS_FILE).unlink(missing_ok=True)
@@ -612,8 +488,8 @@ class Search:
                 if attempts[c.id] > self.cfg.workers.retries:
                     raise SpnasError(f"the machine failed candidate {c.id} {attempts[c.id]} times ({c.result.get('cause')}: "
                                      f"{c.result.get('reason')}); nothing journaled is lost: fix the machine, then --resume")
-                self._emit("retried", id=c.id, phase=c.phase, after=c.result.get("reason"), attempt=attempts[c.id])
-        self.hof.update([_individual(c, self.lower) for c in cands if c.ok])
+                self.emit("retried", id=c.id, phase=c.phase, after=c.result.get("reason"), attempt=attempts[c.id])
+        self.hof.update([_individual(c, self.metric) for c in cands if c.ok])
 
 
     # ------------------------------------------------------------------------------ the result
@@ -634,7 +510,7 @@ class Search:
             "acceptance": self.cfg.search.acceptance,
             "start_code": code_of(start.arch),
             "start_metric": start.metric,
-            "improved": self._score(best) > self._score(start),
+            "improved": self.score(best) > self.score(start),
             "lower_is_better": self.lower,
             "noise_std": (self.noise or {}).get("std"),
             "accepted": [{"id": e["id"], "code": e.get("encoding"), "metric": e.get("metric"), "baseline": e.get("baseline"),
@@ -646,10 +522,11 @@ class Search:
             "device_hours": {k: round(v / 3600, 5) for k, v in seconds_by_phase.items()},
             "wall_seconds": round(seconds, 1),
             "metrics": best.result.get("metrics", {}),
+            **getattr(self.strategy, "summary", lambda: {})(),
         }
         (self.out / "best" / "summary.json").write_text(json.dumps(summary, indent=1))
         (self.out / "logbook.txt").write_text(self.logbook_text() + "\n")
-        self._emit("done", once=True, id=best.id, generation=None, phase=None,
+        self.emit("done", once=True, id=best.id, generation=None, phase=None,
                    **{k: v for k, v in summary.items() if k not in ("wall_seconds", "device_hours")})
         return summary
 
@@ -755,9 +632,9 @@ def auto_timeout(seconds: list[float], *, factor: float = 10.0, floor: float = 6
     return max(floor, factor * max(seconds)) if seconds else first
 
 
-def _individual(c: Candidate, lower: bool = False) -> Any:
-    """The DEAP individual of an evaluated candidate (its fitness is its metric, minimised if ``lower``)."""
-    kind = creator.SpnasIndividualMin if lower else creator.SpnasIndividualMax
+def _individual(c: Candidate, metric: Metric) -> Any:
+    """The DEAP individual of an evaluated candidate (its fitness is its metric, with the metric's weights)."""
+    kind = creator.SpnasIndividualMin if metric.weights == (-1.0,) else creator.SpnasIndividualMax
     ind = kind(id=c.id, fingerprint=c.arch.fingerprint(), encoding=code_of(c.arch))
     ind.fitness.values = (c.metric,)
     return ind

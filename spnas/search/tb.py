@@ -41,10 +41,11 @@ class TBLogger:
         self.events: list[dict[str, Any]] = []
         self.proposed: dict[str, dict[str, Any]] = {}
         self.results = 0
-        from spnas.detect.metrics import lower_is_better
+        from spnas.detect.metrics import Metric
 
-        self.pick = min if lower_is_better(cfg.search.metric) else max  # best so far: the lowest miss rate, the highest AP
-        self.best = math.inf if self.pick is min else -math.inf
+        metric = Metric(cfg.search.metric)
+        self.pick = metric.pick  # best so far: the lowest miss rate, the highest AP
+        self.best = metric.worst
         for ev in events:
             self._index(ev)
 
@@ -135,7 +136,7 @@ class TBLogger:
 def trajectory_figure(events: list[dict[str, Any]], metric: str) -> Figure:
     """The paper's Figure 3: every evaluated candidate's metric in evaluation order, by phase; the accepted
     ones (big markers) joined and labelled with their id and code. A matplotlib ``Figure`` (no pyplot state)."""
-    from spnas.detect.metrics import lower_is_better
+    from spnas.detect.metrics import Metric
 
     fig = Figure(figsize=(10, 5.2), dpi=100, layout="constrained")
     ax = fig.add_subplot()
@@ -155,7 +156,7 @@ def trajectory_figure(events: list[dict[str, Any]], metric: str) -> Figure:
             ax.annotate(f"{cid}\n{proposed.get(cid, {}).get('encoding', '')}", (i, y), textcoords="offset points",
                         xytext=(4, 6), fontsize=7, color="0.2")
     ax.set_xlabel("candidates in evaluation order")
-    ax.set_ylabel(f"{metric} ({'lower' if lower_is_better(metric) else 'higher'} is better)")
+    ax.set_ylabel(f"{metric} ({Metric(metric).direction} is better)")
     ax.set_title("SP-NAS search trajectory")
     ax.grid(alpha=0.3)
     if evals:

@@ -287,3 +287,19 @@ def test_every_metric_of_perfect_detections(tmp_path):
     m = evaluate_outputs(cp, _perfect(cp))
     assert m["CP_LAMR"] == 0.0 and m["CP_LAMR_all"] == 0.0 and m["CP_LAMR_heavy"] == -1.0  # nobody is heavily occluded: the script's -1
     assert "LAMR" not in m
+
+
+def test_a_metric_owns_its_direction():
+    import math
+
+    from spnas.detect.metrics import Metric
+
+    for name in ("AP", "AP50", "VOC07_AP50", "AR100"):
+        m = Metric(name)
+        assert not m.lower_is_better and m.weights == (1.0,) and m.direction == "higher"
+        assert m.score(0.4) > m.score(0.3) and m.pick(0.3, 0.4) == 0.4 and m.worst == -math.inf
+    for name in ("LAMR", "LAMR_small", "CP_LAMR", "CP_LAMR_heavy"):
+        m = Metric(name)
+        assert m.lower_is_better and m.weights == (-1.0,) and m.direction == "lower"
+        assert m.score(0.3) > m.score(0.4) and m.pick(0.3, 0.4) == 0.3 and m.worst == math.inf
+    assert Metric("AP").score(None) == Metric("LAMR").score(float("nan")) == -math.inf  # a failure loses to everything

@@ -145,7 +145,7 @@ def test_paper_example_is_the_papers_settings():
 
     c = load_config(ROOT / "examples" / "paper.yaml")
     s = c.search
-    assert (s.n_stuck, s.n_reignite, s.mutations, tuple(s.morphisms), s.max_shift, c.parallel.K) == (20, 2, (3, 3), ("swap", "expand"), 3, 3)
+    assert (s.n_stuck, s.n_reignite, s.mutations, tuple(s.morphisms), s.max_shift, c.parallel.K) == (20, 2, (3, 3), ("swap", "expand", "add_stage"), 3, 3)
     assert (s.min_blocks, s.max_blocks, s.max_stages) == (8, 60, 7)
 
 

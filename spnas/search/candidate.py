@@ -1,0 +1,73 @@
+"""A search's individual and the net arithmetic strategies share: a :class:`Candidate` (id, lineage,
+the IR and its result), stage FLOPs, the parallel level's 1/FLOPs sampler, and a net's code."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from spnas.errors import SpnasError
+from spnas.ir import Arch
+
+__all__ = ["Candidate", "stage_flops", "stage_gmacs", "sample_parallel_code", "code_of"]
+
+
+@dataclass
+class Candidate:
+    """An individual: id, lineage, the IR (weights in memory, files on disk), and its result."""
+
+    id: str
+    phase: str  # serial | reignite | parallel
+    role: str  # start | noise | child | continued | reignite | baseline | parallel
+    parent: str | None
+    arch: Arch
+    morphisms: list[dict[str, Any]] = field(default_factory=list)
+    generation: int = 0
+    result: dict[str, Any] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.result) and self.result.get("event") == "evaluated"
+
+    @property
+    def metric(self) -> float:
+        return float(self.result["metric"]) if self.ok else -math.inf
+
+
+def stage_flops(arch: Arch, size: tuple[int, int]) -> list[int]:
+    """Multiply-accumulates of each stage's main blocks at input ``size``."""
+    per_node = arch.node_flops(size)
+    return [sum(per_node[b] for b in st.blocks) for st in arch.stages()]
+
+
+def stage_gmacs(arch: Arch, size: tuple[int, int]) -> list[float]:
+    """GMACs of each stage with its subnets (fuses, adds, blocks) at input ``size``: the paper's Figure 4b allocation."""
+    per_node = arch.node_flops(size)
+    out = []
+    for st in arch.stages():
+        nodes = [*st.blocks, *(n for sub in st.subnets for n in (sub.fuse, sub.add, *sub.blocks))]
+        out.append(round(sum(per_node[n] for n in nodes) / 1e9, 4))
+    return out
+
+
+def sample_parallel_code(flops: list[int], counts: list[int], K: int, n_add: int, rng: np.random.Generator) -> list[int]:
+    """Add ``n_add`` subnets: each goes to stage l (any stage with fewer than K) with chance ∝ 1/FLOPs(l)."""
+    counts = list(counts)
+    for _ in range(n_add):
+        eligible = [i for i in range(len(flops)) if counts[i] < K]
+        if not eligible:
+            break
+        w = np.array([1.0 / flops[i] for i in eligible])
+        counts[eligible[int(rng.choice(len(eligible), p=w / w.sum()))]] += 1
+    return counts
+
+
+def code_of(arch: Arch) -> str:
+    """The paper's code of ``arch``, or its custom encoding (``~…``, see :meth:`Arch.code`)."""
+    try:
+        return arch.code()
+    except SpnasError:
+        return "<no code>"

@@ -229,7 +229,10 @@ class SerialConfig(_Section):
     metric: Literal[METRICS] = "AP"  # type: ignore[valid-type]
     acceptance: Literal["fair", "paper"] = "fair"  # fair: a child must beat its parent trained on as long
     noise_seeds: Annotated[StrictInt, Field(ge=0, le=64)] = 0  # continue the start net under N seeds: the metric's spread
-    min_gain: Annotated[Float, Field(ge=0.0, le=1e6)] = 0.0  # a child must beat its baseline by more than this
+    # a child must beat its baseline by more than this; "auto": min_gain_sigmas x the std of the noise runs
+    # (noise_seeds >= 2), so the measured seed spread decides, not only reports
+    min_gain: Annotated[Float, Field(ge=0.0, le=1e6)] | Literal["auto"] = 0.0
+    min_gain_sigmas: Annotated[Float, Field(ge=0.0, le=100.0)] = 2.0
     lam: Annotated[StrictInt, Field(ge=1, le=256)] = 3
     # the paper's swap and expand, and add_stage: without it no net leaves its start's stage count, while the
     # paper's own Table 7 nets have 6 stages grown from ResNet-18's 4 (within max_stages)
@@ -253,12 +256,22 @@ class SerialConfig(_Section):
     prefilter: Literal["gmacs", "-gmacs", "params", "-params"] | None = None
     prefilter_draw: Annotated[StrictInt, Field(ge=1, le=1000)] = 12
 
+    @field_validator("min_gain", mode="before")
+    @classmethod
+    def _gain(cls, v: Any) -> Any:
+        if isinstance(v, str) and v != "auto":
+            raise ValueError(f"expected a number or 'auto', got {_short.repr(v)}")
+        return v
+
     @model_validator(mode="after")
     def _ranges(self) -> SerialConfig:
         if self.mutations[0] > self.mutations[1]:
             raise ValueError(f"mutations: expected [lo, hi] with lo <= hi, got {list(self.mutations)}")
         if self.min_blocks > self.max_blocks:
             raise ValueError(f"min_blocks: expected <= max_blocks ({self.max_blocks}), got {self.min_blocks}")
+        if self.min_gain == "auto" and self.noise_seeds < 2:
+            raise ValueError(f"min_gain: auto sets the bar from the spread of the noise runs; set search.noise_seeds to 2 "
+                             f"or more (got {self.noise_seeds}), or give min_gain a number")
         return self
 
 

@@ -52,7 +52,7 @@ _OPTIONAL: dict[str, dict[str, tuple[type, ...]]] = {
     "accepted": {"metric": _NUMBER, "gain": _NUMBER, "baseline_metric": _NUMBER, "noise_std": _NUMBER, "encoding": (str,), "baseline": (str,)},
     "rejected": {"metric": _NUMBER, "baseline_metric": _NUMBER, "baseline": (str,), "kept": (str,)},
     "best": {"metric": _NUMBER},
-    "noise": {"std": _NUMBER, "mean": _NUMBER, "spread": _NUMBER, "metrics": (list,)},
+    "noise": {"std": _NUMBER, "mean": _NUMBER, "spread": _NUMBER, "metrics": (list,), "min_gain": _NUMBER},
     "reignited": {"metric": _NUMBER, "parent": (str,)},
     "generation": {"rng": (dict,), "generation": (int,)},
     "start": {"format": (int,)},

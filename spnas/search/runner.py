@@ -213,6 +213,8 @@ class Search:
             self.noise = {"seeds": n, "metrics": ms, "mean": float(np.mean(ms)) if ms else None,
                           "std": float(np.std(ms, ddof=1)) if len(ms) > 1 else None,
                           "spread": float(max(ms) - min(ms)) if ms else None}
+            if self.cfg.search.min_gain == "auto":  # the bar the decisions use, journaled where it is set
+                self.noise["min_gain"] = self.min_gain
             self.emit("noise", once=True, id=None, generation=0, phase="serial", **self.noise)
         return start
 
@@ -263,7 +265,17 @@ class Search:
         return self.metric.score(c.metric) if c.ok else -math.inf
 
     def beats(self, c: Candidate, bar: Candidate) -> bool:
-        return c.ok and self.score(c) > self.score(bar) + self.cfg.search.min_gain
+        return c.ok and self.score(c) > self.score(bar) + self.min_gain
+
+    @property
+    def min_gain(self) -> float:
+        """What a child must win by: ``search.min_gain``, or with ``auto`` ``min_gain_sigmas`` x the noise runs' std
+        (0 where the noise runs gave no std: fewer than two of them trained)."""
+        s = self.cfg.search
+        if s.min_gain != "auto":
+            return float(s.min_gain)
+        std = (self.noise or {}).get("std")
+        return float(s.min_gain_sigmas * std) if std is not None else 0.0
 
     def accept(self, c: Candidate, bar: Candidate, gen: int) -> Candidate:
         """``c`` beat ``bar``: journal the gain (next to the measured noise); ``c`` becomes the parent."""

@@ -1,0 +1,39 @@
+"""Issue 25, item 4: the measured seed spread decides, not only reports (``search.min_gain: auto``)."""
+
+from __future__ import annotations
+
+import pytest
+
+from spnas.errors import ConfigError
+from tests.search.fake import FakeEvaluator
+from tests.search.test_loop import config, run
+
+
+def deeper(arch) -> float:
+    """Architectures that differ by far less than the seed noise below: a deeper net is 1e-4 better."""
+    return 1e-4 * len(arch.main_chain())
+
+
+def decided(evs, kind):
+    return [e for e in evs if e["event"] == kind and e.get("rule") != "start"]
+
+
+def test_min_gain_auto_lets_the_measured_noise_decide(tmp_path):
+    search = {"noise_seeds": 4, "max_generations": 3, "n_stuck": 100}
+    _, fixed, _ = run(tmp_path, "fixed", evaluator=FakeEvaluator(deeper, per_epoch=0.0, noise=0.01), search=search)
+    assert decided(fixed, "accepted"), "with min_gain 0 a 1e-4 gain is accepted: the test would show nothing"
+    _, auto, _ = run(tmp_path, "auto", evaluator=FakeEvaluator(deeper, per_epoch=0.0, noise=0.01), search={**search, "min_gain": "auto"})
+    noise = next(e for e in auto if e["event"] == "noise")
+    assert noise["min_gain"] == pytest.approx(2.0 * noise["std"]) and noise["min_gain"] > 1e-3
+    assert not decided(auto, "accepted")
+    assert all(e["metric"] - e["baseline_metric"] <= noise["min_gain"] for e in decided(auto, "rejected"))
+    # resumed, the bar is the same (the noise runs come from the journal)
+    _, again, ev = run(tmp_path, "auto", evaluator=FakeEvaluator(deeper, per_epoch=0.0, noise=0.01), resume=True,
+                       search={**search, "min_gain": "auto"})
+    assert ev.calls == [] and again == auto
+
+
+def test_min_gain_auto_needs_noise_runs():
+    with pytest.raises(ConfigError, match=r"min_gain: auto sets the bar from the spread of the noise runs; set search.noise_seeds to 2"):
+        config(search={"min_gain": "auto", "noise_seeds": 1})
+    assert config(search={"min_gain": 0.01}).search.min_gain == 0.01

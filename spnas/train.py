@@ -34,6 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default=None, help="default: the run's, else lean")
     p.add_argument("--image-size", "--size", dest="image_size", type=int, default=None,
                    help="the detector's min and max image size (default: the run's, else the preset's)")
+    p.add_argument("--train-scales", default=None, metavar="F,F,...",
+                   help="multi-scale training for this (final) training only: each training image resized by one of these "
+                        "factors, e.g. the paper's 0.8,0.9,1.0,1.1,1.2 for COCO; 'none' turns off the run's own")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda when there is one)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--strict", action="store_true", help="a bad annotation is an error, not a dropped annotation")
@@ -102,6 +105,8 @@ def run(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:
         preset, options = args.preset, {}
     if args.image_size:
         options.update(min_size=args.image_size, max_size=args.image_size)
+    if args.train_scales is not None:  # the paper: multi-scale only in the final training, never in the search's fast scheme
+        options["train_scales"] = _scales(args.train_scales, p)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(args.seed)
     model = build_detector(arch, train_ds.num_classes, head, preset=preset, **options)
@@ -133,6 +138,18 @@ def run(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:
     (out / "metrics.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps({"metrics": res.metrics, "seconds": round(res.seconds, 1)}))
     return 0
+
+
+def _scales(text: str, p: argparse.ArgumentParser) -> tuple[float, ...]:
+    if text.strip().lower() == "none":
+        return ()
+    try:
+        scales = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        p.error(f"--train-scales: expected factors such as 0.8,0.9,1.0,1.1,1.2 (or none), got {text!r}")
+    if not all(0.1 <= f <= 4.0 for f in scales):
+        p.error(f"--train-scales: every factor must lie in [0.1, 4], got {text!r}")
+    return scales
 
 
 if __name__ == "__main__":

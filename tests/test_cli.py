@@ -42,3 +42,20 @@ def test_bench_cli():
     row = json.loads(p.stdout.strip().splitlines()[-1])["rows"][0]
     assert row["code"] == "BB(1,d1,d1,d1)" and row["backbone_ms"] > 0 and row["detector_ms"] > 0 and row["torchscript_ms"] > 0
     assert "inductor_ms" not in row
+
+
+def test_multi_scale_training_is_for_the_final_training(tmp_path):
+    """Issue 27, item 3: `spnas train --train-scales` turns on multi-scale training for the final training only;
+    the COCO example's search (its fast scheme) trains at one scale, as the paper does."""
+    import yaml
+
+    data = tmp_path / "data.yaml"
+    data.write_text("data:\n  format: shapes\n  n_train: 4\n  n_val: 2\n  size: 64\n")
+    p = run("spnas.train", "--ir", "BB(1,d1,d1,d1)", "--data", str(data), "--out", str(tmp_path / "out"), "--scheme", "fast",
+            "--epochs", "1", "--batch-size", "2", "--size", "64", "--head", "faster", "--train-scales", "0.75,1.25")
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert json.loads((tmp_path / "out" / "detector.json").read_text())["options"]["train_scales"] == [0.75, 1.25]
+    p = run("spnas.train", "--ir", "BB(1,d1,d1,d1)", "--data", str(data), "--out", str(tmp_path / "bad"), "--train-scales", "big")
+    assert p.returncode == 2 and "--train-scales: expected factors" in p.stderr and "Traceback" not in p.stderr
+    coco = yaml.safe_load((Path(__file__).resolve().parents[1] / "examples" / "coco_gpu.yaml").read_text())
+    assert "train_scales" not in coco["detector"].get("options", {})

@@ -308,6 +308,9 @@ class WorkersConfig(_Section):
     address: Str | None = None
     gpus_per_task: Annotated[Float, Field(gt=0.0, le=8.0)] = 1.0
     transport: Literal["object_store", "files"] = "object_store"
+    # ray only: Ray's runtime_env for the search's job, set up on every node (e.g. {pip: [spnas, torch==2.14.1,
+    # torchvision==0.29.1]}, env_vars); None: every node must have spnas and torch installed already
+    runtime_env: dict[Str, Any] | None = None
 
     @field_validator("devices")
     @classmethod

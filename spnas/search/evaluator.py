@@ -529,7 +529,7 @@ class RayPool:
     """
 
     def __init__(self, devices: list[str], *, threads: int = 0, address: str | None = None, gpus_per_task: float = 1.0,
-                 transport: str = "object_store", timeout_s: float = 0.0) -> None:
+                 transport: str = "object_store", timeout_s: float = 0.0, runtime_env: dict[str, Any] | None = None) -> None:
         try:
             import ray
         except ImportError:
@@ -538,8 +538,9 @@ class RayPool:
             raise ConfigError("workers.backend: ray needs the 'ray' package: pip install 'spnas[cluster]'") from None
         self.ray = ray
         if not ray.is_initialized():  # an address (or RAY_ADDRESS) names a running cluster; without one a local one starts
+            # runtime_env: what Ray sets up on every node for this job (pip packages such as spnas and torch, env_vars)
             ray.init(address=address or os.environ.get("RAY_ADDRESS") or None, include_dashboard=False, log_to_driver=False,
-                     ignore_reinit_error=True)
+                     ignore_reinit_error=True, runtime_env=dict(runtime_env) if runtime_env else None)
         self.slots = len(devices)
         self.gpu = any(d.startswith("cuda") for d in devices)
         self.threads = threads or 1
@@ -595,11 +596,12 @@ class RayPool:
 
 
 def make_pool(backend: str, devices: list[str], n: int, threads: int, timeout_s: float = 0.0, *, address: str | None = None,
-              gpus_per_task: float = 1.0, transport: str = "object_store"):  # timeout 0: none
+              gpus_per_task: float = 1.0, transport: str = "object_store", runtime_env: dict[str, Any] | None = None):  # timeout 0: none
     """``n`` slots over ``devices`` (round-robin): local processes, the search's own process, or Ray."""
     slots = [devices[i % len(devices)] for i in range(n)]
     if backend == "ray":
-        return RayPool(slots, threads=threads, address=address, gpus_per_task=gpus_per_task, transport=transport, timeout_s=timeout_s)
+        return RayPool(slots, threads=threads, address=address, gpus_per_task=gpus_per_task, transport=transport, timeout_s=timeout_s,
+                       runtime_env=runtime_env)
     if backend == "inline":
         return InlinePool(slots, threads=threads)
     return LocalPool(slots, threads=threads, timeout_s=timeout_s)

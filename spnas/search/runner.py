@@ -460,7 +460,7 @@ class Search:
         if self.pool is None:
             w = self.cfg.workers
             self.pool = make_pool(w.backend, list(w.devices), w.n, w.threads, address=w.address,
-                                  gpus_per_task=w.gpus_per_task, transport=w.transport)
+                                  gpus_per_task=w.gpus_per_task, transport=w.transport, runtime_env=w.runtime_env)
         if hasattr(self.pool, "timeout_s"):  # so a hung worker (SIGSTOP, a deadlock) never blocks the search forever
             self.pool.timeout_s = self._timeout()
         return self.pool.map(fn, requests, on_result)

@@ -156,3 +156,26 @@ def test_a_killed_driver_resumes_on_the_same_cluster(tmp_path, local, monkeypatc
         if ray.is_initialized():
             ray.shutdown()
         c.shutdown()
+
+
+def test_workers_runtime_env_reaches_every_task(tmp_path):
+    """Issue 27, item 7: workers.runtime_env is Ray's runtime_env for the search's job (here env_vars; on a real
+    cluster, pip packages such as spnas and torch), so nodes need not be set up by hand."""
+    import ray
+
+    from spnas.search.config import config_from_dict
+    from spnas.search.evaluator import make_pool
+
+    w = config_from_dict({"workers": {"backend": "ray", "runtime_env": {"env_vars": {"SPNAS_RUNTIME_ENV_TEST": "on every node"}}}}).workers
+    if ray.is_initialized():
+        ray.shutdown()
+    pool = make_pool(w.backend, list(w.devices), w.n, w.threads, runtime_env=w.runtime_env)
+    try:
+        @ray.remote(num_cpus=0.1)
+        def read() -> str | None:
+            return os.environ.get("SPNAS_RUNTIME_ENV_TEST")
+
+        assert ray.get(read.remote(), timeout=300) == "on every node"
+    finally:
+        pool.close()
+        ray.shutdown()

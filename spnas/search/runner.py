@@ -536,11 +536,23 @@ class Search:
             "metrics": best.result.get("metrics", {}),
             **getattr(self.strategy, "summary", lambda: {})(),
         }
+        summary["top"] = [{"rank": r, "id": ind["id"], "code": ind["encoding"], "metric": ind.fitness.values[0]}
+                          for r, ind in enumerate(self.hof, start=1)]
+        summary["choice"] = self._choice(best, summary["top"])
         (self.out / "best" / "summary.json").write_text(json.dumps(summary, indent=1))
         (self.out / "logbook.txt").write_text(self.logbook_text() + "\n")
         self.emit("done", once=True, id=best.id, generation=None, phase=None,
-                   **{k: v for k, v in summary.items() if k not in ("wall_seconds", "device_hours")})
+                   **{k: v for k, v in summary.items() if k not in ("wall_seconds", "device_hours", "top", "choice")})
         return summary
+
+    def _choice(self, best: Candidate, top: list[dict[str, Any]]) -> str:
+        """Which net a user should take, and why, where best/ and best/top/1 differ."""
+        if not top or top[0]["id"] == best.id:
+            return f"best/ ({best.id}) is also the highest metric of the run (best/top/1)"
+        return (f"take best/ ({best.id}, {self.cfg.search.metric} {_finite(best.metric)}): the last net that won a comparison "
+                f"({self.cfg.search.acceptance}); best/top/1 ({top[0]['id']}, {top[0]['metric']}) measured higher once, "
+                "but at another training length or seed, and no comparison confirmed it: audit both (spnas audit RUN --top 3) "
+                "before trusting the difference")
 
     def logbook_text(self) -> str:
         """DEAP's logbook of the generations (statistics of each generation's evaluated candidates)."""

@@ -37,3 +37,18 @@ def test_min_gain_auto_needs_noise_runs():
     with pytest.raises(ConfigError, match=r"min_gain: auto sets the bar from the spread of the noise runs; set search.noise_seeds to 2"):
         config(search={"min_gain": "auto", "noise_seeds": 1})
     assert config(search={"min_gain": 0.01}).search.min_gain == 0.01
+
+
+def test_the_summary_says_which_net_to_take(tmp_path):
+    """Issue 27, item 5 (part): best/ and best/top/ never disagree without a word."""
+    import json
+
+    summary, _, _ = run(tmp_path, "run", search={"noise_seeds": 2, "max_generations": 3}, parallel={"enabled": True, "max_candidates": 2})
+    on_disk = json.loads((tmp_path / "run" / "best" / "summary.json").read_text())
+    top_dirs = sorted(p.name for p in (tmp_path / "run" / "best" / "top").iterdir())
+    assert [f"{t['rank']}_{t['id']}" for t in on_disk["top"]] == top_dirs
+    assert summary["best_id"] in summary["choice"]
+    if summary["top"][0]["id"] != summary["best_id"]:
+        assert summary["choice"].startswith("take best/") and summary["top"][0]["id"] in summary["choice"]
+    else:
+        assert "also the highest metric" in summary["choice"]

@@ -13,9 +13,8 @@ import json
 from pathlib import Path
 
 from spnas.search import Candidate, HillClimbing, RandomSampling, Search, Strategy
-from spnas.search.config import config_from_dict
 from tests.search.fake import FakeEvaluator
-from tests.search.test_loop import BASE
+from tests.search.test_loop import config, events
 
 GOLDEN = Path(__file__).with_name("golden")
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,20 +24,7 @@ RAND = {"search": {"mutations": [1, 2], "max_generations": 2}, "parallel": {"ena
 
 
 def cfg(extra):
-    d = json.loads(json.dumps(BASE))
-    for k, v in extra.items():
-        d[k] = {**d.get(k, {}), **v}
-    return config_from_dict(d)
-
-
-def events(out: Path) -> list[dict]:
-    evs = []
-    for ln in (out / "journal.jsonl").read_text().splitlines():
-        e = json.loads(ln)
-        e.pop("time", None)
-        e.pop("seconds", None)
-        evs.append(e)
-    return evs
+    return config(**extra)
 
 
 def golden(name: str) -> list[dict]:

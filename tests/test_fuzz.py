@@ -201,6 +201,21 @@ def test_fuzz_voc_annotations(data, voc_image, tmp_path_factory):
     _read_every_image(lambda: load_voc(d, strict=strict, classes=classes), d)
 
 
+def test_a_voc_size_too_large_for_a_tensor_is_one_line(voc_image, tmp_path):
+    """Found by CI: <size> of 2**70 px reached the box clipping and raised OverflowError; the size
+    is checked against the file first, so it is one DataError line (non-strict reads the declared size)."""
+    from spnas.detect.data import load_voc
+
+    doc = {**VOC_DOC, "size": {"width": 64, "height": 2**70, "depth": 3}}
+    d = tmp_path / "voc"
+    d.mkdir()
+    (d / "a.xml").write_text("<annotation>" + _xml("x", doc)[3:-4] + "</annotation>")
+    os.link(voc_image / "a.png", d / "a.png")
+    ds = load_voc(d, strict=False)
+    with pytest.raises(SpnasError, match=r"a\.png.*decodes to 64x64.*the annotation says 64x1180591620717411303424"):
+        ds[0]
+
+
 SLOW = settings(max_examples=5000, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
 

@@ -251,8 +251,8 @@ class DetectionDataset(Dataset):
                              dtype=torch.float32).reshape(-1, 4)
         info = self.coco.imgs[image_id]
         if len(boxes) and info.get("width") and info.get("height"):  # a box crossing the border is trained on its visible part
-            boxes[:, 0::2] = boxes[:, 0::2].clamp(0, info["width"])
-            boxes[:, 1::2] = boxes[:, 1::2].clamp(0, info["height"])
+            boxes[:, 0::2] = boxes[:, 0::2].clamp(0, float(info["width"]))
+            boxes[:, 1::2] = boxes[:, 1::2].clamp(0, float(info["height"]))
         labels = torch.tensor([self.cat_to_label[a["category_id"]] for a in anns], dtype=torch.int64)
         return {"boxes": boxes, "labels": labels, "image_id": torch.tensor(image_id)}
 
@@ -262,8 +262,8 @@ class DetectionDataset(Dataset):
 
         i, flip = (int(key[0]), bool(key[1])) if isinstance(key, tuple) else (int(key), False)
         image_id = self.image_ids[i]
+        img = tv_tensors.Image(self.load_image(image_id))  # first: it checks the annotation's size against the file
         target = self.target(image_id)
-        img = tv_tensors.Image(self.load_image(image_id))
         boxes = tv_tensors.BoundingBoxes(target["boxes"], format="XYXY", canvas_size=tuple(img.shape[-2:]))
         if flip:
             img, boxes = TF.horizontal_flip(img), TF.horizontal_flip(boxes)

@@ -92,8 +92,15 @@ def plan(run: Path, top: int) -> dict[str, Any]:
             fps.add(prop[c]["fingerprint"])
             chosen.append(c)
     cfg = yaml.safe_load((run / "config.yaml").read_text())
-    epochs_of = {c: int((cfg.get("start") or {}).get("train_epochs") or cfg["train"]["epochs"]) if prop[c]["role"] == "start"
-                 else int(cfg["train"]["epochs"]) for c in evaluated}
+    start_epochs = (cfg.get("start") or {}).get("train_epochs")
+    start_epochs = start_epochs if isinstance(start_epochs, int) else cfg["train"]["epochs"]  # "auto": cycles of train.epochs
+
+    def own_epochs(c: str) -> int:
+        if isinstance(prop[c].get("epochs"), int):  # a rung of a multi-fidelity race
+            return prop[c]["epochs"]
+        return int(start_epochs if prop[c]["role"] == "start" else cfg["train"]["epochs"])
+
+    epochs_of = {c: own_epochs(c) for c in evaluated}
 
     def line_epochs(c: str | None) -> int:
         """Detection epochs along ``c``'s weights: its own and every ancestor's (parents, continued parents)."""

@@ -21,12 +21,14 @@ class Candidate:
 
     id: str
     phase: str  # serial | reignite | parallel
-    role: str  # start | noise | child | continued | reignite | baseline | parallel
+    role: str  # start | converge | noise | child | continued | reignite | baseline | parallel
     parent: str | None
     arch: Arch
     morphisms: list[dict[str, Any]] = field(default_factory=list)
     generation: int = 0
     result: dict[str, Any] | None = None
+    epochs: int | None = None  # detection epochs of its training (None: the fast scheme's, train.epochs)
+    rung: int = 0  # multi-fidelity: its rung in the generation's race (1, 2, ...; 0: no race)
 
     @property
     def ok(self) -> bool:

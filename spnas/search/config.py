@@ -87,7 +87,19 @@ class StartConfig(_Section):
     ir: Str | None = None  # a directory written by spnas.ir.save
     stem: Literal["resnet", "deep"] = "resnet"
     weights: Str | None = None  # torchvision checkpoint (.pth/.pt, loaded weights_only) or .safetensors
-    train_epochs: Annotated[StrictInt, Field(ge=1, le=1000)] | None = None  # the start net's own training (default: train.epochs)
+    # the start net's own training (default: train.epochs); "auto": train cycles of train.epochs (the first from
+    # the start's weights, each next one from the last one's, as the inherited nets train) until the validation
+    # metric has not improved for `patience` cycles or `max_epochs` are spent; the best cycle is the start
+    train_epochs: Annotated[StrictInt, Field(ge=1, le=1000)] | Literal["auto"] | None = None
+    patience: Annotated[StrictInt, Field(ge=1, le=100)] = 2
+    max_epochs: Annotated[StrictInt, Field(ge=1, le=10_000)] = 60
+
+    @field_validator("train_epochs", mode="before")
+    @classmethod
+    def _auto(cls, v: Any) -> Any:
+        if isinstance(v, str) and v != "auto":
+            raise ValueError(f"expected a number of epochs or 'auto', got {_short.repr(v)}")
+        return v
 
     @model_validator(mode="before")
     @classmethod
@@ -98,6 +110,9 @@ class StartConfig(_Section):
 
     @model_validator(mode="after")
     def _one_source(self) -> StartConfig:
+        if self.train_epochs != "auto" and {"patience", "max_epochs"} & self.model_fields_set:
+            name = sorted({"patience", "max_epochs"} & self.model_fields_set)[0]
+            raise ValueError(f"{name}: only train_epochs: auto trains until convergence; set it, or drop {name}")
         if (self.code is None) == (self.ir is None):
             raise ValueError("code: expected exactly one of start.code and start.ir")
         if self.code is not None:
@@ -223,6 +238,16 @@ def _train_model() -> type[BaseModel]:
 TrainSection = _train_model()
 
 
+class FidelityConfig(_Section):
+    """Successive halving inside each serial generation: every child and the continued parent train
+    ``rungs[0]`` epochs; the best ``1/eta`` of the children (at least one) and the continued parent go on
+    from their weights for ``rungs[1]`` more epochs, and so on; the last rung decides. Every contestant
+    of a rung trains the same epochs with the same seed."""
+
+    rungs: Annotated[tuple[Annotated[StrictInt, Field(ge=1, le=1000)], ...], Field(min_length=2, max_length=8)] = (1, 2)
+    eta: Annotated[StrictInt, Field(ge=2, le=64)] = 2
+
+
 class SerialConfig(_Section):
     """The serial level (Algorithm 1). Counts of tries count trained children, as the paper does."""
 
@@ -255,6 +280,8 @@ class SerialConfig(_Section):
     # ("gmacs", "params": more first; "-gmacs", "-params": fewer first); null: every drawn child trains
     prefilter: Literal["gmacs", "-gmacs", "params", "-params"] | None = None
     prefilter_draw: Annotated[StrictInt, Field(ge=1, le=1000)] = 12
+    # multi-fidelity generations (successive halving); null: the fixed scheme (every child trains train.epochs)
+    fidelity: FidelityConfig | None = None
 
     @field_validator("min_gain", mode="before")
     @classmethod
@@ -269,6 +296,9 @@ class SerialConfig(_Section):
             raise ValueError(f"mutations: expected [lo, hi] with lo <= hi, got {list(self.mutations)}")
         if self.min_blocks > self.max_blocks:
             raise ValueError(f"min_blocks: expected <= max_blocks ({self.max_blocks}), got {self.min_blocks}")
+        if self.fidelity is not None and self.acceptance != "fair":
+            raise ValueError("fidelity: successive halving races the children against the continued parent; "
+                             "it needs acceptance: fair")
         if self.min_gain == "auto" and self.noise_seeds < 2:
             raise ValueError(f"min_gain: auto sets the bar from the spread of the noise runs; set search.noise_seeds to 2 "
                              f"or more (got {self.noise_seeds}), or give min_gain a number")

@@ -1,8 +1,9 @@
 """The run journal: append-only JSON lines, each flushed and fsync'd (optuna's JournalStorage).
 
 Events: ``start`` (with the journal's ``format``), ``generation``, ``proposed``, ``prefiltered``,
-``rule_failed``, ``evaluated``, ``failed``, ``retried``, ``noise``, ``accepted``, ``rejected``,
-``best``, ``reignited``, ``stopped``, ``done``. Resume replays the file: the search runs its
+``rule_failed``, ``evaluated``, ``failed``, ``retried``, ``converged`` (the start's learning curve
+under ``start.train_epochs: auto``), ``noise``, ``rung`` (a multi-fidelity race's rung: its
+contestants and who goes on), ``accepted``, ``rejected``, ``best``, ``reignited``, ``stopped``, ``done``. Resume replays the file: the search runs its
 deterministic loop again, and every candidate that already has a result takes it from here.
 
 The format is versioned: ``start`` carries ``format`` (:data:`FORMAT`). A journal whose ``start``
@@ -48,7 +49,7 @@ _OPTIONAL: dict[str, dict[str, tuple[type, ...]]] = {
     "evaluated": {"seconds": _NUMBER, "loss": _NUMBER, "iterations": (int,), "metrics": (dict,), "curve": (dict,), "phase": (str,)},
     "failed": {"seconds": _NUMBER, "kind": (str,), "cause": (str,)},
     "proposed": {"gmacs": _NUMBER, "params_m": _NUMBER, "parent": (str,), "role": (str,), "phase": (str,), "morphisms": (list,),
-                 "stage_gmacs": (list,)},
+                 "stage_gmacs": (list,), "epochs": (int,), "rung": (int,)},
     "accepted": {"metric": _NUMBER, "gain": _NUMBER, "baseline_metric": _NUMBER, "noise_std": _NUMBER, "encoding": (str,), "baseline": (str,)},
     "rejected": {"metric": _NUMBER, "baseline_metric": _NUMBER, "baseline": (str,), "kept": (str,)},
     "best": {"metric": _NUMBER},
@@ -56,6 +57,8 @@ _OPTIONAL: dict[str, dict[str, tuple[type, ...]]] = {
     "reignited": {"metric": _NUMBER, "parent": (str,)},
     "generation": {"rng": (dict,), "generation": (int,)},
     "start": {"format": (int,)},
+    "converged": {"epochs": (int,), "trained_epochs": (int,), "curve": (list,), "metric": _NUMBER},
+    "rung": {"rung": (int,), "epochs": (int,), "contestants": (list,), "promoted": (list,)},
 }
 
 

@@ -24,6 +24,7 @@ a parameter (``Search(cfg, out, evaluate=fn)``): tests pass a fake one. DEAP sup
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -154,6 +155,7 @@ class Search:
         self._checked_rules: set[str] = set()
         self.candidates: dict[str, Candidate] = {}
         self.noise: dict[str, Any] | None = None
+        self.start: Candidate | None = None  # the trained start the search grows from (train_start sets it)
         self.pool = None
         self.toolbox = base.Toolbox()
         self.toolbox.register("map", self._pool_map)
@@ -202,9 +204,12 @@ class Search:
             raise SpnasError(f"the start network failed to train: {start.result.get('reason')}; nothing was decided, "
                              "so fix it and --resume (the start trains again)")
         start = self.trained(start)
-        self.emit("accepted", once=True, id="start", generation=0, phase="serial", rule="start", metric=start.metric,
+        if self.cfg.start.train_epochs == "auto":
+            start = self.converge(start)
+        self.start = start
+        self.emit("accepted", once=True, id=start.id, generation=0, phase="serial", rule="start", metric=start.metric,
                    encoding=code_of(start.arch))
-        self.emit("best", once=True, id="start", generation=0, phase="serial", metric=start.metric)
+        self.emit("best", once=True, id=start.id, generation=0, phase="serial", metric=start.metric)
         n = self.cfg.search.noise_seeds
         if n:
             runs = [self.continued(start, f"n{i}", 0, "noise") for i in range(1, n + 1)]
@@ -218,16 +223,46 @@ class Search:
             self.emit("noise", once=True, id=None, generation=0, phase="serial", **self.noise)
         return start
 
-    def children(self, parent: Candidate, gen: int) -> list[Candidate]:
+    def converge(self, first: Candidate) -> Candidate:
+        """``start.train_epochs: auto``: train the start net on in cycles of ``train.epochs`` (``start2``,
+        ``start3``, ... each from the last one's weights, as inherited nets train: with ``train.inherited``
+        "restart", warm restarts) until the validation metric has not improved for ``start.patience``
+        cycles or ``start.max_epochs`` are spent. The best cycle is the converged start; the learning
+        curve is journaled (``converged``) and the summary says how many epochs it took."""
+        st, e = self.cfg.start, self.cfg.train.epochs
+        cycles, best, k = [first], first, 1
+        reason = "max_epochs reached"
+        while (k + 1) * e <= st.max_epochs:
+            if cycles.index(best) + 1 + st.patience <= k:
+                reason = f"no gain for {st.patience} cycles"
+                break
+            k += 1
+            c = self.propose(Candidate(f"start{k}", "serial", "converge", cycles[-1].id, cycles[-1].arch, [], 0))
+            self.evaluate([c])
+            if not c.ok:
+                reason = f"cycle {k} failed: {c.result.get('reason')}"
+                break
+            c = self.trained(c)
+            cycles.append(c)
+            if self.score(c) > self.score(best):
+                best = c
+        curve = [{"id": c.id, "epochs": (i + 1) * e, "metric": _finite(c.metric)} for i, c in enumerate(cycles)]
+        self.emit("converged", once=True, id=best.id, generation=0, phase="serial", epochs=(cycles.index(best) + 1) * e,
+                   trained_epochs=len(cycles) * e, curve=curve, reason=reason, metric=_finite(best.metric))
+        return best
+
+    def children(self, parent: Candidate, gen: int, *, epochs: int | None = None, rung: int = 0) -> list[Candidate]:
+        """λ children of ``parent`` (random morphism walks; prefiltered where ``search.prefilter`` says), proposed;
+        ``epochs``/``rung``: their training where it is not the fast scheme's (a multi-fidelity race's first rung)."""
         s = self.cfg.search
-        if s.prefilter is None:
-            out = []
-            for i in range(s.lam):
-                c = self.toolbox.mutate(parent, f"g{gen:03d}c{i}", gen)
-                if c is not None:
-                    out.append(self.propose(c))
-            return out
-        return [self.propose(c) for c in self.prefiltered(parent, gen)]
+        if s.prefilter is not None:
+            return [self.propose(dataclasses.replace(c, epochs=epochs, rung=rung)) for c in self.prefiltered(parent, gen)]
+        out = []
+        for i in range(s.lam):  # each proposed before the next is drawn: no two children of a generation are alike
+            c = self.toolbox.mutate(parent, f"g{gen:03d}c{i}", gen)
+            if c is not None:
+                out.append(self.propose(dataclasses.replace(c, epochs=epochs, rung=rung)))
+        return out
 
     def prefiltered(self, parent: Candidate, gen: int) -> list[Candidate]:
         """``search.prefilter``: draw ``prefilter_draw`` distinct children, keep the λ best by a free proxy
@@ -249,9 +284,11 @@ class Search:
                    kept=[c.id for _, c in kept])
         return [c for _, c in sorted(kept, key=lambda vc: vc[1].id)]
 
-    def continued(self, c: Candidate, cid: str, gen: int, role: str, phase: str = "serial") -> Candidate:
-        """``c`` unchanged, to be trained again with the fast scheme from its trained weights."""
-        return self.propose(Candidate(cid, phase, role, c.id, c.arch, [], gen))
+    def continued(self, c: Candidate, cid: str, gen: int, role: str, phase: str = "serial", *, epochs: int | None = None,
+                  rung: int = 0) -> Candidate:
+        """``c`` unchanged (pass it ``trained``), to be trained on from its trained weights: the fast scheme,
+        or ``epochs`` of it (a rung of a multi-fidelity race)."""
+        return self.propose(Candidate(cid, phase, role, c.id, c.arch, [], gen, epochs=epochs, rung=rung))
 
     def reignite(self, parent: Candidate, cid: str, gen: int, final: bool = False) -> Candidate | None:
         """Re-pretrain ``parent``'s backbone (classification), then the fast scheme; None if it failed."""
@@ -334,7 +371,8 @@ class Search:
         self.emit("proposed", once=True, id=c.id, phase=c.phase, role=c.role, generation=c.generation, parent=c.parent,
                    encoding=(code := code_of(c.arch)), **_grammar(c.arch, code), fingerprint=c.arch.fingerprint(), morphisms=c.morphisms,
                    gmacs=round(c.arch.flops(size) / 1e9, 4), params_m=round(c.arch.params() / 1e6, 4),
-                   stage_gmacs=stage_gmacs(c.arch, size))
+                   stage_gmacs=stage_gmacs(c.arch, size), **({"epochs": c.epochs} if c.epochs is not None else {}),
+                   **({"rung": c.rung} if c.rung else {}))
         self.seen.add(c.arch.fingerprint())
         self.candidates[c.id] = c
         return c
@@ -407,8 +445,14 @@ class Search:
         """``c`` carrying its trained backbone weights (what its children and continuation start from)."""
         if not c.ok:
             return c
-        trained = load(self._dir(c.id) / "trained")
-        return Candidate(c.id, c.phase, c.role, c.parent, trained, c.morphisms, c.generation, c.result)
+        return dataclasses.replace(c, arch=load(self._dir(c.id) / "trained"))
+
+    def _epochs(self, c: Candidate) -> int:
+        """The detection epochs of ``c``'s own training."""
+        if c.epochs is not None:
+            return c.epochs
+        st = self.cfg.start.train_epochs
+        return st if c.role == "start" and isinstance(st, int) else self.cfg.train.epochs
 
     def _dir(self, cid: str) -> Path:
         return self.out / "candidates" / cid
@@ -419,12 +463,12 @@ class Search:
         head = self._dir(parent.id) / HEAD_FILE if parent is not None and parent.ok else None
         det = self.cfg.detector
         train = self.cfg.train.model_dump()
-        if c.role == "start" and self.cfg.start.train_epochs:
-            train["epochs"] = self.cfg.start.train_epochs
+        train["epochs"] = self._epochs(c)
         # common random numbers: the candidates of one serial generation and its continued parent train with one
-        # seed (the same batches and flips), and so do the parallel level's candidates and its baseline
-        seed_key = {"start": "start", "noise": c.id, "reignite": c.id, "baseline": "parallel", "parallel": "parallel"}.get(
-            c.role, f"{c.phase}{c.generation}")
+        # seed (the same batches and flips), and so do the parallel level's candidates and its baseline; each
+        # rung of a multi-fidelity race has a seed of its own, shared by its contestants
+        seed_key = {"start": "start", "converge": c.id, "noise": c.id, "reignite": c.id, "baseline": "parallel",
+                    "parallel": "parallel"}.get(c.role, f"{c.phase}{c.generation}" + (f".{c.rung}" if c.rung > 1 else ""))
         return {
             "id": c.id,
             "dir": str(self._dir(c.id)),
@@ -512,8 +556,9 @@ class Search:
         seconds_by_phase: dict[str, float] = {}
         for c in evaluated:
             seconds_by_phase[c.phase] = seconds_by_phase.get(c.phase, 0.0) + float(c.result.get("seconds") or 0.0)
-        start = self.candidates["start"]
+        start = self.start or self.candidates["start"]  # the converged start where it trained until converged
         accepted = [e for e in self.journal.events if e.get("event") == "accepted" and e.get("rule") != "start"]
+        conv = next((e for e in self.journal.events if e.get("event") == "converged"), None)
         summary = {
             "best_id": best.id,
             "best_code": code_of(best.arch),
@@ -522,6 +567,8 @@ class Search:
             "acceptance": self.cfg.search.acceptance,
             "start_code": code_of(start.arch),
             "start_metric": start.metric,
+            "start_epochs": conv["epochs"] if conv else self._epochs(self.candidates["start"]),
+            **({"start_curve": conv["curve"]} if conv else {}),
             "improved": self.score(best) > self.score(start),
             "lower_is_better": self.lower,
             "noise_std": (self.noise or {}).get("std"),
@@ -542,7 +589,7 @@ class Search:
         (self.out / "best" / "summary.json").write_text(json.dumps(summary, indent=1))
         (self.out / "logbook.txt").write_text(self.logbook_text() + "\n")
         self.emit("done", once=True, id=best.id, generation=None, phase=None,
-                   **{k: v for k, v in summary.items() if k not in ("wall_seconds", "device_hours", "top", "choice")})
+                   **{k: v for k, v in summary.items() if k not in ("wall_seconds", "device_hours", "top", "choice", "start_epochs", "start_curve")})
         return summary
 
     def _choice(self, best: Candidate, top: list[dict[str, Any]]) -> str:

@@ -17,6 +17,7 @@ which runs a strategy written outside the package.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from spnas.ops import get_morphism
@@ -71,13 +72,13 @@ class HillClimbing:
         line_is_best = True  # the parent's line won every comparison since the start or its last reignite
         for gen in range(1, s.max_generations + 1):
             loop.begin(gen, "serial")
-            children = loop.children(parent, gen)
+            first = {"epochs": s.fidelity.rungs[0], "rung": 1} if s.fidelity is not None else {}
+            children = loop.children(parent, gen, **first)
             if not children:
                 loop.emit("stopped", once=True, id=None, generation=gen, phase="serial", reason="no new child within the bounds")
                 break
-            continued = loop.continued(parent, f"g{gen:03d}p", gen, "continued") if s.acceptance == "fair" else None
-            loop.evaluate(children + ([continued] if continued else []))
-            winner = max(children, key=loop.score)
+            continued = loop.continued(parent, f"g{gen:03d}p", gen, "continued", **first) if s.acceptance == "fair" else None
+            winner, continued = self.race(loop, children, continued, gen)
             bar = continued if continued is not None and continued.ok else best  # fair: the parent trained on; paper: acc_best
             won = loop.beats(winner, bar)
             if won:
@@ -103,6 +104,41 @@ class HillClimbing:
             if final is not None:
                 best = final  # the serial net the parallel level grows: re-pretrained, as in the paper
         return best
+
+    def race(self, loop: Search, children: list[Candidate], continued: Candidate | None, gen: int) -> tuple[Candidate, Candidate | None]:
+        """Train a generation's children and its continued parent; return the best child and the parent as
+        trained as long. The fixed scheme trains each once. With ``search.fidelity``, successive halving::
+
+            for rung k, epochs e_k in search.fidelity.rungs:
+                train_eval(alive children, continued parent) for e_k epochs   (one seed for the rung)
+                alive <- the best ceil(len(alive) / eta) children             (the parent always goes on)
+                next: each alive net goes on from its own weights               ("<id>.<k+1>")
+            return the best child of the last rung, the parent of the last rung
+
+        Each rung is journaled (``rung``). A rung's contestants have trained the same epochs with the
+        same seeds, so a rung compares fairly; where the continued parent fails, the race stops there
+        (the bar falls back to acc_best, as in the fixed scheme).
+        """
+        f = loop.cfg.search.fidelity
+        if f is None:
+            loop.evaluate(children + ([continued] if continued else []))
+            return max(children, key=loop.score), continued
+        alive, cont = children, continued
+        for k, epochs in enumerate(f.rungs, start=1):
+            if k > 1:
+                alive = [loop.continued(loop.trained(c), f"{c.id.split('.')[0]}.{k}", gen, c.role, epochs=epochs, rung=k) for c in alive]
+                cont = loop.continued(loop.trained(cont), f"{cont.id.split('.')[0]}.{k}", gen, "continued", epochs=epochs, rung=k)
+            loop.evaluate(alive + [cont])
+            ranked = sorted([c for c in alive if c.ok], key=loop.score, reverse=True)  # stable: ties keep the draw's order
+            last = k == len(f.rungs) or not ranked or not cont.ok
+            promoted = [] if last else ranked[:max(1, math.ceil(len(alive) / f.eta))]
+            loop.emit("rung", once=True, id=f"rung{k}", generation=gen, phase="serial", rung=k, epochs=epochs,
+                      contestants=[{"id": c.id, "metric": c.metric if c.ok else None} for c in alive + [cont]],
+                      promoted=[c.id for c in promoted] + ([cont.id] if promoted else []))
+            if last:
+                return (ranked[0] if ranked else alive[0]), cont
+            alive = promoted
+        raise AssertionError("unreachable: the last rung returns")
 
     def parallel(self, loop: Search, serial: Candidate) -> Candidate:
         """The parallel level: random search over parallel codes grown on the serial net.

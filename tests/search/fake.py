@@ -5,6 +5,8 @@ so a candidate's weights remember how long its line has trained, and the metric 
 
     quality(architecture) + per_epoch * epochs trained along the line + noise(seed)
 
+(or ``curve(epochs)`` in place of the linear term: a learning curve that flattens).
+
 The quality is a parameter, so a test decides which architectures are better; ``per_epoch`` is the
 gain that longer training alone buys, which an unfair acceptance rule mistakes for a better
 architecture. A reignite subtracts ``reignite_cost`` from its line (pre-training moves the detector's weights).
@@ -41,13 +43,17 @@ def flat(arch: Arch) -> float:
 
 class FakeEvaluator:
     def __init__(self, quality: Callable[[Arch], float] = blocks_and_subnets, *, per_epoch: float = 0.001,
-                 noise: float = 1e-4, reignite_cost: float = 0.0, fail: dict[str, str] | None = None) -> None:
+                 noise: float = 1e-4, reignite_cost: float = 0.0, fail: dict[str, str] | None = None,
+                 curve: Callable[[int], float] | None = None) -> None:
         self.quality, self.per_epoch, self.noise, self.reignite_cost = quality, per_epoch, noise, reignite_cost
+        self.curve = curve  # what the line's epochs add (a learning curve; None: per_epoch x epochs)
+        self.requests: dict[str, dict[str, Any]] = {}  # the last request of each id: its seed, epochs, ...
         self.fail = fail or {}
         self.calls: list[str] = []
 
     def __call__(self, req: dict[str, Any]) -> dict[str, Any]:
         self.calls.append(req["id"])
+        self.requests[req["id"]] = req
         fault = self.fail.get(req["id"])
         if fault == "raise":
             raise RuntimeError("injected fault")
@@ -65,7 +71,8 @@ class FakeEvaluator:
         save_file({"roi_heads.fake": torch.zeros(1)}, str(d / HEAD_FILE))
         epochs = int(w[COUNTER])
         jitter = self.noise * ((zlib.crc32(str(req["seed"]).encode()) % 1000) / 1000 - 0.5)
-        metric = self.quality(arch) + self.per_epoch * epochs + jitter + float(w[PENALTY][0])
+        gain = self.curve(epochs) if self.curve is not None else self.per_epoch * epochs
+        metric = self.quality(arch) + gain + jitter + float(w[PENALTY][0])
         if self.fail.get(req["id"]) == "nan":
             return {"id": req["id"], "status": "failed", "reason": "non-finite loss (injected)", "kind": "candidate", "cause": "diverged", "seconds": 0.0}
         return {"id": req["id"], "status": "ok", "metric": metric, "metrics": {req["metric"]: metric}, "seconds": 0.01,

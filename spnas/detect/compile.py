@@ -21,6 +21,7 @@ from collections import OrderedDict
 import torch
 from torch import fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
+from torchvision.ops.misc import FrozenBatchNorm2d
 
 from spnas.errors import ArchError, ConfigError
 from spnas.ir import Arch, get_kind
@@ -113,8 +114,12 @@ def lift(arch: Arch, body: nn.Module) -> Arch:
     return new
 
 
+_NORMS = (nn.BatchNorm2d, FrozenBatchNorm2d)  # what folds into a conv: BatchNorm, SyncBatchNorm2d (a subclass), frozen
+
+
 def _fold(module: nn.Module) -> None:
-    """Fold every (convN, bnN) pair and Sequential(conv, bn) into one biased conv, in place."""
+    """Fold every (convN, bnN) pair and Sequential(conv, bn) into one biased conv, in place (any
+    normalisation of :mod:`spnas.detect.distributed`: each is a BatchNorm in eval mode)."""
     for child in module.children():
         _fold(child)
     names = dict(module.named_children())
@@ -122,12 +127,12 @@ def _fold(module: nn.Module) -> None:
         if isinstance(conv, nn.Conv2d):
             bn_name = "bn" + name[len("conv") :] if name.startswith("conv") else None
             bn = names.get(bn_name) if bn_name else None
-            if isinstance(bn, nn.BatchNorm2d):
+            if isinstance(bn, _NORMS):
                 setattr(module, name, fuse_conv_bn_eval(conv, bn))
                 setattr(module, bn_name, nn.Identity())
     if isinstance(module, nn.Sequential):
         for i in range(len(module) - 1):
-            if isinstance(module[i], nn.Conv2d) and isinstance(module[i + 1], nn.BatchNorm2d):
+            if isinstance(module[i], nn.Conv2d) and isinstance(module[i + 1], _NORMS):
                 module[i] = fuse_conv_bn_eval(module[i], module[i + 1])
                 module[i + 1] = nn.Identity()
 

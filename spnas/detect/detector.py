@@ -61,6 +61,9 @@ class DetectorOptions:
     # multi-scale training: each training image is resized to (min_size, max_size) x a factor drawn from
     # these (the paper's COCO training uses 0.8-1.2x: [0.8, 0.9, 1.0, 1.1, 1.2]); empty: one scale
     train_scales: tuple[float, ...] = ()
+    # normalisation in training: "bn" (each device's batch), "frozen" (torchvision's FrozenBatchNorm2d) or
+    # "sync" (statistics over every rank of a data-parallel candidate); see spnas.detect.distributed
+    norm: str = "bn"
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -89,6 +92,8 @@ def resolve_options(preset: str = "default", **overrides: Any) -> DetectorOption
     if bad:
         raise ConfigError(f"detector option {bad[0]!r} is unknown; expected one of {sorted(names)}")
     values = {**PRESETS[preset], **overrides}
+    if values.get("norm", "bn") not in ("bn", "frozen", "sync"):
+        raise ConfigError(f"detector option norm: expected 'bn', 'frozen' or 'sync', got {values['norm']!r}")
     for k in ("aspect_ratios", "cascade_iou", "cascade_loss_weights", "train_scales"):
         if k in values:
             values[k] = tuple(values[k])
@@ -133,12 +138,19 @@ class MultiScaleTransform(GeneralizedRCNNTransform):
     def __init__(self, *args: Any, train_scales: tuple[float, ...] = (), **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.train_scales = [float(f) for f in train_scales]
+        self.keys: list[int] | None = None  # the images' keys for this step (training sets them): a draw per key
+        self.drawn = 0
 
     def resize(self, image: Tensor, target: dict[str, Tensor] | None = None) -> tuple[Tensor, dict[str, Tensor] | None]:
         if not (self.training and self.train_scales):
             return super().resize(image, target)
         h, w = image.shape[-2:]
-        f = self.train_scales[int(torch.empty(1).uniform_(0.0, float(len(self.train_scales))).item())]
+        if self.keys is not None and self.drawn < len(self.keys):  # keyed: the same image draws the same scale on any rank
+            g = torch.Generator().manual_seed(self.keys[self.drawn] % (2**63 - 1))
+            self.drawn += 1
+            f = self.train_scales[int(torch.randint(len(self.train_scales), (1,), generator=g).item())]
+        else:
+            f = self.train_scales[int(torch.empty(1).uniform_(0.0, float(len(self.train_scales))).item())]
         image, target = _resize_image_and_masks(image, self.min_size[-1] * f, self.max_size * f, target, self.fixed_size)
         if target is not None:
             target["boxes"] = resize_boxes(target["boxes"], (h, w), image.shape[-2:])
@@ -178,6 +190,10 @@ def build_detector(arch: Arch, num_classes: int, head: str = "cascade", *, prese
     if o.train_scales:
         t = model.transform
         model.transform = MultiScaleTransform(t.min_size, t.max_size, t.image_mean, t.image_std, train_scales=o.train_scales)
+    if o.norm != "bn":
+        from spnas.detect.distributed import set_norm
+
+        set_norm(model, o.norm)
     model.spnas_head = head
     model.spnas_options = o
     return model

@@ -8,6 +8,7 @@ CUDA. A non-finite loss stops training with :class:`EvalError` saying where.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -58,6 +59,9 @@ class TrainConfig:
     # schedule above (warm-up, then the full rate), or "continue" at inherited_lr x the rate without warm-up
     inherited: str = "restart"
     inherited_lr: float = 0.1
+    # micro-batches of batch_size per device whose gradients add up to one step (a step sees
+    # batch_size x ranks x accumulate images; the learning rate is scaled to that global batch)
+    accumulate: int = 1
 
     def for_inherited(self) -> TrainConfig:
         """The schedule of a net that starts from trained weights (see ``inherited``)."""
@@ -117,19 +121,39 @@ def train_detector(
     quiet: bool = False,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
 ) -> TrainResult:
-    """Train ``model`` on ``train_ds``; evaluate on ``val_ds`` every ``cfg.eval_every`` epochs and at the end."""
+    """Train ``model`` on ``train_ds``; evaluate on ``val_ds`` every ``cfg.eval_every`` epochs and at the end.
+
+    Inside a torch.distributed process group of N ranks (one device each), the model trains as
+    DistributedDataParallel: each step takes a global batch of ``batch_size x N x accumulate`` images,
+    shared out as :mod:`spnas.detect.distributed` describes; rank 0 evaluates, and only its result
+    carries metrics.
+    """
+    from spnas.detect.distributed import keyed, set_keys, step_key, world
+
     device = torch.device(device)
     model.to(device)
+    rank, ranks = world()
+    acc = max(1, int(cfg.accumulate))
+    per_step = cfg.batch_size * ranks * acc  # the global batch
     g = torch.Generator().manual_seed(cfg.seed)
-    loader = make_loader(train_ds, cfg.batch_size, AugmentSampler(len(train_ds), generator=g, flip=cfg.flip), cfg.loader_workers, device)
-    per_epoch = len(loader) if not cfg.max_iters_per_epoch else min(len(loader), cfg.max_iters_per_epoch)
+    sampler = ShardSampler(AugmentSampler(len(train_ds), generator=g, flip=cfg.flip), cfg.batch_size, rank, ranks, acc)
+    loader = make_loader(train_ds, cfg.batch_size, sampler, cfg.loader_workers, device)
+    steps = sampler.steps
+    per_epoch = steps if not cfg.max_iters_per_epoch else min(steps, cfg.max_iters_per_epoch)
     total = per_epoch * cfg.epochs
+    lr_cfg = replace(cfg, batch_size=per_step)  # linear scaling to the global batch
+    samplers = keyed(model)  # every image draws its anchors and proposals by its place in the global batch
+    net: nn.Module = model
+    if ranks > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.dim() > 1]
     no_decay = [p for p in params if p.dim() <= 1]
     opt = torch.optim.SGD(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr_at(0, total),
+        lr=lr_cfg.lr_at(0, total),
         momentum=cfg.momentum,
     )
     use_amp = cfg.amp and device.type == "cuda"
@@ -140,32 +164,43 @@ def train_detector(
     metrics: dict[str, float] = {}
     it = 0
     t0 = time.perf_counter()
+    transform = getattr(model, "transform", None)
     for epoch in range(cfg.epochs):
         model.train()
         running = 0.0
-        bar = _progress(loader, total=per_epoch, desc=f"{tag}epoch {epoch + 1}/{cfg.epochs}", quiet=quiet)
-        for bi, (imgs, targets) in enumerate(bar):
-            if bi >= per_epoch:
-                break
-            lr = cfg.lr_at(it, total)
+        batches = iter(loader)
+        bar = _progress(range(per_epoch), total=per_epoch, desc=f"{tag}epoch {epoch + 1}/{cfg.epochs}", quiet=quiet)
+        for _ in bar:
+            lr = lr_cfg.lr_at(it, total)
             for group in opt.param_groups:
                 group["lr"] = lr
-            imgs = [im.to(device, non_blocking=True) for im in imgs]
-            targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
-            with torch.autocast(device.type, enabled=use_amp):
-                losses = model(imgs, targets)
-            loss = sum(losses.values())
-            if not torch.isfinite(loss):
-                bad = {k: v.item() for k, v in losses.items()}
-                raise EvalError(f"non-finite loss at epoch {epoch + 1}, iteration {it}: {bad}")
             opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            value = 0.0
+            for j in range(acc):
+                imgs, targets = next(batches)
+                keys = [step_key(cfg.seed, it, (j * ranks + rank) * cfg.batch_size + m) for m in range(len(imgs))]
+                set_keys(samplers, keys)
+                if hasattr(transform, "keys"):
+                    transform.keys, transform.drawn = keys, 0
+                imgs = [im.to(device, non_blocking=True) for im in imgs]
+                targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
+                sync = contextlib.nullcontext() if ranks == 1 or j == acc - 1 else net.no_sync()  # type: ignore[operator]
+                with sync:
+                    with torch.autocast(device.type, enabled=use_amp):
+                        losses = net(imgs, targets)
+                    loss = sum(losses.values())
+                    _all_finite(loss, losses, epoch, it, rank, ranks)
+                    scaler.scale(loss / acc).backward()
+                value += loss.item() / acc
             if cfg.grad_clip:
                 scaler.unscale_(opt)
                 nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             scaler.step(opt)
             scaler.update()
-            value = loss.item()
+            if ranks > 1:  # the step's loss over the global batch
+                v = torch.tensor([value], dtype=torch.float64, device=device if device.type == "cuda" else "cpu")
+                torch.distributed.all_reduce(v)
+                value = v.item() / ranks
             running += value
             if it % stride == 0:
                 curve["iteration"].append(it)
@@ -177,18 +212,63 @@ def train_detector(
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{value:.3f}")
             it += 1
-        rec = {"epoch": epoch + 1, "loss": running / max(per_epoch, 1), "lr": cfg.lr_at(min(it, total - 1), total)}
+        set_keys(samplers, None)
+        rec = {"epoch": epoch + 1, "loss": running / max(per_epoch, 1), "lr": lr_cfg.lr_at(min(it, total - 1), total)}
         last = epoch + 1 == cfg.epochs
         if val_ds is not None and (last or (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0)):
-            metrics = evaluate(model, val_ds, device=device, batch_size=cfg.batch_size, quiet=quiet, workers=cfg.loader_workers)
-            rec.update(metrics)
-            if writer is not None:
-                for k, v in metrics.items():
-                    writer.add_scalar(f"{tag}val/{k}", v, epoch + 1)
+            if rank == 0:  # one rank evaluates; the others wait for it
+                metrics = evaluate(model, val_ds, device=device, batch_size=cfg.batch_size, quiet=quiet, workers=cfg.loader_workers)
+                rec.update(metrics)
+                if writer is not None:
+                    for k, v in metrics.items():
+                        writer.add_scalar(f"{tag}val/{k}", v, epoch + 1)
+            if ranks > 1:
+                torch.distributed.barrier()
         history.append(rec)
         if on_epoch is not None:
             on_epoch(epoch + 1, rec)
     return TrainResult(metrics, history, time.perf_counter() - t0, it, curve)
+
+
+def _all_finite(loss: torch.Tensor, losses: dict[str, torch.Tensor], epoch: int, it: int, rank: int, ranks: int) -> None:
+    """Raise EvalError where the loss is not finite, on every rank at once (one rank alone would leave the
+    others waiting in the gradients' all-reduce)."""
+    bad = not bool(torch.isfinite(loss))
+    if ranks > 1:
+        flag = torch.tensor([float(bad)], device=loss.device)
+        torch.distributed.all_reduce(flag)
+        if flag.item() > 0 and not bad:
+            raise EvalError(f"non-finite loss at epoch {epoch + 1}, iteration {it} on another rank")
+    if bad:
+        where = f" on rank {rank}" if ranks > 1 else ""
+        raise EvalError(f"non-finite loss at epoch {epoch + 1}, iteration {it}{where}: {({k: v.item() for k, v in losses.items()})}")
+
+
+class ShardSampler(torch.utils.data.Sampler):
+    """This rank's share of each global batch of ``base``'s epoch: at step ``t`` and micro-step ``j`` the
+    ``batch`` keys at ``t * G + (j * ranks + rank) * batch`` (``G = batch x ranks x accumulate``). With
+    more than one rank or micro-step the epoch is padded to whole global batches by wrapping around (as
+    ``DistributedSampler`` does), so every rank takes as many steps; alone, it is ``base`` unchanged."""
+
+    def __init__(self, base: AugmentSampler, batch: int, rank: int = 0, ranks: int = 1, accumulate: int = 1) -> None:
+        self.base, self.batch, self.rank, self.ranks, self.acc = base, batch, rank, ranks, accumulate
+        self.per_step = batch * ranks * accumulate
+        self.steps = max(1, math.ceil(len(base) / self.per_step))
+
+    def __len__(self) -> int:
+        return len(self.base) if self.per_step == self.batch else self.steps * self.batch * self.acc
+
+    def __iter__(self):
+        order = list(self.base)
+        if self.per_step == self.batch:
+            return iter(order)
+        order = (order * math.ceil(self.steps * self.per_step / max(len(order), 1)))[: self.steps * self.per_step]
+        mine = []
+        for t in range(self.steps):
+            for j in range(self.acc):
+                at = t * self.per_step + (j * self.ranks + self.rank) * self.batch
+                mine.extend(order[at: at + self.batch])
+        return iter(mine)
 
 
 def loader_workers(requested: int, device: torch.device) -> int:

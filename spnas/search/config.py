@@ -110,9 +110,10 @@ class StartConfig(_Section):
 
     @model_validator(mode="after")
     def _one_source(self) -> StartConfig:
-        if self.train_epochs != "auto" and {"patience", "max_epochs"} & self.model_fields_set:
-            name = sorted({"patience", "max_epochs"} & self.model_fields_set)[0]
-            raise ValueError(f"{name}: only train_epochs: auto trains until convergence; set it, or drop {name}")
+        defaults = type(self).model_fields
+        changed = [n for n in ("patience", "max_epochs") if getattr(self, n) != defaults[n].default]
+        if self.train_epochs != "auto" and changed:  # a dumped config repeats the defaults: only a changed value is refused
+            raise ValueError(f"{changed[0]}: only train_epochs: auto trains until convergence; set it, or drop {changed[0]}")
         if (self.code is None) == (self.ir is None):
             raise ValueError("code: expected exactly one of start.code and start.ir")
         if self.code is not None:
@@ -166,8 +167,10 @@ def _options_model() -> type[BaseModel]:
     fields: dict[str, Any] = {}
     for f in dataclasses.fields(DetectorOptions):
         t = hints[f.name]
-        if t is int:
-            ann: Any = Annotated[StrictInt, Field(ge=1, le=100_000)]
+        if f.name == "norm":
+            ann: Any = Literal["bn", "frozen", "sync"]
+        elif t is int:
+            ann = Annotated[StrictInt, Field(ge=1, le=100_000)]
         elif t is float:
             ann = Annotated[Float, Field(ge=0.0, le=1.0)]
         else:  # tuple[float, ...]
@@ -221,6 +224,7 @@ _TRAIN_BOUNDS: dict[str, Any] = {
     "loader_workers": Annotated[StrictInt, Field(ge=-1, le=256)],
     "inherited": Literal["restart", "continue"],
     "inherited_lr": Annotated[Float, Field(gt=0.0, le=1.0)],
+    "accumulate": Annotated[StrictInt, Field(ge=1, le=1024)],
 }
 
 
@@ -341,6 +345,16 @@ class WorkersConfig(_Section):
     # ray only: Ray's runtime_env for the search's job, set up on every node (e.g. {pip: [spnas, torch==2.14.1,
     # torchvision==0.29.1]}, env_vars); None: every node must have spnas and torch installed already
     runtime_env: dict[Str, Any] | None = None
+    # one candidate on N devices: N ranks of DistributedDataParallel (NCCL on CUDA, gloo on the CPU), each with
+    # train.batch_size images a micro-step; a slot takes N consecutive entries of `devices` (round-robin)
+    devices_per_candidate: Annotated[StrictInt, Field(ge=1, le=1024)] = 1
+
+    @model_validator(mode="after")
+    def _ranks(self) -> WorkersConfig:
+        if self.devices_per_candidate > 1 and self.backend == "ray":
+            raise ValueError("devices_per_candidate: a candidate on several devices runs on the local and inline backends; "
+                             "on Ray it is not built yet (use backend: local on a multi-GPU node)")
+        return self
 
     @field_validator("devices")
     @classmethod

@@ -174,8 +174,14 @@ def load_plugins(req: dict[str, Any]) -> None:
 
 
 def evaluate_candidate(req: dict[str, Any]) -> dict[str, Any]:
-    """Train the candidate in ``req["dir"]`` with the fast scheme and measure it; see the module doc."""
+    """Train the candidate in ``req["dir"]`` with the fast scheme and measure it; see the module doc.
+
+    ``req["device"]`` names one device, or several joined by commas (``cuda:0,cuda:1``, ``cpu,cpu``):
+    then the candidate trains as that many ranks of DistributedDataParallel (:func:`evaluate_ranks`)."""
     t0 = time.perf_counter()
+    devices = str(req.get("device") or "cpu").split(",")
+    if len(devices) > 1:
+        return evaluate_ranks(req, devices, t0)
     try:
         return _evaluate(req, t0)
     except Exception as e:  # the candidate failed, not the search
@@ -187,12 +193,86 @@ def evaluate_candidate(req: dict[str, Any]) -> dict[str, Any]:
         return failure(req, e, time.perf_counter() - t0)
 
 
+def evaluate_ranks(req: dict[str, Any], devices: list[str], t0: float) -> dict[str, Any]:
+    """The candidate trained as ``len(devices)`` ranks of torch.distributed (NCCL on CUDA, gloo on the CPU):
+    one spawned process per device, a free port on this machine for the rendezvous. Rank 0 writes the
+    candidate's files and its result. A rank that dies (a signal, an exit without a result) is the
+    machine's failure, and the other ranks are ended with it; a rank's own error is the candidate's."""
+    from spnas.detect.distributed import free_port
+
+    n, d = len(devices), Path(req["dir"])
+    outs = [d / f"rank{r}.json" for r in range(n)]
+    for f in outs:
+        f.unlink(missing_ok=True)
+    threads = max(1, int(req["threads"]) // n) if req.get("threads") else 0
+    ctx = mp.get_context("spawn")
+    port = free_port()
+    procs = [ctx.Process(target=_rank_main, args=(r, n, port, {**req, "device": devices[r], "threads": threads}, str(outs[r])))
+             for r in range(n)]
+    for p in procs:
+        p.start()
+    lost: str | None = None
+    try:
+        while any(p.is_alive() for p in procs):
+            for r, p in enumerate(procs):
+                if not p.is_alive() and (p.exitcode != 0 or not outs[r].is_file()):
+                    lost = f"rank {r} of {n} lost (exit code {p.exitcode})"
+                elif not p.is_alive() and json.loads(outs[r].read_text()).get("status") != "ok":
+                    lost = ""  # a rank failed on its own: the others wait in a collective for it forever
+            if lost is not None:
+                break
+            time.sleep(0.1)
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+            p.join()
+    results = [json.loads(f.read_text()) if f.is_file() else None for f in outs]
+    own = [r for r in results if r is not None and r.get("status") != "ok"]
+    if own:
+        return {**own[0], "seconds": round(time.perf_counter() - t0, 3)}
+    if lost or results[0] is None:
+        return failure(req, None, time.perf_counter() - t0, kind="machine", reason=lost or "rank 0 wrote no result")
+    return results[0]
+
+
+def _rank_main(rank: int, ranks: int, port: int, req: dict[str, Any], out: str) -> None:
+    """One rank of a data-parallel candidate: join the group, train (rank 0 writes the files), write its result."""
+    import datetime
+
+    import torch
+    import torch.distributed as dist
+
+    dev = str(req["device"])
+    if dev.startswith("cuda"):
+        torch.cuda.set_device(torch.device(dev))
+    t0 = time.perf_counter()
+    try:
+        dist.init_process_group("nccl" if dev.startswith("cuda") else "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                                world_size=ranks, timeout=datetime.timedelta(hours=2))
+        try:
+            res = _evaluate(req, t0)
+        finally:
+            dist.destroy_process_group()
+    except Exception as e:
+        if rank == 0:
+            try:
+                (Path(req["dir"]) / "error.txt").write_text(traceback.format_exc(limit=6))
+            except OSError:
+                pass
+        res = failure(req, e, time.perf_counter() - t0)
+    tmp = Path(out + ".tmp")
+    tmp.write_text(json.dumps(res))
+    os.replace(tmp, out)
+
+
 def _evaluate(req: dict[str, Any], t0: float) -> dict[str, Any]:
     import torch
     from safetensors.torch import load_file
 
     from spnas.detect import lift
     from spnas.detect.detector import build_detector, carry_over
+    from spnas.detect.distributed import describe, world
     from spnas.detect.train import config_from_dict, train_detector
     from spnas.errors import EvalError
     from spnas.ir import load, save
@@ -219,6 +299,10 @@ def _evaluate(req: dict[str, Any], t0: float) -> dict[str, Any]:
     if req.get("inherits"):  # a morphed child, a continued parent or noise run: trained weights go on training
         cfg = cfg.for_inherited()
     res = train_detector(model, train_ds, val_ds, cfg, device=req["device"], quiet=True)
+    rank, ranks = world()
+    training = describe(ranks, cfg.batch_size, cfg.accumulate, model.spnas_options.norm)
+    if rank != 0:  # rank 0 measures and writes the candidate's files
+        return {"id": req["id"], "status": "ok", "rank": rank}
     metric = res.metrics.get(req["metric"])
     if metric is None or metric != metric:
         raise EvalError(f"metric {req['metric']!r} is missing or NaN: {res.metrics}")
@@ -236,6 +320,7 @@ def _evaluate(req: dict[str, Any], t0: float) -> dict[str, Any]:
         "loss": round(float(res.history[-1]["loss"]), 6) if res.history else None,
         "iterations": res.iterations,
         "curve": res.curve,  # the loss and learning rate along the training: TensorBoard's per-candidate curves
+        "training": training,  # ranks, batch per device, accumulation, normalisation
         "seconds": round(time.perf_counter() - t0, 3),
         "weights": str((d / "trained" / "weights.safetensors").relative_to(d.parent.parent)),
         "sha256": sha256_file(d / "trained" / "weights.safetensors"),
@@ -321,6 +406,7 @@ class LocalPool:
 
     def __init__(self, devices: list[str], *, threads: int = 0, timeout_s: float = 0.0) -> None:
         self.devices = list(devices)
+        # per slot; a slot of N devices shares its threads among its N ranks
         self.threads = threads or max(1, (os.cpu_count() or 1) // len(self.devices))
         self.timeout_s = timeout_s
         self._ctx = mp.get_context("spawn")
@@ -596,9 +682,12 @@ class RayPool:
 
 
 def make_pool(backend: str, devices: list[str], n: int, threads: int, timeout_s: float = 0.0, *, address: str | None = None,
-              gpus_per_task: float = 1.0, transport: str = "object_store", runtime_env: dict[str, Any] | None = None):  # timeout 0: none
-    """``n`` slots over ``devices`` (round-robin): local processes, the search's own process, or Ray."""
-    slots = [devices[i % len(devices)] for i in range(n)]
+              gpus_per_task: float = 1.0, transport: str = "object_store", runtime_env: dict[str, Any] | None = None,
+              devices_per_candidate: int = 1):  # timeout 0: none
+    """``n`` slots over ``devices`` (round-robin): local processes, the search's own process, or Ray. With
+    ``devices_per_candidate`` N > 1 a slot is N devices (joined by commas): its candidate trains as N ranks."""
+    k = devices_per_candidate
+    slots = [",".join(devices[(i * k + j) % len(devices)] for j in range(k)) for i in range(n)]
     if backend == "ray":
         return RayPool(slots, threads=threads, address=address, gpus_per_task=gpus_per_task, transport=transport, timeout_s=timeout_s,
                        runtime_env=runtime_env)

@@ -46,7 +46,8 @@ _FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
 
 # fields a replay or a listener reads when they are there (absent or null is fine), and their types
 _OPTIONAL: dict[str, dict[str, tuple[type, ...]]] = {
-    "evaluated": {"seconds": _NUMBER, "loss": _NUMBER, "iterations": (int,), "metrics": (dict,), "curve": (dict,), "phase": (str,)},
+    "evaluated": {"seconds": _NUMBER, "loss": _NUMBER, "iterations": (int,), "metrics": (dict,), "curve": (dict,), "phase": (str,),
+                  "training": (dict,)},
     "failed": {"seconds": _NUMBER, "kind": (str,), "cause": (str,)},
     "proposed": {"gmacs": _NUMBER, "params_m": _NUMBER, "parent": (str,), "role": (str,), "phase": (str,), "morphisms": (list,),
                  "stage_gmacs": (list,), "epochs": (int,), "rung": (int,)},

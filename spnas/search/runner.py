@@ -156,6 +156,7 @@ class Search:
         self.candidates: dict[str, Candidate] = {}
         self.noise: dict[str, Any] | None = None
         self.start: Candidate | None = None  # the trained start the search grows from (train_start sets it)
+        self._shrunk: dict[str, int] = {}  # candidate -> the factor its per-device batch was divided by (out of memory)
         self.pool = None
         self.toolbox = base.Toolbox()
         self.toolbox.register("map", self._pool_map)
@@ -464,6 +465,9 @@ class Search:
         det = self.cfg.detector
         train = self.cfg.train.model_dump()
         train["epochs"] = self._epochs(c)
+        if c.id in self._shrunk:  # out of memory at the configured batch: fewer images a micro-step, as many a step
+            f = self._shrunk[c.id]
+            train.update(batch_size=train["batch_size"] // f, accumulate=train["accumulate"] * f)
         # common random numbers: the candidates of one serial generation and its continued parent train with one
         # seed (the same batches and flips), and so do the parallel level's candidates and its baseline; each
         # rung of a multi-fidelity race has a seed of its own, shared by its contestants
@@ -504,7 +508,8 @@ class Search:
         if self.pool is None:
             w = self.cfg.workers
             self.pool = make_pool(w.backend, list(w.devices), w.n, w.threads, address=w.address,
-                                  gpus_per_task=w.gpus_per_task, transport=w.transport, runtime_env=w.runtime_env)
+                                  gpus_per_task=w.gpus_per_task, transport=w.transport, runtime_env=w.runtime_env,
+                                  devices_per_candidate=w.devices_per_candidate)
         if hasattr(self.pool, "timeout_s"):  # so a hung worker (SIGSTOP, a deadlock) never blocks the search forever
             self.pool.timeout_s = self._timeout()
         return self.pool.map(fn, requests, on_result)
@@ -536,16 +541,41 @@ class Search:
                 (self._dir(c.id) / "input" / WEIGHTS_FILE).unlink(missing_ok=True)
 
         attempts: dict[str, int] = {}
+        ooms: dict[str, int] = {}
+        for c in todo:  # a resumed run keeps a halving it journaled
+            if any(e.get("event") == "retried" and e.get("id") == c.id and e.get("batch_size") for e in self.journal.events):
+                self._shrunk.setdefault(c.id, 2)
         while todo:  # a machine's failure is retried at once, bounded; a candidate fails only for its own reasons
             self.toolbox.map(self.toolbox.evaluate, [self._request(c) for c in todo], record)
             todo = [c for c in todo if _machine_failed(c.result)]
-            for c in todo:
+            for c in list(todo):
+                if c.result.get("cause") == "out of memory":
+                    ooms[c.id] = ooms.get(c.id, 0) + 1
+                    if ooms[c.id] >= 2:  # it repeats at this size: the net is too large for the device at this batch
+                        if not self._halve(c):
+                            todo.remove(c)
+                        continue
                 attempts[c.id] = attempts.get(c.id, 0) + 1
                 if attempts[c.id] > self.cfg.workers.retries:
                     raise SpnasError(f"the machine failed candidate {c.id} {attempts[c.id]} times ({c.result.get('cause')}: "
                                      f"{c.result.get('reason')}); nothing journaled is lost: fix the machine, then --resume")
                 self.emit("retried", id=c.id, phase=c.phase, after=c.result.get("reason"), attempt=attempts[c.id])
         self.hof.update([_individual(c, self.metric) for c in cands if c.ok])
+
+    def _halve(self, c: Candidate) -> bool:
+        """Out of memory twice at one size: retry ``c`` at half the per-device batch with twice the accumulation
+        (the same images a step), once; where it failed so already, or the batch is 1, it is ``c``'s own
+        failure, journaled, so the search goes on and a resume takes it from the journal. True: retry."""
+        batch = self.cfg.train.batch_size // self._shrunk.get(c.id, 1)
+        if c.id in self._shrunk or batch < 2:
+            c.result = self.emit("failed", id=c.id, phase=c.phase, reason=f"too large for this device at batch {batch} "
+                                 f"(out of memory: {c.result.get('reason')})", kind="candidate", cause="too large",
+                                 seconds=c.result.get("seconds"))
+            return False
+        self._shrunk[c.id] = 2
+        self.emit("retried", id=c.id, phase=c.phase, after=c.result.get("reason"), attempt=0, batch_size=batch // 2,
+                  accumulate=self.cfg.train.accumulate * 2)
+        return True
 
 
     # ------------------------------------------------------------------------------ the result

@@ -57,6 +57,8 @@ class FakeEvaluator:
         fault = self.fail.get(req["id"])
         if fault == "raise":
             raise RuntimeError("injected fault")
+        if fault == "oom" or (fault == "oom-above-2" and req["train"]["batch_size"] > 2):  # a device that holds 2 images
+            raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate 2.00 GiB (injected, batch {req['train']['batch_size']})")
         if fault == "disk" or (fault == "disk-once" and self.calls.count(req["id"]) == 1):
             raise OSError(errno.ENOSPC, "No space left on device (injected)")
         d = Path(req["dir"])

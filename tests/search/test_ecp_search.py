@@ -13,6 +13,7 @@ from spnas.search import Search, config_from_dict
 TINY = Path(__file__).with_name("tiny.yaml")
 
 
+@pytest.mark.slow  # a real search on ECP frames: minutes (in .ci/run)
 def test_search_on_ecp_minimises_the_miss_rate(tmp_path):
     tr = generate_ecp(tmp_path / "ecp", n_frames=12, seed=0, split="train")
     va = generate_ecp(tmp_path / "ecp", n_frames=6, seed=1, split="val")

@@ -148,3 +148,12 @@ def test_patience_without_auto_is_refused():
         config(start={"patience": 3})
     with pytest.raises(ConfigError, match=r"start.train_epochs: expected a number of epochs or 'auto'"):
         config(start={"train_epochs": "long"})
+
+
+def test_a_dumped_config_loads_again():
+    """config.yaml holds every field, defaults too: what a run wrote must load (found when patience was refused
+    for being present rather than for being changed)."""
+    from spnas.search import config_from_dict
+
+    for cfg in (config(), config(start={"train_epochs": "auto", "patience": 3}), config(search={"fidelity": {"rungs": [1, 2]}})):
+        assert config_from_dict(cfg.to_dict()) == cfg

@@ -8,6 +8,8 @@ stages, reaches a 6-stage net within the paper's bounds.
 
 from __future__ import annotations
 
+import pytest
+
 from pathlib import Path
 
 import yaml
@@ -25,6 +27,7 @@ def stages(arch) -> float:
     return 0.05 * len(arch.stages())
 
 
+@pytest.mark.slow  # in .ci/run
 def test_the_papers_configuration_grows_a_six_stage_net_within_its_bounds(tmp_path):
     d = yaml.safe_load((ROOT / "examples" / "paper.yaml").read_text())
     d["start"]["code"] = "BB(11,d1,d1,d1)"  # ResNet-18, as Table 7 starts

@@ -47,6 +47,7 @@ def reference(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow  # real searches: a minute each (in .ci/run)
 def test_same_seed_same_journal(reference, tmp_path):
     run_search(tmp_path / "again")
     assert journal(tmp_path / "again") == journal(reference)
@@ -108,6 +109,7 @@ def test_run_directory_stores_each_body_once(reference):
     assert all(torch.equal(state[k], v) for k, v in head.items())
 
 
+@pytest.mark.slow  # real searches: a minute each (in .ci/run)
 def test_resume_after_sigkill_at_random_points(reference, tmp_path):
     rng = np.random.default_rng(int(os.environ.get("SPNAS_TEST_SEED", "1")))
     out = tmp_path / "killed"
@@ -156,6 +158,7 @@ def test_resume_refuses_other_config(reference, tmp_path):
     assert p.returncode == 2 and "another config" in p.stderr and "Traceback" not in p.stderr
 
 
+@pytest.mark.slow  # real searches: a minute each (in .ci/run)
 def test_failures_are_journaled_and_search_goes_on(tmp_path):
     """Faults come through the evaluator parameter; the workers are real processes, one of them killed."""
     from spnas.search import Search, load_config
@@ -235,6 +238,7 @@ def test_parallel_sampler_follows_inverse_flops():
     assert sample_parallel_code(flops, [0, 3, 3, 3], 3, 2, rng) == [2, 3, 3, 3]
 
 
+@pytest.mark.slow  # real searches: a minute each (in .ci/run)
 def test_reignite_when_stuck(tmp_path):
     # APl of 64-px images is always -1 (no large objects): no child can beat its parent, so the search gets stuck
     cfg = TINY.read_text().replace("metric: AP50", "metric: APl").replace("n_stuck: 2", "n_stuck: 1\n  n_reignite: 1\n  keep_inputs: true")
@@ -259,6 +263,7 @@ def test_reignite_when_stuck(tmp_path):
     assert not torch.equal(before.weights["b0/conv1.weight"], after.weights["b0/conv1.weight"])  # pre-training moved them
 
 
+@pytest.mark.slow  # real searches: a minute each (in .ci/run)
 def test_ray_backend_matches_local(reference, tmp_path):
     pytest.importorskip("ray")
     out = tmp_path / "ray"
@@ -284,6 +289,7 @@ def test_config_can_name_a_user_rule(tmp_path):
     assert not (tmp_path / "run2").exists()  # nothing written for a config that cannot run
 
 
+@pytest.mark.slow  # real searches: a minute each (in .ci/run)
 def test_resume_retrains_a_candidate_whose_weights_were_damaged(reference, tmp_path):
     import shutil
 
@@ -297,6 +303,7 @@ def test_resume_retrains_a_candidate_whose_weights_were_damaged(reference, tmp_p
     assert summary(out)["best_metric"] == summary(reference)["best_metric"]
 
 
+@pytest.mark.slow  # real searches: a minute each (in .ci/run)
 def test_a_stopped_worker_times_out_and_is_retried(tmp_path):
     """SIGSTOP hangs a worker without killing it: the per-candidate timeout ends it, and the candidate runs again."""
     from spnas.search import Search, load_config
@@ -322,6 +329,7 @@ def test_auto_timeout():
     assert auto_timeout([100.0, 250.0]) == 2500  # 10x the slowest
 
 
+@pytest.mark.slow  # real searches: a minute each (in .ci/run)
 def test_a_rule_that_brings_its_own_kind_searches_end_to_end(tmp_path):
     """examples/morphisms/squeeze_excite.py: a new node kind and its rule, named from the config; real training in a worker process."""
     plugin = ROOT / "examples/morphisms/squeeze_excite.py"

@@ -56,6 +56,7 @@ def cli(*args, cwd):
                           env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
 
 
+@pytest.mark.slow  # every command on a run: a minute (in .ci/run)
 def test_no_command_imports_a_plugin_the_directory_names(evil):
     d, marker, cwd = evil
     img = cwd / "x.png"

@@ -15,6 +15,8 @@ from spnas.detect.data import SHAPE_CLASSES, decode_image_file, load_coco
 from spnas.detect.infer import compare_detections, export_detector, run_exported
 from spnas.detect.metrics import coco_evaluate
 
+pytestmark = pytest.mark.slow  # a real search as fixture, then predict/export/train on it: minutes (in .ci/run)
+
 CONFIG = Path(__file__).with_name("use.yaml")
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -3,6 +3,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -44,6 +46,7 @@ def test_bench_cli():
     assert "inductor_ms" not in row
 
 
+@pytest.mark.slow  # in .ci/run
 def test_multi_scale_training_is_for_the_final_training(tmp_path):
     """Issue 27, item 3: `spnas train --train-scales` turns on multi-scale training for the final training only;
     the COCO example's search (its fast scheme) trains at one scale, as the paper does."""

@@ -346,15 +346,9 @@ class WorkersConfig(_Section):
     # torchvision==0.29.1]}, env_vars); None: every node must have spnas and torch installed already
     runtime_env: dict[Str, Any] | None = None
     # one candidate on N devices: N ranks of DistributedDataParallel (NCCL on CUDA, gloo on the CPU), each with
-    # train.batch_size images a micro-step; a slot takes N consecutive entries of `devices` (round-robin)
+    # train.batch_size images a micro-step; locally a slot takes N consecutive entries of `devices` (round-robin),
+    # on Ray a placement group of N bundles (each gpus_per_task GPUs, or threads CPUs)
     devices_per_candidate: Annotated[StrictInt, Field(ge=1, le=1024)] = 1
-
-    @model_validator(mode="after")
-    def _ranks(self) -> WorkersConfig:
-        if self.devices_per_candidate > 1 and self.backend == "ray":
-            raise ValueError("devices_per_candidate: a candidate on several devices runs on the local and inline backends; "
-                             "on Ray it is not built yet (use backend: local on a multi-GPU node)")
-        return self
 
     @field_validator("devices")
     @classmethod

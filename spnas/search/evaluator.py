@@ -587,6 +587,71 @@ def _ray_call(fn: Callable[[dict[str, Any]], dict[str, Any]], req: dict[str, Any
     return run_portable(fn, req, ray.get(payload[0]))
 
 
+def _ray_rendezvous() -> tuple[str, int]:
+    """Run in a data-parallel candidate's first bundle: this node's address and a free port for rank 0."""
+    import ray
+
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return ray.util.get_node_ip_address(), int(port)
+
+
+def _ray_rank(fn: Callable[[dict[str, Any]], dict[str, Any]], req: dict[str, Any], payload: list[Any] | None, rank: int, ranks: int,
+              addr: str) -> dict[str, Any]:
+    """One rank of a data-parallel candidate on Ray: join the process group, evaluate (rank 0 returns the files)."""
+    import datetime
+
+    import torch.distributed as dist
+
+    backend = "nccl" if str(req["device"]).startswith("cuda") else "gloo"
+    if backend == "nccl":
+        import torch
+
+        torch.cuda.set_device(0)  # Ray gives each rank one GPU (CUDA_VISIBLE_DEVICES)
+    dist.init_process_group(backend, init_method=f"tcp://{addr}", rank=rank, world_size=ranks, timeout=datetime.timedelta(hours=2))
+    try:
+        return _ray_call(fn, req, payload)
+    finally:
+        dist.destroy_process_group()
+
+
+def _ray_ranks(fn: Callable[[dict[str, Any]], dict[str, Any]], req: dict[str, Any], payload: list[Any] | None, ranks: int,
+               bundle: dict[str, float], rank_options: dict[str, Any]) -> dict[str, Any]:
+    """A candidate on ``ranks`` devices through Ray's own machinery: a placement group of one bundle per rank
+    (packed onto as few nodes as fit), a rendezvous address from the first bundle's node, one task per rank.
+    A rank lost (its worker or node) is the machine's failure: the other ranks are cancelled."""
+    import ray
+    from ray.util.placement_group import placement_group, remove_placement_group
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    t0 = time.perf_counter()
+    pg = placement_group([dict(bundle) for _ in range(ranks)], strategy="PACK")
+    try:
+        ray.get(pg.ready())
+        at = [PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=r) for r in range(ranks)]
+        ip, port = ray.get(ray.remote(num_cpus=0, max_retries=0)(_ray_rendezvous).options(scheduling_strategy=at[0]).remote())
+        task = ray.remote(max_retries=0, **rank_options)(_ray_rank)
+        refs = [task.options(scheduling_strategy=at[r]).remote(fn, req, payload, r, ranks, f"{ip}:{port}") for r in range(ranks)]
+        results: dict[int, dict[str, Any]] = {}
+        while len(results) < ranks:
+            ready, _ = ray.wait([x for i, x in enumerate(refs) if i not in results], num_returns=1)
+            r = refs.index(ready[0])
+            try:
+                results[r] = ray.get(ready[0])
+            except Exception as e:  # the rank's worker or node was lost
+                results[r] = failure(req, None, time.perf_counter() - t0, kind="machine",
+                                     reason=f"rank {r} of {ranks} lost: {type(e).__name__}")
+            if results[r].get("status") != "ok":  # the others wait for it in a collective: end them
+                for x in refs:
+                    ray.cancel(x, force=True)
+                return {**results[r], "seconds": round(time.perf_counter() - t0, 3)}
+        return results[0]
+    finally:
+        remove_placement_group(pg)
+
+
 def unpack_result(req: dict[str, Any], res: dict[str, Any]) -> dict[str, Any]:
     """Write a portable result's files into the candidate's directory (each file whole: tmp + rename); return the result."""
     files = res.pop("_files", None) or {}
@@ -634,6 +699,11 @@ class RayPool:
         self.timeout_s = timeout_s
         opts = {"num_gpus": gpus_per_task, "num_cpus": 1} if self.gpu else {"num_cpus": self.threads}
         self._task = ray.remote(max_retries=0, **opts)(_ray_call)
+        # a slot of N devices: N ranks, each in its own bundle of a placement group (see _ray_ranks)
+        self.ranks = len(devices[0].split(",")) if devices else 1
+        self._bundle = {"GPU": gpus_per_task, "CPU": 1} if self.gpu else {"CPU": self.threads}
+        self._rank_options = opts
+        self._ranks_task = ray.remote(num_cpus=0, max_retries=0)(_ray_ranks)
 
     def _submit(self, fn: Callable, req: dict[str, Any]) -> Any:
         device = "cuda" if self.gpu else "cpu"
@@ -642,6 +712,9 @@ class RayPool:
         # (ray-project/ray#64627: the lease cleanup of a worker killed because its owner died is skipped), until
         # the node's pull budget reaches zero and no candidate's input can reach it: a resumed search stalled so.
         payload = [self.ray.put(pack_request(req))] if self.transport == "object_store" else None
+        if self.ranks > 1:
+            return self._ranks_task.remote(fn, {**req, "device": device, "threads": self.threads}, payload, self.ranks, self._bundle,
+                                           self._rank_options)
         return self._task.remote(fn, {**req, "device": device, "threads": self.threads}, payload)
 
     def map(self, fn: Callable, requests: list[dict[str, Any]], on_result: OnResult = None) -> list[dict[str, Any]]:

@@ -136,6 +136,7 @@ def test_export_torchscript_matches_and_needs_an_example():
         export_inference(body, backend="onnx")
 
 
+@pytest.mark.slow  # compiles twice: in .ci/run
 @pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None, reason="inductor needs a C++ compiler")
 def test_export_inductor_matches_at_two_sizes_in_inference_mode():
     arch = parse("BNB(1,d1,d1)(0,1,1)", seed=4)

@@ -175,6 +175,7 @@ def throwaway(tmp_path):
     sys.modules.pop("spnas_plugin_dwres_plugin", None)
 
 
+@pytest.mark.slow  # every command on a throwaway kind: in .ci/run
 def test_a_throwaway_kind_is_accepted_everywhere(throwaway, tmp_path):
     arch = parse("BB(11,d1,d1,d1)", seed=1)
     rng = np.random.default_rng(0)

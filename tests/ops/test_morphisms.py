@@ -65,13 +65,13 @@ def architectures(draw):
 @settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(arch=architectures(), pick=st.integers(0, 10_000))
 def test_every_rule_on_random_architectures(name, arch, pick):
-    """3 random architectures a rule; ``test_every_rule_on_more_random_architectures`` (slow, in CI) tries 12."""
+    """3 random architectures a rule; ``test_every_rule_on_more_random_architectures`` (slow, in CI) tries 8 more."""
     check_rule(name, arch, pick)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", RULES)
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(arch=architectures(), pick=st.integers(0, 10_000))
 def test_every_rule_on_more_random_architectures(name, arch, pick):
     check_rule(name, arch, pick)

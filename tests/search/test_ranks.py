@@ -23,6 +23,10 @@ TINY = yaml.safe_load((Path(__file__).parent / "tiny.yaml").read_text())
 
 @pytest.fixture(scope="module")
 def start(tmp_path_factory) -> Path:
+    return start_net(tmp_path_factory.mktemp("start"))
+
+
+def start_net(root: Path) -> Path:
     """A start net with trained BatchNorm statistics (frozen statistics at their initial values learn nothing here),
     as a detection search starts from a pretrained net."""
     import torch
@@ -33,7 +37,6 @@ def start(tmp_path_factory) -> Path:
     from spnas.detect.train import TrainConfig, train_detector
     from spnas.ir import parse, save
 
-    root = tmp_path_factory.mktemp("start")
     train = load_coco(generate_shapes(root / "data", n_images=16, size=64, seed=0, split="train"))
     torch.manual_seed(0)
     arch = parse(TINY["start"]["code"])

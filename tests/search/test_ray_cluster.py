@@ -179,3 +179,29 @@ def test_workers_runtime_env_reaches_every_task(tmp_path):
     finally:
         pool.close()
         ray.shutdown()
+
+
+def test_a_two_rank_candidate_across_two_nodes(cluster, tmp_path):
+    """Issue 26: each candidate trains as 2 ranks in a Ray placement group of 2 bundles of 1 CPU; each node has
+    1 CPU, so the ranks run on two nodes (gloo over TCP between them). The decisions and the first
+    generation's metrics are those of one local rank with the doubled batch."""
+    from spnas.search import Search, config_from_dict
+    from tests.search.test_loop import events, of
+    from tests.search.test_ranks import config, decisions, start_net
+
+    c, _ = cluster
+    net = start_net(tmp_path)
+    one = config(net, 1, 4).to_dict()
+    one["search"]["max_generations"] = 1
+    Search(config_from_dict(one), tmp_path / "one", quiet=True, tensorboard=False).run()
+    two = config(net, 2, 2).to_dict()
+    two["search"]["max_generations"] = 1
+    two["workers"].update(backend="ray", address=c.address, threads=1)
+    Search(config_from_dict(two), tmp_path / "two", quiet=True, tensorboard=False).run()
+    ref, evs = events(tmp_path / "one"), events(tmp_path / "two")
+    assert decisions(evs) == decisions(ref)
+    metric = {e["id"]: e["metric"] for e in of(ref, "evaluated")}
+    for e in of(evs, "evaluated"):
+        assert e["training"]["ranks"] == 2 and e["training"]["global_batch"] == 4
+        assert e["metric"] == pytest.approx(metric[e["id"]], abs=1e-6), e["id"]
+

@@ -53,6 +53,7 @@ def test_same_seed_same_journal(reference, tmp_path):
     assert journal(tmp_path / "again") == journal(reference)
 
 
+@pytest.mark.slow  # they share a real search (a minute): in .ci/run
 def test_run_directory_layout(reference):
     for p in ("config.yaml", "journal.jsonl", "best/arch/arch.yaml", "best/arch/weights.safetensors", "best/detector.safetensors",
               "best/summary.json", "trajectory.png", "trajectory.pdf", "candidates/start/input/arch.yaml", "candidates/start/metrics.json"):
@@ -75,6 +76,7 @@ def test_run_directory_layout(reference):
     assert s["acceptance"] == "fair" and all(a["baseline"].endswith("p") for a in s["accepted"] if a["id"].startswith("g"))
 
 
+@pytest.mark.slow  # they share a real search (a minute): in .ci/run
 def test_trajectory_figure_is_a_real_plot(reference):
     from PIL import Image
 
@@ -83,6 +85,7 @@ def test_trajectory_figure_is_a_real_plot(reference):
     assert (reference / "trajectory.pdf").read_bytes()[:5] == b"%PDF-"
 
 
+@pytest.mark.slow  # they share a real search (a minute): in .ci/run
 def test_run_directory_stores_each_body_once(reference):
     """Body weights live in trained/ only; best/detector.safetensors is the whole detector, strict-loadable."""
     import torch
@@ -145,6 +148,7 @@ def test_resume_after_sigkill_at_random_points(reference, tmp_path):
     assert set(ids) == ref_ids, "a candidate was lost"
 
 
+@pytest.mark.slow  # they share a real search (a minute): in .ci/run
 def test_resume_refuses_other_config(reference, tmp_path):
     import shutil
 
@@ -177,6 +181,7 @@ def test_failures_are_journaled_and_search_goes_on(tmp_path):
     assert (out / "best" / "summary.json").is_file()
 
 
+@pytest.mark.slow  # they share a real search (a minute): in .ci/run
 def test_tensorboard_tags(reference):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -196,6 +201,7 @@ def test_tensorboard_tags(reference):
         assert (reference / f"{stem}.png").stat().st_size > 5000 and (reference / f"{stem}.pdf").read_bytes()[:5] == b"%PDF-"
 
 
+@pytest.mark.slow  # they share a real search (a minute): in .ci/run
 def test_tensorboard_has_a_run_per_candidate(reference):
     """Per-candidate loss and learning-rate curves, every metric, and an hparams session the HParams dashboard compares."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

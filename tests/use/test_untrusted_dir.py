@@ -82,6 +82,7 @@ def test_no_command_imports_a_plugin_the_directory_names(evil):
         assert r.returncode == 2 and "error:" in r.stderr.strip().splitlines()[-1], (name, r.stderr[-1500:])
 
 
+@pytest.mark.slow  # in .ci/run
 def test_a_net_that_needs_a_plugin_says_which_flag_to_pass(tmp_path):
     """A net with a plugin kind: without --plugin, one line naming the recorded file; with it, it loads."""
     src = ROOT / "examples" / "morphisms" / "squeeze_excite.py"

@@ -52,6 +52,8 @@ def cascade_box_loss(
     """
     labels_t = torch.cat(labels, 0)
     targets = torch.cat(regression_targets, 0)
+    if labels_t.numel() == 0:  # every box of the stage was empty and dropped: no loss, and no NaN from a mean of nothing
+        return class_logits.sum() * 0.0, box_regression.sum() * 0.0
     cls_loss = F.cross_entropy(class_logits, labels_t)
     pos = torch.where(labels_t > 0)[0]
     box_loss = F.smooth_l1_loss(box_regression[pos], targets[pos], beta=1 / 9, reduction="sum")
@@ -109,7 +111,7 @@ class CascadeRoIHeads(nn.Module):
         labels, reg_targets = [], []
         for props, t in zip(proposals, targets):
             gt_boxes, gt_labels = t["boxes"].to(props.dtype), t["labels"]
-            if gt_boxes.numel() == 0:
+            if gt_boxes.numel() == 0 or props.shape[0] == 0:  # no object, or no box left (all dropped as empty)
                 labels.append(torch.zeros(props.shape[0], dtype=torch.int64, device=props.device))
                 reg_targets.append(torch.zeros_like(props))
                 continue
@@ -158,6 +160,9 @@ class CascadeRoIHeads(nn.Module):
         for k, (head, predictor) in enumerate(zip(self.box_heads, self.box_predictors)):
             if k > 0:  # the previous stage's boxes, detached, are this stage's proposals
                 proposals = [b.detach() for b in self._decode(k - 1, deltas, proposals, image_shapes)]
+                if self.training:  # as detectron2's cascade: a box the regression made empty (after clipping) is dropped;
+                    # not at inference, where every stage scores the same boxes
+                    proposals = [p[(p[:, 2] > p[:, 0]) & (p[:, 3] > p[:, 1])] for p in proposals]
             logits, deltas = predictor(head(self.box_roi_pool(features, proposals, image_shapes)))
             stage_proposals.append(proposals)
             stage_logits.append(logits)

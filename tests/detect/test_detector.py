@@ -188,3 +188,23 @@ def test_torchvisions_detectors_take_the_backbone_with_their_defaults():
         with torch.no_grad():
             out = model(images)
         assert set(out[0]) >= {"boxes", "scores", "labels"}
+
+
+def test_cascade_drops_boxes_a_stage_made_empty_in_training_only():
+    """Issue 27, item 2: as detectron2's cascade, a box that a stage's regression moves out of the image (empty
+    after clipping) is no proposal of the next stage in training; at inference every stage scores the same boxes."""
+    torch.manual_seed(0)
+    model = build_detector(parse("BB(1,d1,d1,d1)"), 2, "cascade", **OPTS)
+    counts: list[int] = []
+    model.roi_heads.box_roi_pool.register_forward_pre_hook(lambda m, a: counts.append(sum(len(b) for b in a[1])))
+    with torch.no_grad():  # stage 1 shifts every box 1000 widths to the right: all empty once clipped
+        p = model.roi_heads.box_predictors[0].bbox_pred
+        p.weight.zero_()
+        p.bias.copy_(torch.tensor([1000.0, 0.0, 0.0, 0.0]))
+    losses = model.train()(*_batch())
+    assert counts[0] > 0 and counts[1:] == [0, 0]
+    assert all(torch.isfinite(v) for v in losses.values()) and losses["loss_classifier_stage2"] == 0
+    counts.clear()
+    with torch.no_grad():
+        model.eval()(_batch()[0])
+    assert counts[0] > 0 and counts == [counts[0]] * 3

@@ -141,16 +141,21 @@ class MultiScaleTransform(GeneralizedRCNNTransform):
         self.keys: list[int] | None = None  # the images' keys for this step (training sets them): a draw per key
         self.drawn = 0
 
+    @torch.jit.unused  # training only: a scripted (exported) detector never draws a scale
+    def _scale(self) -> float:
+        """The next image's factor: keyed by its place in the global batch where training set keys (the same
+        image draws the same scale on any rank), else from torch's generator."""
+        if self.keys is not None and self.drawn < len(self.keys):
+            g = torch.Generator().manual_seed(self.keys[self.drawn] % (2**63 - 1))
+            self.drawn += 1
+            return self.train_scales[int(torch.randint(len(self.train_scales), (1,), generator=g).item())]
+        return self.train_scales[int(torch.empty(1).uniform_(0.0, float(len(self.train_scales))).item())]
+
     def resize(self, image: Tensor, target: dict[str, Tensor] | None = None) -> tuple[Tensor, dict[str, Tensor] | None]:
         if not (self.training and self.train_scales):
             return super().resize(image, target)
         h, w = image.shape[-2:]
-        if self.keys is not None and self.drawn < len(self.keys):  # keyed: the same image draws the same scale on any rank
-            g = torch.Generator().manual_seed(self.keys[self.drawn] % (2**63 - 1))
-            self.drawn += 1
-            f = self.train_scales[int(torch.randint(len(self.train_scales), (1,), generator=g).item())]
-        else:
-            f = self.train_scales[int(torch.empty(1).uniform_(0.0, float(len(self.train_scales))).item())]
+        f = self._scale()
         image, target = _resize_image_and_masks(image, self.min_size[-1] * f, self.max_size * f, target, self.fixed_size)
         if target is not None:
             target["boxes"] = resize_boxes(target["boxes"], (h, w), image.shape[-2:])

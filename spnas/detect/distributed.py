@@ -33,7 +33,8 @@ from torch import Tensor, nn
 from torchvision.models.detection import _utils as det_utils
 from torchvision.ops.misc import FrozenBatchNorm2d as _TVFrozen
 
-__all__ = ["NORMS", "FrozenBatchNorm2d", "SyncBatchNorm2d", "set_norm", "KeyedSampler", "keyed", "set_keys", "world", "free_port"]
+__all__ = ["NORMS", "FrozenBatchNorm2d", "SyncBatchNorm2d", "set_norm", "KeyedSampler", "keyed", "unkeyed", "for_export", "set_keys",
+           "world", "free_port"]
 
 NORMS = ("bn", "frozen", "sync")
 
@@ -159,6 +160,30 @@ def keyed(model: nn.Module) -> list[KeyedSampler]:
                 m.fg_bg_sampler = s
             out.append(s)
     return out
+
+
+def unkeyed(model: nn.Module) -> nn.Module:
+    """Give ``model`` back torchvision's own samplers (what training put in is Python-only: TorchScript
+    cannot compile it); in place."""
+    for m in model.modules():
+        s = getattr(m, "fg_bg_sampler", None)
+        if isinstance(s, KeyedSampler):
+            m.fg_bg_sampler = det_utils.BalancedPositiveNegativeSampler(s.batch_size_per_image, s.positive_fraction)
+    return model
+
+
+def for_export(model: nn.Module) -> nn.Module:
+    """``model`` with plain modules where training used its own: torchvision's samplers, and BatchNorm in place of
+    :class:`SyncBatchNorm2d` (the same in eval mode); in place. ``FrozenBatchNorm2d`` scripts as it is."""
+    unkeyed(model)
+    for name, child in list(model.named_children()):
+        if isinstance(child, SyncBatchNorm2d):
+            bn = nn.BatchNorm2d(child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats)
+            bn.load_state_dict(child.state_dict())
+            setattr(model, name, bn.to(child.weight.device).train(child.training))
+        else:
+            for_export(child)
+    return model
 
 
 def set_keys(samplers: list[KeyedSampler], keys: list[int] | None) -> None:

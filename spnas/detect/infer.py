@@ -278,7 +278,9 @@ def _for_export(model: nn.Module) -> nn.Module:
     """An eval-mode copy whose transform is torchvision's own (multi-scale training is a training-only subclass)."""
     from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
-    m = copy.deepcopy(model).to("cpu")
+    from spnas.detect.distributed import for_export
+
+    m = for_export(copy.deepcopy(model).to("cpu"))  # torchvision's samplers, BatchNorm for SyncBatchNorm2d
     t = m.transform
     if type(t) is not GeneralizedRCNNTransform:
         m.transform = GeneralizedRCNNTransform(t.min_size, t.max_size, t.image_mean, t.image_std, t.size_divisible, t.fixed_size)

@@ -128,7 +128,7 @@ def train_detector(
     shared out as :mod:`spnas.detect.distributed` describes; rank 0 evaluates, and only its result
     carries metrics.
     """
-    from spnas.detect.distributed import keyed, set_keys, step_key, world
+    from spnas.detect.distributed import keyed, set_keys, step_key, unkeyed, world
 
     device = torch.device(device)
     model.to(device)
@@ -227,6 +227,7 @@ def train_detector(
         history.append(rec)
         if on_epoch is not None:
             on_epoch(epoch + 1, rec)
+    unkeyed(model)  # torchvision's samplers again: the model leaves as it came (TorchScript compiles those)
     return TrainResult(metrics, history, time.perf_counter() - t0, it, curve)
 
 

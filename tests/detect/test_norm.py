@@ -69,3 +69,24 @@ def test_the_ir_sees_a_batchnorm_and_export_folds_each(norm, kind):
         folded = dict(exported(x))
         rebuilt = dict(compile_backbone(lifted).eval()(x))  # the lifted IR as a plain BatchNorm net
     assert relative_error(eager, folded) < 1e-5 and relative_error(eager, rebuilt) < 1e-6
+
+
+@pytest.mark.parametrize("norm", ["bn", "frozen", "sync"])
+def test_a_trained_detector_exports_under_each_norm(norm, tmp_path):
+    """Training keys the samplers and may hold SyncBatchNorm2d: neither may reach TorchScript (found by the export tests)."""
+    from spnas.detect.data import generate_shapes, load_coco
+    from spnas.detect.detector import build_detector
+    from spnas.detect.infer import export_detector
+    from spnas.detect.train import TrainConfig, train_detector
+
+    train = load_coco(generate_shapes(tmp_path, n_images=4, size=64, seed=0))
+    torch.manual_seed(0)
+    model = build_detector(parse("BB(1,d1,d1,d1)"), train.num_classes, "cascade", preset="lean", min_size=64, max_size=64,
+                           train_scales=(0.8, 1.0), norm=norm, box_score_thresh=0.0)
+    train_detector(model, train, None, TrainConfig(epochs=1, batch_size=2, warmup_iters=1, max_iters_per_epoch=2), quiet=True)
+    path = export_detector(model, tmp_path / "det.pt")
+    x = [torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(1))]
+    with torch.no_grad():
+        eager = model.eval()(x)[0]
+        _, scripted = torch.jit.load(str(path))(x)
+    assert len(eager["boxes"]) > 0 and torch.allclose(scripted[0]["boxes"], eager["boxes"], atol=1e-4)

@@ -7,6 +7,7 @@
     spnas bench RUN|ARCH|CODE [--image-size N] [--device D]    latency of backbone, exports and detector
     spnas predict RUN IMAGES... --out preds.json               COCO-style detections of image files
     spnas export RUN --format torchscript|onnx --out FILE      the whole detector, checked against eager
+    spnas export RUN --format python --out DIR                 the backbone as plain PyTorch (torch only)
     spnas audit RUN [--top K] [--epochs N] [--seeds S ...]      did the fast scheme rank as full training does?
 
 The flags mean one thing everywhere: ``--image-size`` an input size in pixels, ``--out`` where
@@ -105,8 +106,9 @@ def _run_predict(args: argparse.Namespace) -> int:
 
 def _export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", help="a run directory, its best/, or `spnas train`'s output")
-    p.add_argument("--format", choices=("torchscript", "onnx"), default="torchscript")
-    p.add_argument("--out", required=True, help="the file to write (.pt for TorchScript, .onnx for ONNX)")
+    p.add_argument("--format", choices=("torchscript", "onnx", "python"), default="torchscript",
+                   help="python: the found backbone alone as one plain PyTorch file and its weights (torch only, no spnas)")
+    p.add_argument("--out", required=True, help="the file to write (.pt for TorchScript, .onnx for ONNX; a directory for python)")
     p.add_argument("--check", nargs="*", default=None, metavar="IMAGE",
                    help="images to compare the export with eager on (default: one random image of the detector's size)")
     p.add_argument("--plugin", action="append", default=[], metavar="FILE")
@@ -120,6 +122,14 @@ def _run_export(args: argparse.Namespace) -> int:
     from spnas.detect.infer import compare_detections, run_exported
 
     model = spnas.load_detector(args.source, plugins=args.plugin)
+    if args.format == "python":  # the backbone that outlives spnas; export_python checks it against the compiled one
+        from spnas.detect.standalone import export_python
+
+        size = int(model.transform.min_size[-1])
+        py = export_python(model.backbone.body, args.out, code=(getattr(model, "spnas_meta", {}) or {}).get("code", ""),
+                           example=torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)))
+        print(json.dumps({"export": str(py), "weights": str(py.with_suffix(".pt")), "format": "python", "checked": True}))
+        return 0
     path = spnas.export_detector(model, args.out, format=args.format)
     size = int(model.transform.min_size[-1])
     images = [decode_image_file(f).float() / 255 for f in _image_files(args.check)] if args.check else \
@@ -229,7 +239,7 @@ def _check_flags(args: argparse.Namespace) -> None:
     for dev in (devices if isinstance(devices, list) else [devices]):
         if dev is not None and dev != "auto":
             _check_device(dev)
-    if args.command in ("export", "predict") and Path(args.out).is_dir():
+    if args.command in ("export", "predict") and Path(args.out).is_dir() and getattr(args, "format", None) != "python":
         raise ConfigError(f"--out {args.out}: is a directory; expected the file to write")
 
 

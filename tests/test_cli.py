@@ -36,6 +36,12 @@ def test_train_cli(tmp_path):
     for f in ("arch/arch.yaml", "checkpoint/model.safetensors", "checkpoint/state.json"):
         assert (tmp_path / "out" / f).is_file()
     assert list((tmp_path / "out" / "tb").glob("events.out.tfevents.*"))
+    # issue 27, item 6: the trained backbone as one plain PyTorch file (checked against the compiled one as it is written)
+    p = run("spnas.cli", "export", str(tmp_path / "out"), "--format", "python", "--out", str(tmp_path / "py"))
+    assert p.returncode == 0, p.stderr[-2000:]
+    res = json.loads(p.stdout.strip().splitlines()[-1])
+    assert res["checked"] and (tmp_path / "py" / "found_backbone.py").is_file() and (tmp_path / "py" / "found_backbone.pt").is_file()
+    assert "BB(1,d1,d1,d1)" in (tmp_path / "py" / "found_backbone.py").read_text()
 
 
 def test_bench_cli():

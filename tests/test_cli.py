@@ -42,6 +42,14 @@ def test_train_cli(tmp_path):
     res = json.loads(p.stdout.strip().splitlines()[-1])
     assert res["checked"] and (tmp_path / "py" / "found_backbone.py").is_file() and (tmp_path / "py" / "found_backbone.pt").is_file()
     assert "BB(1,d1,d1,d1)" in (tmp_path / "py" / "found_backbone.py").read_text()
+    # issue 27, item 4: the paper's latency protocol on the trained detector itself and its validation images
+    p = run("spnas.bench", str(tmp_path / "out"), "--images", "6", "--no-inductor")
+    assert p.returncode == 0, p.stderr[-2000:]
+    row = json.loads(p.stdout.strip().splitlines()[-1])["rows"][0]
+    assert row["timed"] == 3 and row["distinct_images"] == 2 and row["found_ms"] > 0 and row["resnet50_fpn_ms"] > 0
+    assert row["input"] == "64..64"  # the run's detector settings, not the default preset's
+    p = run("spnas.bench", "BB(1,d1,d1,d1)", "--images", "4")
+    assert p.returncode == 2 and "--images measures a found detector" in p.stderr
 
 
 def test_bench_cli():

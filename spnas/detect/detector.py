@@ -92,8 +92,10 @@ def resolve_options(preset: str = "default", **overrides: Any) -> DetectorOption
     if bad:
         raise ConfigError(f"detector option {bad[0]!r} is unknown; expected one of {sorted(names)}")
     values = {**PRESETS[preset], **overrides}
-    if values.get("norm", "bn") not in ("bn", "frozen", "sync"):
-        raise ConfigError(f"detector option norm: expected 'bn', 'frozen' or 'sync', got {values['norm']!r}")
+    from spnas.detect.distributed import NORMS
+
+    if values.get("norm", "bn") not in NORMS:
+        raise ConfigError(f"detector option norm: expected one of {list(NORMS)}, got {values['norm']!r}")
     for k in ("aspect_ratios", "cascade_iou", "cascade_loss_weights", "train_scales"):
         if k in values:
             values[k] = tuple(values[k])

@@ -76,6 +76,13 @@ Float = Annotated[float, BeforeValidator(_number)]
 Count = Annotated[StrictInt, Field(ge=1, le=1_000_000)]
 
 
+def _number_or_auto(v: Any, what: str) -> Any:
+    """A field that takes a number or the word ``auto``: any other string is refused, naming what it wants."""
+    if isinstance(v, str) and v != "auto":
+        raise ValueError(f"expected {what} or 'auto', got {_short.repr(v)}")
+    return v
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -97,9 +104,7 @@ class StartConfig(_Section):
     @field_validator("train_epochs", mode="before")
     @classmethod
     def _auto(cls, v: Any) -> Any:
-        if isinstance(v, str) and v != "auto":
-            raise ValueError(f"expected a number of epochs or 'auto', got {_short.repr(v)}")
-        return v
+        return _number_or_auto(v, "a number of epochs")
 
     @model_validator(mode="before")
     @classmethod
@@ -290,9 +295,7 @@ class SerialConfig(_Section):
     @field_validator("min_gain", mode="before")
     @classmethod
     def _gain(cls, v: Any) -> Any:
-        if isinstance(v, str) and v != "auto":
-            raise ValueError(f"expected a number or 'auto', got {_short.repr(v)}")
-        return v
+        return _number_or_auto(v, "a number")
 
     @model_validator(mode="after")
     def _ranges(self) -> SerialConfig:

@@ -542,8 +542,9 @@ class Search:
 
         attempts: dict[str, int] = {}
         ooms: dict[str, int] = {}
+        halved = {e.get("id") for e in self.journal.events if e.get("event") == "retried" and e.get("batch_size")} if todo else set()
         for c in todo:  # a resumed run keeps a halving it journaled
-            if any(e.get("event") == "retried" and e.get("id") == c.id and e.get("batch_size") for e in self.journal.events):
+            if c.id in halved:
                 self._shrunk.setdefault(c.id, 2)
         while todo:  # a machine's failure is retried at once, bounded; a candidate fails only for its own reasons
             self.toolbox.map(self.toolbox.evaluate, [self._request(c) for c in todo], record)

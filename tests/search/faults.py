@@ -101,34 +101,39 @@ def loader_killing_evaluate(req: dict[str, Any]) -> dict[str, Any]:
     return evaluate_candidate(req)
 
 
+def _children(parent: int) -> list[tuple[int, bytes]]:
+    """The child processes of ``parent`` with their command lines, in /proc's order."""
+    out = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            if ppid != parent:
+                continue
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                out.append((int(name), f.read()))
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
 def _kill_first_child(timeout: float = 300.0) -> None:
     import signal
     import time
 
     me, deadline = os.getpid(), time.time() + timeout
     while time.time() < deadline:
-        for name in os.listdir("/proc"):
-            if not name.isdigit():
+        for pid, cmd in _children(me):
+            if b"resource_tracker" in cmd or b"forkserver" in cmd:  # multiprocessing's helpers, not a loader worker
                 continue
+            time.sleep(0.3)  # let it start serving batches: mid-epoch, not at its birth
             try:
-                with open(f"/proc/{name}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
                 continue
-            if ppid == me:
-                try:
-                    with open(f"/proc/{name}/cmdline", "rb") as f:
-                        cmd = f.read()
-                except OSError:
-                    continue
-                if b"resource_tracker" in cmd or b"forkserver" in cmd:  # multiprocessing's helpers, not a loader worker
-                    continue
-                time.sleep(0.3)  # let it start serving batches: mid-epoch, not at its birth
-                try:
-                    os.kill(int(name), signal.SIGKILL)
-                except ProcessLookupError:
-                    continue
-                return
+            return
         time.sleep(0.02)
 
 
@@ -149,25 +154,9 @@ def _kill_last_rank(parent: int, note: str) -> None:
     import signal
     import time
 
-    def ranks() -> list[int]:
-        out = []
-        for d in os.listdir("/proc"):
-            if not d.isdigit():
-                continue
-            try:
-                with open(f"/proc/{d}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-                with open(f"/proc/{d}/cmdline", "rb") as f:
-                    cmd = f.read()
-            except OSError:
-                continue
-            if ppid == parent and b"spawn_main" in cmd:
-                out.append(int(d))
-        return sorted(out)
-
     deadline = time.time() + 300
     while time.time() < deadline:
-        pids = ranks()
+        pids = sorted(pid for pid, cmd in _children(parent) if b"spawn_main" in cmd)
         if len(pids) >= 2:
             time.sleep(6)  # past the imports and the rendezvous: into the training
             with open(note, "w") as f:

@@ -1,6 +1,8 @@
 """``spnas show CODE|DIR|RUN [--json] [--image-size N [N]] [--plugin FILE]`` (or ``python -m spnas.ir show ...``):
-stages, blocks, channels, strides, FLOPs, params. Building the parser imports nothing heavy (``spnas init`` and
-``--help`` stay instant); torch and the IR load when a net is shown."""
+stages, blocks, channels, strides, FLOPs, params. ``spnas show RUN --lineage [--out DIR]``: the tree of the
+nets the search carried on, with codes, morphisms, metrics and gains, as text and as ``lineage.png``/``.pdf``
+(and the trajectory beside it). Building the parser imports nothing heavy (``spnas init`` and ``--help`` stay
+instant); torch and the IR load when a net is shown."""
 
 from __future__ import annotations
 
@@ -56,6 +58,10 @@ def add_show_arguments(show: argparse.ArgumentParser) -> None:
     show.add_argument("--stem", default="resnet", choices=["resnet", "deep"])
     show.add_argument("--plugin", action="append", default=[], metavar="FILE",
                       help="a plugin file whose node kinds the saved net uses (repeatable)")
+    show.add_argument("--lineage", action="store_true",
+                      help="RUN: the tree of accepted and continued nets (codes, morphisms, metrics, gains), as text "
+                           "and as lineage.png/.pdf and trajectory.png/.pdf")
+    show.add_argument("--out", metavar="DIR", help="--lineage: where the figures go (default: the run directory)")
 
 
 def _size(v: list[int]) -> tuple[int, int]:
@@ -71,7 +77,51 @@ def main(argv: list[str] | None = None) -> int:
     return run_show(p.parse_args(argv))
 
 
+def run_lineage(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from spnas.search.journal import read_events
+    from spnas.search.lineage import lineage, lineage_figure, lineage_text, run_metric, trajectory_figure
+    from spnas.search.tb import save_figure
+
+    run = Path(args.target)
+    if not (run / "journal.jsonl").is_file():
+        raise SpnasError(f"{run}: --lineage needs a run directory (one with journal.jsonl)")
+    events = read_events(run / "journal.jsonl")
+    metric = run_metric(events, default=_config_metric(run))
+    if args.json:
+        print(json.dumps([vars(s) for s in lineage(events, metric)]))
+        return 0
+    print(lineage_text(events, metric))
+    out = Path(args.out) if args.out else run
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        save_figure(lineage_figure(events, metric), out / "lineage")
+        save_figure(trajectory_figure(events, metric), out / "trajectory")
+    except OSError as e:
+        raise SpnasError(f"{out}: cannot write the figures ({e.strerror or e}); pass --out DIR") from None
+    print(f"figures: {out / 'lineage.png'} (.pdf), {out / 'trajectory.png'} (.pdf)")
+    return 0
+
+
+def _config_metric(run) -> str:
+    """The metric a run still going decides on: its config's ``search.metric`` (AP by default)."""
+    import yaml
+
+    try:
+        cfg = yaml.safe_load((run / "config.yaml").read_text()) or {}
+        return str((cfg.get("search") or {}).get("metric") or "AP")
+    except (OSError, yaml.YAMLError, AttributeError):
+        return "AP"
+
+
 def run_show(args: argparse.Namespace) -> int:
+    if getattr(args, "lineage", False):
+        try:
+            return run_lineage(args)
+        except SpnasError as e:
+            print(f"spnas: error: {e}", file=sys.stderr)
+            return 2
     try:
         from spnas.detect.infer import resolve_source
 

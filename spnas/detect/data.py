@@ -49,6 +49,58 @@ class Problem:
         return f"{self.file}: id {self.id}: {self.reason}"
 
 
+class _Problems(list):
+    """The problems a loader finds: each raised at once under ``strict`` (the first bad annotation stops
+    the read), else kept to be warned about once and dropped."""
+
+    def __init__(self, strict: bool) -> None:
+        super().__init__()
+        self.strict = strict
+
+    def __call__(self, file: Any, id_: Any, reason: str) -> None:
+        p = Problem(str(file), id_, reason)
+        if self.strict:
+            raise DataError(str(p))
+        self.append(p)
+
+
+def _checked_box(report: _Problems, file: Any, id_: Any, corners: tuple[float, float, float, float], shown: Any,
+                 size: tuple[Any, Any], *, crossing: str) -> tuple[float, float, float, float] | None:
+    """The one box check of every loader, on the corners ``x0, y0, x1, y1`` in pixels (``shown``: the box as
+    the file writes it, for the message): four finite numbers, a positive size, a known image size,
+    and on the image. A box that crosses the image's border is, by ``crossing``:
+
+    - ``keep`` (COCO): kept as given; the reference evaluators (pycocotools, the CityPersons script)
+      keep a person cut by the frame, so the metrics do, and training takes it clipped (``target``);
+    - ``clip`` (ECP): clipped to the image, as the ECP toolkit does;
+    - ``refuse`` (VOC): a wrong box when a corner lies more than 1 px outside (VOC's corners are
+      1-based pixels, so 0 and W + 1 are still on the border).
+
+    Returns the corners to use, or None after reporting why the box is dropped."""
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in corners):
+        report(file, id_, f"box {shown!r} is not four finite numbers")
+        return None
+    x0, y0, x1, y1 = corners
+    if x1 <= x0 or y1 <= y0:
+        report(file, id_, f"box {shown} has zero or negative size")
+        return None
+    W, H = size
+    if not (W and H):
+        report(file, id_, "the image has no width/height, so its boxes cannot be checked")
+        return None
+    if crossing == "clip":
+        x0, y0, x1, y1 = max(x0, 0.0), max(y0, 0.0), min(x1, float(W)), min(y1, float(H))
+        outside = x1 <= x0 or y1 <= y0
+    elif crossing == "refuse":
+        outside = x0 < -1 or y0 < -1 or x1 > W + 1 or y1 > H + 1
+    else:
+        outside = x0 >= W or y0 >= H or x1 <= 0 or y1 <= 0
+    if outside:
+        report(file, id_, f"box {shown} lies outside the {W}x{H} image")
+        return None
+    return x0, y0, x1, y1
+
+
 def _quiet_coco(d: dict) -> COCO:
     coco = COCO()
     coco.dataset = d
@@ -300,14 +352,7 @@ def collate(batch: list) -> tuple[list[torch.Tensor], list[dict[str, torch.Tenso
 
 def _check(d: dict, image_dir: Path, where: str, strict: bool) -> tuple[dict, list[Problem]]:
     """Validate a COCO dict: returns a cleaned copy and the problems found."""
-    problems: list[Problem] = []
-
-    def report(file: str, id_: Any, reason: str) -> None:
-        p = Problem(file, id_, reason)
-        if strict:
-            raise DataError(str(p))
-        problems.append(p)
-
+    report = _Problems(strict)
     _structure(d, where)
     cats = {c["id"] for c in d["categories"]}
     seen_anns: set[int] = set()
@@ -349,28 +394,16 @@ def _check(d: dict, image_dir: Path, where: str, strict: bool) -> tuple[dict, li
             report(where, a.get("id"), f"unknown category id {a.get('category_id')}")
             continue
         bbox = a.get("bbox")
-        if not (isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, (int, float)) and math.isfinite(v) for v in bbox)):
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)):
             report(where, a.get("id"), f"expected bbox [x, y, w, h] of finite numbers, got {bbox!r}")
             continue
         x, y, w, h = bbox
-        if w <= 0 or h <= 0:
-            report(where, a.get("id"), f"box of zero or negative size, w={w} h={h}")
-            continue
-        W, H = im.get("width"), im.get("height")
-        if not (W and H):
-            report(where, a["id"], f"image {im['id']} has no width/height, so its boxes cannot be checked")
-            continue
-        if x >= W or y >= H or x + w <= 0 or y + h <= 0:
-            report(where, a.get("id"), f"box {bbox} lies outside the {W}x{H} image {im.get('file_name')}")
-            continue
-        # A box that overlaps the image but crosses its border (a person cut by the frame) stays as
-        # given: the reference evaluators (pycocotools, the CityPersons script) keep it, so the
-        # metrics do; training takes it clipped to the image (``target``).
-        anns.append(a)  # crowd regions stay: pycocotools evaluates them as ignore; training skips them
+        if _checked_box(report, where, a.get("id"), (x, y, x + w, y + h), bbox, (im.get("width"), im.get("height")), crossing="keep"):
+            anns.append(a)  # as given; crowd regions stay: pycocotools evaluates them as ignore, training skips them
     if not anns:
         report(where, None, "no usable annotation: nothing to train or evaluate on")
     clean = {**d, "images": list(images.values()), "annotations": anns}
-    return clean, problems
+    return clean, report
 
 
 def _number(text: str | None) -> float | None:
@@ -518,7 +551,7 @@ def load_voc(
         parsed.append((f, root, objs))
     classes = list(classes) if classes else sorted(names)
     cat_of = {n: i + 1 for i, n in enumerate(classes)}
-    images, anns, problems = [], [], []
+    images, anns, problems = [], [], _Problems(strict)
     img_dir = Path(image_dir) if image_dir else None
     seen_files: dict[str, Path] = {}
     for img_id, (f, root, objs) in enumerate(parsed, start=1):
@@ -528,18 +561,12 @@ def load_voc(
         if not _is_file(path):
             alt = [base / (f.stem + e) for e in _IMAGE_EXTS if _is_file(base / (f.stem + e))]
             if not alt:
-                p = Problem(str(f), fname or f.stem, f"image file {path} is missing")
-                if strict:
-                    raise DataError(str(p))
-                problems.append(p)
+                problems(f, fname or f.stem, f"image file {path} is missing")
                 continue
             path = alt[0]
         key = os.path.normpath(str(path))
         if key in seen_files:
-            p = Problem(str(f), fname or f.stem, f"duplicate image: {path} is also annotated by {seen_files[key]}")
-            if strict:
-                raise DataError(str(p))
-            problems.append(p)
+            problems(f, fname or f.stem, f"duplicate image: {path} is also annotated by {seen_files[key]}")
             continue
         seen_files[key] = f
         w, h = (_number(root.findtext(f"size/{k}")) for k in ("width", "height"))
@@ -550,36 +577,27 @@ def load_voc(
         images.append({"id": img_id, "file_name": os.path.relpath(path, base), "width": w, "height": h})
         seen_objs: dict[tuple, int] = {}
         for i, name, box, difficult in objs:
-            aid = len(anns) + len(problems) + 1
-            if name not in cat_of:
-                if unknown_class_is_error:
-                    raise DataError(f"{f}: object #{i}: class {name!r} is not among the training classes {classes}; "
-                                    "list every class under data.classes")
-                p = Problem(str(f), f"object #{i}", f"unknown class {name!r}, expected one of {classes}")
-            elif box is None:
-                p = Problem(str(f), f"object #{i}", "missing or non-numeric bndbox (xmin, ymin, xmax, ymax: finite numbers)")
-            elif difficult not in (0, 1):
-                p = Problem(str(f), f"object #{i}", f"<difficult> must be 0 or 1, got {str(difficult)[:40]!r}")
-            elif box[2] <= box[0] or box[3] <= box[1]:
-                p = Problem(str(f), f"object #{i}", f"box {box} has zero or negative size")
-            elif box[0] < -1 or box[1] < -1 or box[2] > w + 1 or box[3] > h + 1:
-                p = Problem(str(f), f"object #{i}", f"box {box} lies outside the {w}x{h} image")
-            elif (name, *box) in seen_objs:
-                p = Problem(str(f), f"object #{i}", f"duplicate box: same class and bndbox as object #{seen_objs[(name, *box)]}")
-            else:
-                seen_objs[(name, *box)] = i
-                x0, y0, x1, y1 = box
-                anns.append({"id": aid, "image_id": img_id, "category_id": cat_of[name], "bbox": [x0, y0, x1 - x0, y1 - y0],
-                             "area": (x1 - x0) * (y1 - y0), "iscrowd": difficult, "ignore": difficult})
+            aid, where = len(anns) + len(problems) + 1, f"object #{i}"
+            if name not in cat_of and unknown_class_is_error:
+                raise DataError(f"{f}: object #{i}: class {name!r} is not among the training classes {classes}; "
+                                "list every class under data.classes")
+            reason = (f"unknown class {name!r}, expected one of {classes}" if name not in cat_of
+                      else "missing or non-numeric bndbox (xmin, ymin, xmax, ymax: finite numbers)" if box is None
+                      else f"<difficult> must be 0 or 1, got {str(difficult)[:40]!r}" if difficult not in (0, 1) else None)
+            if reason:
+                problems(f, where, reason)
                 continue
-            if strict:
-                raise DataError(str(p))
-            problems.append(p)
+            if _checked_box(problems, f, where, tuple(box), box, (w, h), crossing="refuse") is None:
+                continue
+            if (name, *box) in seen_objs:
+                problems(f, where, f"duplicate box: same class and bndbox as object #{seen_objs[(name, *box)]}")
+                continue
+            seen_objs[(name, *box)] = i
+            x0, y0, x1, y1 = box
+            anns.append({"id": aid, "image_id": img_id, "category_id": cat_of[name], "bbox": [x0, y0, x1 - x0, y1 - y0],
+                         "area": (x1 - x0) * (y1 - y0), "iscrowd": difficult, "ignore": difficult})
     if not anns:
-        p = Problem(str(files[0].parent), None, "no usable annotation: nothing to train or evaluate on")
-        if strict:
-            raise DataError(str(p))
-        problems.append(p)
+        problems(files[0].parent, None, "no usable annotation: nothing to train or evaluate on")
     d = {"images": images, "annotations": anns, "categories": [{"id": i + 1, "name": n} for i, n in enumerate(classes)]}
     _warn(problems, str(files[0].parent))
     common = img_dir or files[0].parent
@@ -644,14 +662,7 @@ def load_ecp(
     if ECP_PERSON not in classes:
         raise DataError(f"{root}: classes {classes} must include {ECP_PERSON!r}, the class the benchmark measures")
     cat_of = {n: k + 1 for k, n in enumerate(classes)}
-    images, anns, problems = [], [], []
-
-    def problem(f: Path, id_: Any, reason: str) -> None:
-        p = Problem(str(f), id_, reason)
-        if strict:
-            raise DataError(str(p))
-        problems.append(p)
-
+    images, anns, problems = [], [], _Problems(strict)
     for img_id, f in enumerate(files, start=1):
         try:
             frame = json.loads(f.read_text())
@@ -664,7 +675,7 @@ def load_ecp(
         rel = f.relative_to(root).with_suffix("")
         path = next((image_root / rel.with_suffix(e) for e in (".png", ".jpg", ".jpeg") if _is_file(image_root / rel.with_suffix(e))), None)
         if path is None:
-            problem(f, str(rel), f"image file {image_root / rel}.png is missing")
+            problems(f, str(rel), f"image file {image_root / rel}.png is missing")
             continue
         w, h = frame.get("imagewidth"), frame.get("imageheight")
         usable = isinstance(w, int) and isinstance(h, int) and w > 0 and h > 0
@@ -672,12 +683,12 @@ def load_ecp(
         images.append({"id": img_id, "file_name": os.path.relpath(path, image_root), "width": w, "height": h})
         for i, o in enumerate(frame["children"]):
             if not isinstance(o, dict):
-                problem(f, f"child #{i}", "expected an object")
+                problems(f, f"child #{i}", "expected an object")
                 continue
             ident = o.get("identity")
             tags = o.get("tags") or []
             if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
-                problem(f, f"child #{i}", f"tags: expected a list of strings, got {str(tags)[:60]}")
+                problems(f, f"child #{i}", f"tags: expected a list of strings, got {str(tags)[:60]}")
                 continue
             if ident == ECP_PERSON:
                 ignore = 1 if any(t in ECP_IGNORED_TAGS for t in tags) else 0
@@ -692,21 +703,18 @@ def load_ecp(
             try:
                 x0, y0, x1, y1 = (float(o[k]) for k in ("x0", "y0", "x1", "y1"))
             except (KeyError, TypeError, ValueError):
-                problem(f, f"child #{i}", "x0, y0, x1, y1: missing or not numbers")
+                problems(f, f"child #{i}", "x0, y0, x1, y1: missing or not numbers")
                 continue
-            if not all(math.isfinite(v) for v in (x0, y0, x1, y1)) or x1 <= x0 or y1 <= y0:
-                problem(f, f"child #{i}", f"box [{x0}, {y0}, {x1}, {y1}] is not finite or has zero or negative size")
+            box = _checked_box(problems, f, f"child #{i}", (x0, y0, x1, y1), [x0, y0, x1, y1], (w, h), crossing="clip")
+            if box is None:
                 continue
-            x0, y0, x1, y1 = max(x0, 0.0), max(y0, 0.0), min(x1, float(w)), min(y1, float(h))  # the toolkit clips to the image
-            if x1 <= x0 or y1 <= y0:
-                problem(f, f"child #{i}", f"box lies outside the {w}x{h} image")
-                continue
+            x0, y0, x1, y1 = box
             cat = cat_of.get(ident, cat_of[ECP_PERSON])  # ignored riders and crowd regions sit with the pedestrians
             anns.append({"id": len(anns) + 1, "image_id": img_id, "category_id": cat, "bbox": [x0, y0, x1 - x0, y1 - y0],
                          "area": (x1 - x0) * (y1 - y0), "iscrowd": int(ignore != 0), "ecp_identity": ident, "ecp_ignore": ignore,
                          "occlusion": _ecp_percent(tags, "occluded"), "truncation": _ecp_percent(tags, "truncated")})
     if not any(a["ecp_ignore"] == 0 for a in anns):
-        problem(root, None, "no pedestrian to find: nothing to train or evaluate on")
+        problems(root, None, "no pedestrian to find: nothing to train or evaluate on")
     d = {"images": images, "annotations": anns, "categories": [{"id": i + 1, "name": n} for i, n in enumerate(classes)]}
     _warn(problems, str(root))
     return DetectionDataset(_quiet_coco(d), image_root, problems=problems, ignore_other_vru=ignore_other_vru)

@@ -26,7 +26,7 @@ from typing import Any
 
 from spnas.errors import ConfigError
 
-__all__ = ["Journal", "FORMAT"]
+__all__ = ["Journal", "FORMAT", "read_events"]
 
 FORMAT = 1  # the journal's layout: the events and fields below; a start event without it is format 1
 
@@ -89,6 +89,45 @@ def _check_fields(ev: dict[str, Any]) -> None:
         raise ValueError("a 'noise' event whose 'metrics' holds a value that is not a number")
 
 
+def _parse(path: Path, raw: bytes) -> tuple[list[dict[str, Any]], int]:
+    """The events of a journal's bytes, and how many bytes they fill (less than all: a torn last line)."""
+    lines = raw.split(b"\n")  # the last item is b"" when the file ends with a newline
+    good, events = 0, []
+    for i, line in enumerate(lines, start=1):
+        torn = i == len(lines) and line != b""  # the last line, with no newline after it
+        if not line.strip():
+            good += len(line) + 1
+            continue
+        try:
+            ev = json.loads(line)
+            if not isinstance(ev, dict) or not isinstance(ev.get("event"), str):
+                raise ValueError("not an event object")
+            _check_fields(ev)
+        except (ValueError, UnicodeDecodeError) as e:
+            if torn:
+                break  # a kill in the middle of a write: the caller cuts it off
+            raise ConfigError(f"{path}: line {i} is damaged ({type(e).__name__}: {str(e)[:80]}); "
+                              f"{len(lines) - i - (lines[-1] == b'')} line(s) after it are kept; "
+                              "repair or delete that line by hand, then --resume") from None
+        if ev["event"] == "start" and (ev.get("format") or 1) > FORMAT:
+            raise ConfigError(f"{path}: line {i}: journal format {ev['format']}, written by a newer spnas; "
+                              f"this one reads format {FORMAT} and older: upgrade spnas to resume or read this run")
+        events.append(ev)
+        good += len(line) + 1
+    return events, good
+
+
+def read_events(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """A journal's events, read only (a run still going, or someone else's): the same checks as a replay,
+    a torn last line skipped rather than cut off, the file never opened for writing."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the journal ({e.strerror or e})") from None
+    return _parse(path, raw)[0]
+
+
 class Journal:
     """``journal.jsonl`` of a run directory; ``results`` maps candidate id to its outcome event."""
 
@@ -104,29 +143,9 @@ class Journal:
 
     def _replay(self) -> None:
         raw = self.path.read_bytes()
-        lines = raw.split(b"\n")  # the last item is b"" when the file ends with a newline
-        good = 0
-        for i, line in enumerate(lines, start=1):
-            torn = i == len(lines) and line != b""  # the last line, with no newline after it
-            if not line.strip():
-                good += len(line) + 1
-                continue
-            try:
-                ev = json.loads(line)
-                if not isinstance(ev, dict) or not isinstance(ev.get("event"), str):
-                    raise ValueError("not an event object")
-                _check_fields(ev)
-            except (ValueError, UnicodeDecodeError) as e:
-                if torn:
-                    break  # a kill in the middle of a write: cut it off below
-                raise ConfigError(f"{self.path}: line {i} is damaged ({type(e).__name__}: {str(e)[:80]}); "
-                                  f"{len(lines) - i - (lines[-1] == b'')} line(s) after it are kept; "
-                                  "repair or delete that line by hand, then --resume") from None
-            if ev["event"] == "start" and (ev.get("format") or 1) > FORMAT:
-                raise ConfigError(f"{self.path}: line {i}: journal format {ev['format']}, written by a newer spnas; "
-                                  f"this one reads format {FORMAT} and older: upgrade spnas to resume or read this run")
+        events, good = _parse(self.path, raw)
+        for ev in events:
             self._index(ev)
-            good += len(line) + 1
         if good < len(raw):  # drop the torn tail so new lines start clean
             with open(self.path, "r+b") as f:
                 f.truncate(min(good, len(raw)))

@@ -2,15 +2,16 @@
 
 In ``tb/``: ``candidate/metric``, ``candidate/gmacs``, ``candidate/params_m``, ``search/best_so_far``,
 ``search/noise_std``, ``accepted/encoding`` (text: code, metric, baseline, gain, noise),
-``summary`` (text), ``trajectory`` and ``flops_per_stage`` (images), and the search's hparams.
+``summary`` (text), ``trajectory``, ``lineage`` and ``flops_per_stage`` (images), and the search's hparams.
 In ``tb/candidates/<id>/``, one TensorBoard run per trained candidate: ``train/loss`` and
 ``train/lr`` along its training, ``metrics/<name>`` for every metric measured (AP, AP50, ...,
 VOC_AP50), and an hparams session (code, role, phase, generation, parent, morphisms, GMACs,
 params; the metrics as ``hparam/<name>``), so TensorBoard overlays candidates' curves and its HParams
 dashboard compares them. The trajectory picture is like the paper's Figure 3 (metric of every
-candidate over the search, accepted ones joined and labelled with their codes, phases in a legend);
-the FLOPs picture like its Figure 4b (GMACs per stage of the start net and the found net); both
-are drawn with matplotlib and also saved as ``trajectory.png``/``.pdf`` and ``flops_per_stage.png``/``.pdf``.
+candidate over the search, each accepted child beside the continued parent it beat, the result so
+far); the lineage picture is the tree of the nets the search carried on (:mod:`spnas.search.lineage`);
+the FLOPs picture is like its Figure 4b (GMACs per stage of the start net and the found net). All
+are drawn with matplotlib and also saved as ``trajectory``, ``lineage`` and ``flops_per_stage`` ``.png``/``.pdf``.
 
 The logger knows nothing of the search's classes: everything it shows is in the events, so a
 resumed run (whose earlier events are replayed into it, not logged again) continues its curves.
@@ -26,9 +27,9 @@ import numpy as np
 from matplotlib.figure import Figure
 from torch.utils.tensorboard import SummaryWriter
 
-__all__ = ["TBLogger", "trajectory_figure", "flops_figure", "save_figure"]
+from spnas.search.lineage import lineage_figure, trajectory_figure
 
-_PHASE_COLOURS = {"serial": "tab:blue", "reignite": "tab:red", "parallel": "tab:green"}
+__all__ = ["TBLogger", "trajectory_figure", "lineage_figure", "flops_figure", "save_figure"]
 
 
 class TBLogger:
@@ -118,8 +119,10 @@ class TBLogger:
         w = self._writer()
         rows = "\n".join(f"| {k} | {v} |" for k, v in summary.items() if k not in ("metrics", "event", "time", "accepted"))
         w.add_text("summary", "| field | value |\n|---|---|\n" + rows, step)
-        picture = save_figure(trajectory_figure(self.events, summary.get("metric", "metric")), self.logdir.parent / "trajectory")
+        metric = summary.get("metric", "metric")
+        picture = save_figure(trajectory_figure(self.events, metric), self.logdir.parent / "trajectory")
         w.add_image("trajectory", picture, step)
+        w.add_image("lineage", save_figure(lineage_figure(self.events, metric), self.logdir.parent / "lineage"), step)
         flops = flops_figure(self.events, summary.get("id"))
         if flops is not None:
             w.add_image("flops_per_stage", save_figure(flops, self.logdir.parent / "flops_per_stage"), step)
@@ -131,37 +134,6 @@ class TBLogger:
     def close(self) -> None:
         if self.w is not None:
             self.w.close()
-
-
-def trajectory_figure(events: list[dict[str, Any]], metric: str) -> Figure:
-    """The paper's Figure 3: every evaluated candidate's metric in evaluation order, by phase; the accepted
-    ones (big markers) joined and labelled with their id and code. A matplotlib ``Figure`` (no pyplot state)."""
-    from spnas.detect.metrics import Metric
-
-    fig = Figure(figsize=(10, 5.2), dpi=100, layout="constrained")
-    ax = fig.add_subplot()
-    evals = [e for e in events if e.get("event") == "evaluated"]
-    proposed = {e["id"]: e for e in events if e.get("event") == "proposed"}
-    accepted = {e["id"] for e in events if e.get("event") == "accepted"}
-    for phase, colour in _PHASE_COLOURS.items():
-        pts = [(i, float(e["metric"])) for i, e in enumerate(evals) if proposed.get(e["id"], {}).get("phase", "serial") == phase]
-        if pts:
-            xs, ys = zip(*pts)
-            ax.scatter(xs, ys, s=18, color=colour, label=f"{phase} candidates", zorder=2)
-    acc = [(i, float(e["metric"]), e["id"]) for i, e in enumerate(evals) if e["id"] in accepted]
-    if acc:
-        ax.plot([a[0] for a in acc], [a[1] for a in acc], "-o", color="0.35", markersize=8, markerfacecolor="none",
-                label="accepted (the search's line)", zorder=3)
-        for i, y, cid in acc:
-            ax.annotate(f"{cid}\n{proposed.get(cid, {}).get('encoding', '')}", (i, y), textcoords="offset points",
-                        xytext=(4, 6), fontsize=7, color="0.2")
-    ax.set_xlabel("candidates in evaluation order")
-    ax.set_ylabel(f"{metric} ({Metric(metric).direction} is better)")
-    ax.set_title("SP-NAS search trajectory")
-    ax.grid(alpha=0.3)
-    if evals:
-        ax.legend(loc="best", fontsize=8)
-    return fig
 
 
 def flops_figure(events: list[dict[str, Any]], best_id: str | None) -> Figure | None:

@@ -40,7 +40,7 @@ def test_bad_annotations_reported_with_file_and_id(tmp_path):
         ds = load_coco(bad, tmp_path / "images")
     text = [str(p) for p in ds.problems]
     assert any("gone.png: id 77: image file is missing" in t for t in text)
-    assert any(f"bad.json: id {d['annotations'][0]['id']}: box of zero or negative size" in t for t in text)
+    assert any(f"bad.json: id {d['annotations'][0]['id']}: box {d['annotations'][0]['bbox']} has zero or negative size" in t for t in text)
     assert any("lies outside the 64x64 image" in t for t in text)
     assert any("unknown category id 99" in t for t in text)
     assert len(ds.coco.anns) == len(d["annotations"]) - 3
@@ -359,3 +359,47 @@ def test_an_image_over_the_pixel_cap_is_refused_from_its_header(tmp_path, monkey
         decode_image_file(f)
     monkeypatch.setenv("SPNAS_MAX_IMAGE_PIXELS", "60000")
     assert decode_image_file(f).shape == (3, 200, 300)
+
+
+def _one_image_three_formats(tmp_path, boxes):
+    """One 100x80 image annotated with the same boxes (corners x0, y0, x1, y1) as COCO json, VOC xml and an ECP frame."""
+    from PIL import Image
+
+    from spnas.detect.data import load_ecp
+
+    (tmp_path / "img" / "c").mkdir(parents=True)
+    Image.new("RGB", (100, 80), (90, 120, 60)).save(tmp_path / "img" / "c" / "c_0.png")
+    coco = {"images": [{"id": 1, "file_name": "c/c_0.png", "width": 100, "height": 80}], "categories": [{"id": 1, "name": "pedestrian"}],
+            "annotations": [{"id": k + 1, "image_id": 1, "category_id": 1, "bbox": [x0, y0, x1 - x0, y1 - y0], "area": 1.0, "iscrowd": 0}
+                            for k, (x0, y0, x1, y1) in enumerate(boxes)]}
+    (tmp_path / "c.json").write_text(json.dumps(coco))
+    objs = "".join(f"<object><name>pedestrian</name><bndbox><xmin>{x0}</xmin><ymin>{y0}</ymin><xmax>{x1}</xmax><ymax>{y1}</ymax>"
+                   "</bndbox></object>" for x0, y0, x1, y1 in boxes)
+    (tmp_path / "voc").mkdir()
+    (tmp_path / "voc" / "c_0.xml").write_text(f"<annotation><filename>c_0.png</filename><size><width>100</width><height>80</height>"
+                                              f"</size>{objs}</annotation>")
+    frame = {"identity": "frame", "imagewidth": 100, "imageheight": 80,
+             "children": [{"identity": "pedestrian", "x0": x0, "y0": y0, "x1": x1, "y1": y1, "tags": []} for x0, y0, x1, y1 in boxes]}
+    (tmp_path / "labels" / "c").mkdir(parents=True)
+    (tmp_path / "labels" / "c" / "c_0.json").write_text(json.dumps(frame))
+    with pytest.warns(UserWarning):
+        return (load_coco(tmp_path / "c.json", tmp_path / "img"), load_voc(tmp_path / "voc", tmp_path / "img" / "c"),
+                load_ecp(tmp_path / "labels"))
+
+
+def test_one_box_check_for_every_loader(tmp_path):
+    """The three loaders share one check: the same bad box gets the same reason; a box crossing the
+    border is kept as given (COCO, as pycocotools does), clipped (ECP, as its toolkit does) or,
+    beyond VOC's 1-px border, refused."""
+    crossing, inside, empty, off = (-20, 10, 30, 50), (10, 10, 40, 60), (50, 50, 50, 70), (120, 10, 150, 50)
+    coco, voc, ecp = _one_image_three_formats(tmp_path, [crossing, inside, empty, off])
+    kept = {name: sorted(tuple(a["bbox"]) for a in ds.coco.dataset["annotations"]) for name, ds in
+            (("coco", coco), ("voc", voc), ("ecp", ecp))}
+    assert kept["coco"] == [(-20, 10, 50, 40), (10, 10, 30, 50)]
+    assert kept["ecp"] == [(0.0, 10.0, 30.0, 40.0), (10.0, 10.0, 30.0, 50.0)]
+    assert kept["voc"] == [(10.0, 10.0, 30.0, 50.0)]
+    for ds in (coco, voc, ecp):
+        reasons = [p.reason for p in ds.problems]
+        assert any(r.startswith("box ") and r.endswith("has zero or negative size") for r in reasons), reasons
+        assert any(r.startswith("box ") and r.endswith("lies outside the 100x80 image") for r in reasons), reasons
+    assert sum("lies outside" in p.reason for p in voc.problems) == 2  # the crossing box too

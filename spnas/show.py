@@ -88,15 +88,20 @@ def run_lineage(args: argparse.Namespace) -> int:
     if not (run / "journal.jsonl").is_file():
         raise SpnasError(f"{run}: --lineage needs a run directory (one with journal.jsonl)")
     events = read_events(run / "journal.jsonl")
-    metric = run_metric(events, default=_config_metric(run))
+    cfg = _run_config(run)
+    metric = run_metric(events, default=str(cfg.get("search", {}).get("metric") or "AP"))
+    epochs = {"train_epochs": cfg.get("train", {}).get("epochs"), "start_epochs": cfg.get("start", {}).get("train_epochs")}
+    epochs = {k: v if isinstance(v, int) and not isinstance(v, bool) else None for k, v in epochs.items()}
+    if epochs["start_epochs"] is None and cfg.get("start", {}).get("train_epochs") is None:
+        epochs["start_epochs"] = epochs["train_epochs"]  # unset: the start trains train.epochs
     if args.json:
-        print(json.dumps([vars(s) for s in lineage(events, metric)]))
+        print(json.dumps([vars(s) for s in lineage(events, metric, **epochs)]))
         return 0
-    print(lineage_text(events, metric))
+    print(lineage_text(events, metric, **epochs))
     out = Path(args.out) if args.out else run
     try:
         out.mkdir(parents=True, exist_ok=True)
-        save_figure(lineage_figure(events, metric), out / "lineage")
+        save_figure(lineage_figure(events, metric, **epochs), out / "lineage")
         save_figure(trajectory_figure(events, metric), out / "trajectory")
     except OSError as e:
         raise SpnasError(f"{out}: cannot write the figures ({e.strerror or e}); pass --out DIR") from None
@@ -104,15 +109,15 @@ def run_lineage(args: argparse.Namespace) -> int:
     return 0
 
 
-def _config_metric(run) -> str:
-    """The metric a run still going decides on: its config's ``search.metric`` (AP by default)."""
+def _run_config(run) -> dict:
+    """The run's ``config.yaml`` (the whole config, as the search wrote it) as plain sections; {} if unreadable."""
     import yaml
 
     try:
         cfg = yaml.safe_load((run / "config.yaml").read_text()) or {}
-        return str((cfg.get("search") or {}).get("metric") or "AP")
-    except (OSError, yaml.YAMLError, AttributeError):
-        return "AP"
+    except (OSError, yaml.YAMLError):
+        return {}
+    return {k: v for k, v in cfg.items() if isinstance(v, dict)} if isinstance(cfg, dict) else {}
 
 
 def run_show(args: argparse.Namespace) -> int:

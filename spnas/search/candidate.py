@@ -8,11 +8,33 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from deap import base, creator, tools
 
+from spnas.detect.metrics import Metric
 from spnas.errors import SpnasError
 from spnas.ir import Arch
 
-__all__ = ["Candidate", "stage_flops", "stage_gmacs", "sample_parallel_code", "code_of"]
+__all__ = ["Candidate", "stage_flops", "stage_gmacs", "sample_parallel_code", "code_of", "individual", "hall_of_fame"]
+
+if not hasattr(creator, "SpnasFitnessMax"):  # DEAP's way to say a metric's direction: AP up, miss rates down
+    creator.create("SpnasFitnessMax", base.Fitness, weights=(1.0,))
+    creator.create("SpnasFitnessMin", base.Fitness, weights=(-1.0,))
+    creator.create("SpnasIndividualMax", dict, fitness=creator.SpnasFitnessMax)
+    creator.create("SpnasIndividualMin", dict, fitness=creator.SpnasFitnessMin)
+
+
+def individual(cid: str, fingerprint: str, encoding: str, value: float, metric: Metric) -> Any:
+    """The DEAP individual of an evaluated candidate (its fitness is its metric, with the metric's weights)."""
+    kind = creator.SpnasIndividualMin if metric.weights == (-1.0,) else creator.SpnasIndividualMax
+    ind = kind(id=cid, fingerprint=fingerprint, encoding=encoding)
+    ind.fitness.values = (value,)
+    return ind
+
+
+def hall_of_fame(size: int = 3) -> tools.HallOfFame:
+    """``best/top/``: the ``size`` best architectures, one entry per architecture (the first trained
+    instance of each: a continued parent or a noise run does not replace its architecture's entry)."""
+    return tools.HallOfFame(size, similar=lambda a, b: a["fingerprint"] == b["fingerprint"])
 
 
 @dataclass

@@ -5,8 +5,9 @@ continued parent that was kept because no child beat it, each reignited net, and
 level's accepted nets. A node's parent is the lineage net it was made from. Each node says how it
 got there: an accepted child with its gain over the continued parent it was compared with (the
 number the search decided on), a kept parent with the child that lost to it. The run's result
-(``best/``) and its highest metric (``best/top/1``) are marked, since they can differ: in fair mode a
-net's metric depends on how long it trained, and only a comparison at equal training decides.
+(``best/``) and the hall of fame's first entry (``best/top/1``: the best architecture by its first
+trained instance) are marked, since they can differ: in fair mode a net's metric depends on how long
+it trained, and only a comparison at equal training decides.
 
 :func:`lineage` gives the nodes; :func:`lineage_text` the tree as text (``spnas show RUN
 --lineage``); :func:`lineage_figure` and :func:`trajectory_figure` draw it (matplotlib ``Figure``
@@ -50,7 +51,7 @@ class Step:
     final: bool = False  # a reignite after the serial level's last generation
     depth: int = 0  # how many branch points lie above it (the tree's indentation)
     result: bool = False  # the run's result: best/
-    top: bool = False  # the run's highest metric: best/top/1
+    top: bool = False  # best/top/1 where it is not the result
 
 
 def run_metric(events: list[dict[str, Any]], default: str = "metric") -> str:
@@ -72,11 +73,45 @@ def _morphisms(p: dict[str, Any]) -> str:
     return " ".join(f"{rule}@{','.join(sites)}" if any(sites) else rule for rule, sites in runs)
 
 
-def lineage(events: list[dict[str, Any]], metric: str | None = None) -> list[Step]:
-    """The lineage's nets in tree order (depth first, children in the order they were decided)."""
+def _epochs(events: list[dict[str, Any]], train_epochs: int | None, start_epochs: int | None) -> dict[str, int]:
+    """Each trained candidate's detection epochs in all, its ancestors' included: its own (the proposal's
+    ``epochs`` under multi-fidelity, else ``start_epochs`` for the start and ``train_epochs`` for the
+    rest) plus its parent's; the converged start's from its ``converged`` event. A journal that records
+    ``epochs_trained`` is taken at its word. Unknown (no settings given): absent."""
+    proposed = {e["id"]: e for e in events if e.get("event") == "proposed"}
+    known = {e["id"]: int(e["epochs_trained"]) for e in events if e.get("event") == "evaluated" and e.get("epochs_trained") is not None}
+    known.update({e["id"]: int(e["epochs"]) for e in events if e.get("event") == "converged" and e.get("epochs") is not None})
+    out: dict[str, int] = {}
+
+    def total(cid: str, depth: int = 0) -> int | None:
+        if cid in known or cid in out:
+            return known.get(cid, out.get(cid))
+        p = proposed.get(cid)
+        if p is None or depth > 10_000:
+            return None
+        own = p.get("epochs") or (start_epochs if p.get("role") == "start" else train_epochs)
+        if own is None:
+            return None
+        before = total(p["parent"], depth + 1) if p.get("parent") else 0
+        if before is None:
+            return None
+        out[cid] = before + int(own)
+        return out[cid]
+
+    for e in events:
+        if e.get("event") == "evaluated":
+            total(e["id"])
+    return {**out, **known}
+
+
+def lineage(events: list[dict[str, Any]], metric: str | None = None, *, train_epochs: int | None = None,
+            start_epochs: int | None = None) -> list[Step]:
+    """The lineage's nets in tree order (depth first, children in the order they were decided). With the
+    run's ``train.epochs`` and the start's epochs, each net says how many epochs it trained in all."""
     m = Metric(metric or run_metric(events))
     proposed = {e["id"]: e for e in events if e.get("event") == "proposed"}
     results = {e["id"]: e for e in events if e.get("event") in ("evaluated", "failed") and e.get("id")}
+    epochs = _epochs(events, train_epochs, start_epochs)
     how: dict[str, dict[str, Any]] = {}  # node id -> the event that put it in the lineage (first one wins)
     for e in events:
         kind, cid = e.get("event"), e.get("id")
@@ -114,7 +149,7 @@ def lineage(events: list[dict[str, Any]], metric: str | None = None) -> list[Ste
         out.append(Step(
             id=cid, parent=parents[cid], how=e["how"], code=str(p.get("encoding") or e.get("encoding") or ""),
             phase=str(p.get("phase") or e.get("phase") or ""), generation=e.get("generation"), morphisms=_morphisms(p),
-            metric=metric_value, epochs=r.get("epochs_trained"), baseline=e.get("baseline") if e["how"] != "continued" else None,
+            metric=metric_value, epochs=epochs.get(cid), baseline=e.get("baseline") if e["how"] != "continued" else None,
             baseline_metric=e.get("baseline_metric"), gain=e.get("gain") if e["how"] == "accepted" else None,
             lost=tuple(e["lost"]) if e.get("lost") else None, final=bool(e.get("final")), depth=depth,
             result=cid == result, top=cid == top and top != result))
@@ -146,10 +181,11 @@ def _decision(s: Step, metric: str) -> str:
     return "reignited (re-pretrained)" + (" after the serial level" if s.final else "")
 
 
-def lineage_text(events: list[dict[str, Any]], metric: str | None = None) -> str:
-    """The lineage as an indented tree, one net per line: id, code, morphisms, metric, epochs, decision."""
+def lineage_text(events: list[dict[str, Any]], metric: str | None = None, **epochs: int | None) -> str:
+    """The lineage as an indented tree, one net per line: id, code, morphisms, metric, epochs in all (with
+    ``train_epochs`` and ``start_epochs``, as :func:`lineage`), decision."""
     metric = metric or run_metric(events)
-    steps = lineage(events, metric)
+    steps = lineage(events, metric, **epochs)
     if not steps:
         return "(no decision in this journal yet)"
     kids: dict[str | None, list[Step]] = {}
@@ -174,7 +210,7 @@ def lineage_text(events: list[dict[str, Any]], metric: str | None = None) -> str
     lines = [f"lineage of the search ({metric}, {Metric(metric).direction} is better). A gain is over the net the child "
              "was compared with: its parent trained on as long (serial), or the parallel level's bar.", head]
     for label, s in zip(labels, steps):
-        mark = "  <- best/ (the run's result)" if s.result else ("  <- best/top/1 (highest metric once)" if s.top else "")
+        mark = "  <- best/ (the run's result)" if s.result else ("  <- best/top/1 (higher once, not confirmed)" if s.top else "")
         lines.append(f"{label:<{w_id}}  {s.code:<{w_code}}  {s.morphisms or '-':<{w_m}}  {_number(s.metric):>8}  "
                      f"{s.epochs if s.epochs is not None else '-':>6}  {_decision(s, metric)}{mark}")
     top_missing = [e for e in lineage_top(events, metric) if e not in {s.id for s in steps}]
@@ -184,24 +220,32 @@ def lineage_text(events: list[dict[str, Any]], metric: str | None = None) -> str
 
 
 def _top(events: list[dict[str, Any]], m: Metric) -> str | None:
-    """The id of the best metric any evaluation measured (the first of a tie)."""
-    evals = [e for e in events if e.get("event") == "evaluated"]
-    return max(evals, key=lambda e: m.score(e.get("metric")))["id"] if evals else None
+    """The id in ``best/top/1``: the hall of fame replayed from the events (one entry per architecture,
+    its first trained instance; :func:`~spnas.search.candidate.hall_of_fame`)."""
+    from spnas.search.candidate import hall_of_fame, individual
+
+    proposed = {e["id"]: e for e in events if e.get("event") == "proposed"}
+    hof = hall_of_fame()
+    for e in events:
+        if e.get("event") == "evaluated" and e["id"] in proposed:
+            p = proposed[e["id"]]
+            hof.update([individual(e["id"], p["fingerprint"], p["encoding"], float(e["metric"]), m)])
+    return hof[0]["id"] if len(hof) else None
 
 
 def lineage_top(events: list[dict[str, Any]], metric: str) -> list[str]:
-    """The id of the run's highest metric where a finished run's result is another net (empty otherwise)."""
+    """The id in best/top/1 where a finished run's result is another net (empty otherwise)."""
     done = next((e for e in reversed(events) if e.get("event") == "done"), None)
     top = _top(events, Metric(metric))
     return [] if done is None or top is None or top == done.get("id") else [top]
 
 
-def lineage_figure(events: list[dict[str, Any]], metric: str | None = None) -> Figure:
+def lineage_figure(events: list[dict[str, Any]], metric: str | None = None, **epochs: int | None) -> Figure:
     """The lineage drawn: one row per net (the text's order), the metric across. An accepted net is joined
     to the continued parent it beat (hollow, same row): the bar is the decided gain. Lines join each net
     to its lineage parent; colour says how it got there."""
     metric = metric or run_metric(events)
-    steps = lineage(events, metric)
+    steps = lineage(events, metric, **epochs)
     fig = Figure(figsize=(10, 1.2 + 0.42 * max(len(steps), 3)), dpi=100, layout="constrained")
     ax = fig.add_subplot()
     row = {s.id: i for i, s in enumerate(steps)}
@@ -244,7 +288,8 @@ def trajectory_figure(events: list[dict[str, Any]], metric: str | None = None) -
     """The paper's Figure 3, drawn so that the decisions read: every evaluated candidate's metric in
     evaluation order (dots, by phase); each accepted child beside the continued parent it beat (a
     bar from the parent, hollow, to the child: the gain the search decided on); the search's result so
-    far (the ``best`` events, a step line) and the highest metric so far (dotted: best/top/1)."""
+    far (the ``best`` events, a step line) and the highest metric measured so far (dotted: any net at any
+    training length, which is why it can stand above the result)."""
     metric = metric or run_metric(events)
     m = Metric(metric)
     fig = Figure(figsize=(10, 5.2), dpi=100, layout="constrained")
@@ -289,7 +334,8 @@ def trajectory_figure(events: list[dict[str, Any]], metric: str | None = None) -
     if evals:
         ax.step(range(len(evals)), [v if v is not None else math.nan for v in result_line], where="post", color="0.15", lw=1.5,
                 label="the search's result so far (best/)", zorder=3)
-        ax.step(range(len(evals)), top_line, where="post", color="0.45", lw=1, ls=":", label="highest metric so far (best/top/1)", zorder=3)
+        ax.step(range(len(evals)), top_line, where="post", color="0.45", lw=1, ls=":",
+                label="highest metric measured so far (any net, any training length)", zorder=3)
     ax.set_xlabel("candidates in evaluation order")
     ax.set_ylabel(f"{metric} ({m.direction} is better)")
     ax.set_title("SP-NAS search trajectory")

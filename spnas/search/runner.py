@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 import yaml
-from deap import base, creator, tools
+from deap import base, tools
 from safetensors.torch import load_file
 
 from spnas.errors import ConfigError, MorphismError, SpnasError
@@ -46,7 +46,7 @@ from spnas.ir.io import WEIGHTS_FILE, sha256_file, write_tensors
 from spnas.ops import Space, get_morphism
 from spnas.detect.metrics import LAMR_METRICS, Metric
 from spnas.detect.infer import DETECTOR_WEIGHTS, describe_detector, write_description
-from spnas.search.candidate import Candidate, code_of, sample_parallel_code, stage_flops, stage_gmacs
+from spnas.search.candidate import Candidate, code_of, hall_of_fame, individual, sample_parallel_code, stage_flops, stage_gmacs
 from spnas.search.config import SearchConfig
 from spnas.search.evaluator import HEAD_FILE, candidate_seed, detector_state, evaluate_candidate, make_pool
 from spnas.search.journal import FORMAT as JOURNAL_FORMAT
@@ -55,12 +55,6 @@ from spnas.search.log import RunLog
 from spnas.search.strategy import HillClimbing, Strategy
 
 __all__ = ["Search", "Candidate", "sample_parallel_code", "stage_flops", "stage_gmacs", "resolve_data", "code_of", "auto_timeout"]
-
-if not hasattr(creator, "SpnasFitnessMax"):  # DEAP's way to say a metric's direction: AP up, miss rates down
-    creator.create("SpnasFitnessMax", base.Fitness, weights=(1.0,))
-    creator.create("SpnasFitnessMin", base.Fitness, weights=(-1.0,))
-    creator.create("SpnasIndividualMax", dict, fitness=creator.SpnasFitnessMax)
-    creator.create("SpnasIndividualMin", dict, fitness=creator.SpnasFitnessMin)
 
 Evaluate = Callable[[dict[str, Any]], dict[str, Any]]
 Listener = Callable[[dict[str, Any]], None]
@@ -167,7 +161,7 @@ class Search:
             self.stats.register(name, fn)
         self.logbook = tools.Logbook()
         self.logbook.header = ["gen", "phase", "evals", "avg", "max", "baseline", "decision"]
-        self.hof = tools.HallOfFame(3, similar=lambda a, b: a["fingerprint"] == b["fingerprint"])
+        self.hof = hall_of_fame()
 
     # ------------------------------------------------------------------------------ events
     def emit(self, event: str, once: bool = False, **data: Any) -> dict[str, Any] | None:
@@ -352,7 +346,7 @@ class Search:
         self.emit("generation", once=True, id=None, generation=generation, phase=phase, rng=state)
 
     def log_generation(self, gen: int, phase: str, evaluated: list[Candidate], bar: Candidate, decision: str) -> None:
-        inds = [_individual(c, self.metric) for c in evaluated if c.ok]
+        inds = [individual(c.id, c.arch.fingerprint(), code_of(c.arch), c.metric, self.metric) for c in evaluated if c.ok]
         rec = self.stats.compile(inds) if inds else {}
         self.logbook.record(gen=gen, phase=phase, evals=len(evaluated), baseline=_finite(bar.metric), decision=decision, **rec)
 
@@ -561,7 +555,7 @@ class Search:
                     raise SpnasError(f"the machine failed candidate {c.id} {attempts[c.id]} times ({c.result.get('cause')}: "
                                      f"{c.result.get('reason')}); nothing journaled is lost: fix the machine, then --resume")
                 self.emit("retried", id=c.id, phase=c.phase, after=c.result.get("reason"), attempt=attempts[c.id])
-        self.hof.update([_individual(c, self.metric) for c in cands if c.ok])
+        self.hof.update([individual(c.id, c.arch.fingerprint(), code_of(c.arch), c.metric, self.metric) for c in cands if c.ok])
 
     def _halve(self, c: Candidate) -> bool:
         """Out of memory twice at one size: retry ``c`` at half the per-device batch with twice the accumulation
@@ -732,14 +726,6 @@ def _clean_partial_writes(out: Path) -> None:
 def auto_timeout(seconds: list[float], *, factor: float = 10.0, floor: float = 600.0, first: float = 6 * 3600.0) -> float:
     """The default per-candidate timeout: ``factor`` x the slowest candidate so far, at least ``floor``; ``first`` before any."""
     return max(floor, factor * max(seconds)) if seconds else first
-
-
-def _individual(c: Candidate, metric: Metric) -> Any:
-    """The DEAP individual of an evaluated candidate (its fitness is its metric, with the metric's weights)."""
-    kind = creator.SpnasIndividualMin if metric.weights == (-1.0,) else creator.SpnasIndividualMax
-    ind = kind(id=c.id, fingerprint=c.arch.fingerprint(), encoding=code_of(c.arch))
-    ind.fitness.values = (c.metric,)
-    return ind
 
 
 def _machine_failed(r: dict[str, Any] | None) -> bool:

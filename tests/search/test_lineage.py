@@ -56,14 +56,32 @@ def test_best_top_differs_from_the_result_is_said(events):
     events = [dict(e) for e in events]
     lost = next(e for e in events if e["event"] == "evaluated" and e["id"] == "g003c1")
     lost["metric"] = 0.5
-    text = lineage_text(events)
-    assert "best/top/1 is g003c1, a net the search did not carry on" in text
-    events2 = [dict(e) for e in events]
-    r1 = next(e for e in events2 if e["event"] == "evaluated" and e["id"] == "r1")
-    r1["metric"], lost["metric"] = 0.9, 0.0
-    steps = {s.id: s for s in lineage(events2)}
-    assert steps["r1"].top and not steps["r1"].result and steps["p001"].result
-    assert "<- best/top/1" in lineage_text(events2)
+    assert "best/top/1 is g003c1, a net the search did not carry on" in lineage_text(events)
+    lost["metric"] = 0.0
+    first = next(e for e in events if e["event"] == "evaluated" and e["id"] == "g002c0")
+    first["metric"] = 0.9  # the first trained instance of its architecture: the hall of fame's entry for it
+    steps = {s.id: s for s in lineage(events)}
+    assert steps["g002c0"].top and not steps["g002c0"].result and steps["p001"].result
+    assert "<- best/top/1" in lineage_text(events)
+    r1 = next(e for e in events if e["event"] == "evaluated" and e["id"] == "r1")
+    first["metric"], r1["metric"] = 0.05, 0.9  # r1 is g002c0's architecture again: it does not replace the entry
+    assert not any(s.top for s in lineage(events))
+
+
+def test_the_marks_agree_with_the_summary(tmp_path):
+    """best/ and best/top/1 as the lineage marks them are those the search wrote (summary.json)."""
+    from tests.search.fake import FakeEvaluator
+    from tests.search.test_loop import config
+
+    from spnas.search import Search
+
+    d = {"search": {"noise_seeds": 2, "n_stuck": 2, "max_generations": 3}, "parallel": {"enabled": True, "max_candidates": 2}}
+    summary = Search(config(**d), tmp_path / "run", evaluate=FakeEvaluator(), quiet=True, tensorboard=False).run()
+    steps = lineage(read_events(tmp_path / "run" / "journal.jsonl"), train_epochs=3, start_epochs=3)
+    assert [s.id for s in steps if s.result] == [summary["best_id"]]
+    top = [s.id for s in steps if s.top]
+    assert top == ([] if summary["top"][0]["id"] == summary["best_id"] else [summary["top"][0]["id"]])
+    assert steps[0].epochs == 3 and all(s.epochs is not None and s.epochs > 3 for s in steps[1:])
 
 
 def test_a_miss_rate_ranks_lower_first(events):

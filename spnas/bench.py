@@ -108,7 +108,7 @@ def _paper_protocol(args: argparse.Namespace, meta: dict | None, dev) -> int:
 
     from spnas.detect.infer import load_detector
     from spnas.errors import ConfigError
-    from spnas.search.evaluator import load_datasets
+    from spnas.detect.datasets import load_datasets
 
     if args.images < 2:
         raise ConfigError(f"--images: expected at least 2 (the mean is of the later half), got {args.images}")

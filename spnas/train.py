@@ -58,19 +58,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:
     import torch
-    import yaml
     from torch.utils.tensorboard import SummaryWriter
 
     from spnas.detect import lift
     from spnas.detect.detector import build_detector, resolve_options
     from spnas.detect.infer import DETECTOR_WEIGHTS, describe_detector, resolve_source, write_description
     from spnas.detect.train import FAST, FULL, save_checkpoint, train_detector
-    from spnas.errors import ConfigError
     from spnas.ir import save
     from spnas.ir.io import write_tensors
-    from spnas.search.config import config_from_dict
-    from spnas.search.evaluator import load_datasets
-    from spnas.search.runner import resolve_data
+    from spnas.detect.datasets import load_datasets, read_data_file
 
     source = args.source or args.ir
     if not source:
@@ -78,17 +74,8 @@ def run(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:
     arch, run_meta = resolve_source(source, plugins=args.plugin, seed=args.seed)
     out = Path(args.out)
     if args.data is not None:
-        dp = Path(args.data)
-        try:
-            doc = yaml.safe_load(dp.read_text())
-        except (OSError, yaml.YAMLError) as e:
-            raise ConfigError(f"{dp}: cannot read YAML ({e})") from None
-        doc = doc if isinstance(doc, dict) and "data" in doc else {"data": doc}
-        if args.strict and isinstance(doc["data"], dict):
-            doc["data"] = {**doc["data"], "strict": True}
-        cfg = config_from_dict({"data": doc["data"], "seed": args.seed}, where=str(dp), base_dir=dp.parent.resolve())
         out.mkdir(parents=True, exist_ok=True)
-        data = resolve_data(cfg, out)
+        data = read_data_file(args.data, out, seed=args.seed, strict=args.strict)
     elif run_meta is not None and run_meta.get("source", {}).get("data"):
         data = dict(run_meta["source"]["data"])
         if args.strict:

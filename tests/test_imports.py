@@ -60,10 +60,11 @@ def test_the_layers_import_downwards_only():
     allowed = {
         "ir": {"ir", "errors", "plugins"},
         "errors": {"errors"},
+        "schema": {"errors", "schema"},
         "plugins": {"errors", "plugins"},
         "ops": {"ops", "ir", "errors", "plugins"},
-        "detect": {"detect", "ir", "errors", "plugins"},
-        "search": {"search", "ops", "detect", "ir", "errors", "plugins"},
+        "detect": {"detect", "ir", "errors", "plugins", "schema"},
+        "search": {"search", "ops", "detect", "ir", "errors", "plugins", "schema"},
     }
     bad = []
     for name, deps in _graph().items():
@@ -75,3 +76,19 @@ def test_the_layers_import_downwards_only():
                 bad.append(f"{name} imports {d}")
     assert not bad, bad
     assert "spnas.detect" in _graph()["spnas.ops.check"]  # the documented exception exists, and is the only one
+
+
+def test_training_and_benchmarking_a_net_never_import_the_search():
+    """``spnas train`` and ``spnas bench`` (and what they import, inside functions too) reach no module of
+    ``spnas.search``: data settings, loading and the detector live below it."""
+    graph = _graph()
+    for entry in ("spnas.train", "spnas.bench"):
+        seen, todo = set(), [entry]
+        while todo:
+            m = todo.pop()
+            if m in seen or m not in graph:
+                continue
+            seen.add(m)
+            todo += [d for d in graph[m] if d != "spnas"]
+        assert not [m for m in seen if m.startswith("spnas.search")], (entry, sorted(m for m in seen if m.startswith("spnas.search")))
+        assert "spnas.detect.datasets" in seen  # the walk follows the real imports

@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import reprlib
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -27,20 +26,22 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     PrivateAttr,
-    StrictBool,
     StrictInt,
-    StrictStr,
     ValidationError,
     create_model,
     field_validator,
     model_validator,
 )
 
+from spnas.detect.datasets import DataConfig, check_data_files
 from spnas.errors import ConfigError, SpnasError
+from spnas.schema import Bool, Float, Str, field_path, one_line, short, yaml_line
+from spnas.schema import Section as _Section
+
+_short, _field, _line = short, field_path, yaml_line
 
 __all__ = [
     "SearchConfig",
@@ -63,28 +64,11 @@ METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "VOC_AP50", "VOC07_AP50",
            "LAMR", "LAMR_small", "LAMR_occluded", "LAMR_all", "CP_LAMR", "CP_LAMR_small", "CP_LAMR_heavy", "CP_LAMR_all")
 
 
-def _number(v: Any) -> Any:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise ValueError(f"expected a number, got {type(v).__name__}")
-    return float(v)
-
-
-Int = StrictInt
-Bool = StrictBool
-Str = StrictStr
-Float = Annotated[float, BeforeValidator(_number)]
-Count = Annotated[StrictInt, Field(ge=1, le=1_000_000)]
-
-
 def _number_or_auto(v: Any, what: str) -> Any:
     """A field that takes a number or the word ``auto``: any other string is refused, naming what it wants."""
     if isinstance(v, str) and v != "auto":
         raise ValueError(f"expected {what} or 'auto', got {_short.repr(v)}")
     return v
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class StartConfig(_Section):
@@ -128,39 +112,6 @@ class StartConfig(_Section):
                 decode(self.code)
             except SpnasError as e:  # EncodingError names the position
                 raise ValueError(f"code: {e}") from None
-        return self
-
-
-class DataConfig(_Section):
-    format: Literal["shapes", "coco", "voc", "ecp"] = "shapes"
-    train: dict[Str, Any] = Field(default_factory=dict)  # coco: {json, images}; voc: {xml, images}; ecp: {labels, images}
-    val: dict[Str, Any] = Field(default_factory=dict)
-    classes: tuple[Str, ...] = ()
-    strict: Bool = False
-    ignore_other_vru: Bool = False  # ecp only: riders ignored (True) or discarded (False, the benchmark server's) in the miss rates
-    tile: Annotated[StrictInt, Field(ge=0, le=16384)] = 0  # cut images into tiles of this size (0: off)
-    cache_mb: Annotated[StrictInt, Field(ge=0, le=1_000_000)] = 512  # decoded images kept per process (LRU; 0: none)
-    n_train: Annotated[StrictInt, Field(ge=2, le=1_000_000)] = 48  # shapes only
-    n_val: Annotated[StrictInt, Field(ge=1, le=1_000_000)] = 16
-    size: Annotated[StrictInt, Field(ge=32, le=4096)] = 128
-    root: Str | None = None  # shapes: where to write them (default: <run>/data)
-
-    @model_validator(mode="after")
-    def _splits(self) -> DataConfig:
-        if 0 < self.tile < 32:
-            raise ValueError(f"tile: expected 0 (off) or a tile of at least 32 px, got {self.tile}")
-        if self.ignore_other_vru and self.format != "ecp":
-            raise ValueError(f"ignore_other_vru: an ECP benchmark setting; format {self.format!r} has no riders to ignore")
-        if self.format == "shapes":
-            return self
-        key = {"coco": "json", "voc": "xml", "ecp": "labels"}[self.format]
-        for split in ("train", "val"):
-            spec = getattr(self, split)
-            if not isinstance(spec.get(key), str):
-                raise ValueError(f"{split}.{key}: expected the path of the {self.format} annotations, got {_short.repr(spec.get(key))}")
-            unknown = sorted(set(spec) - {key, "images", "image_ids"})
-            if unknown:
-                raise ValueError(f"{split}.{unknown[0]}: unknown key; expected some of {[key, 'images', 'image_ids']}")
         return self
 
 
@@ -410,68 +361,6 @@ def schema() -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------ reading
-_short = reprlib.Repr()
-_short.maxstring, _short.maxother, _short.maxlist, _short.maxdict, _short.maxlevel = 60, 60, 4, 4, 2
-
-
-def _field(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif part in ("function-after", "function-before") or str(part).startswith(("function-", "constrained-")):
-            continue
-        else:
-            out += ("." if out else "") + str(part)
-    return out
-
-
-def _line(text: str | None, loc: tuple[Any, ...]) -> int | None:
-    """The 1-based line of the YAML node at ``loc`` (or of its nearest existing parent)."""
-    if not text:
-        return None
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
-        return None
-    line = None
-    for part in loc:
-        if isinstance(node, yaml.MappingNode):
-            nxt = [(k, v) for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == str(part)]
-            if not nxt:
-                break
-            line = nxt[0][0].start_mark.line + 1
-            node = nxt[0][1]
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            node = node.value[part]
-            line = node.start_mark.line + 1
-        else:
-            break
-    return line
-
-
-_SUBFIELD = re.compile(r"(\[\d+\]|[a-z_]\w*(\.\w+|\[\d+\])*): ")
-
-
-def _one_line(e: ValidationError, where: str, text: str | None) -> ConfigError:
-    err = e.errors(include_url=False)[0]
-    loc = tuple(err["loc"])
-    msg = str(err["msg"]).removeprefix("Value error, ").replace("\n", " ")
-    if err["type"] == "extra_forbidden":
-        msg = "unknown key; check its spelling and section (python -m spnas.search --schema lists them)"
-    elif err["type"] == "value_error":
-        m = _SUBFIELD.match(msg)  # a validator of a section names the field inside it: "train.json: …"
-        if m:
-            sub = m.group(1)
-            loc = loc + tuple(int(x) if x.isdigit() else x for x in re.findall(r"\w+", sub))
-            msg = msg[m.end():]
-    else:
-        msg = f"{msg}, got {_short.repr(err.get('input'))}"
-    line = _line(text, loc)
-    head = f"{where}: line {line}: " if line else f"{where}: "
-    return ConfigError(f"{head}{_field(loc)}: {msg}")
-
-
 def config_from_dict(d: Any, *, where: str = "config", base_dir: str | os.PathLike = ".", text: str | None = None) -> SearchConfig:
     """Validate a parsed YAML mapping into a :class:`SearchConfig`; nothing is written."""
     if d is None:
@@ -481,7 +370,7 @@ def config_from_dict(d: Any, *, where: str = "config", base_dir: str | os.PathLi
     try:
         cfg = SearchConfig.model_validate(d)
     except ValidationError as e:
-        raise _one_line(e, where, text) from None
+        raise one_line(e, where, text) from None
     except SpnasError as e:  # an EncodingError from start.code, a ConfigError from a preset
         section = "start.code" if type(e).__name__ == "EncodingError" else "detector"
         raise ConfigError(f"{where}: {section}: {e}") from None
@@ -519,13 +408,9 @@ def _check_environment(cfg: SearchConfig, where: str, text: str | None) -> None:
     for loc, p in (("start", "ir"), cfg.start.ir), (("start", "weights"), cfg.start.weights):
         if p is not None and not cfg.path(p).exists():
             raise fail(loc, f"no such file or directory: {cfg.path(p)}")
-    if cfg.data.format != "shapes":
-        for split in ("train", "val"):
-            for key, v in getattr(cfg.data, split).items():
-                if key in ("json", "xml", "labels", "images") and isinstance(v, str) and not cfg.path(v).exists():
-                    raise fail(("data", split, key), f"no such file or directory: {cfg.path(v)}")
-    if cfg.data.root is not None and cfg.path(cfg.data.root).exists() and not cfg.path(cfg.data.root).is_dir():
-        raise fail(("data", "root"), f"{cfg.path(cfg.data.root)} is a file; expected a directory to write the generated set into")
+    bad = check_data_files(cfg.data, cfg.path)
+    if bad:
+        raise fail(("data", *bad[0]), bad[1])
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

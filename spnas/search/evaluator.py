@@ -33,58 +33,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from spnas.detect.datasets import load_datasets  # noqa: F401  (re-exported: the evaluators' data)
+
 __all__ = ["evaluate_candidate", "load_plugins", "pack_request", "run_portable", "unpack_result", "scratch_root", "failure", "detector_state", "HEAD_FILE", "LocalPool", "InlinePool", "RayPool", "make_pool", "candidate_seed"]
 
-_DATA_CACHE: dict[str, Any] = {}
 HEAD_FILE = "head.safetensors"  # a candidate's detector weights outside the backbone body
 BODY = "backbone.body."
 
 
 def candidate_seed(run_seed: int, cid: str) -> int:
     return (run_seed * 1_000_003 + zlib.crc32(cid.encode())) % (2**31)
-
-
-def load_datasets(data: dict[str, Any]) -> tuple[Any, Any]:
-    """Train and validation sets of a resolved data request (cached per process)."""
-    key = json.dumps(data, sort_keys=True)
-    if key in _DATA_CACHE:
-        return _DATA_CACHE[key]
-    from spnas.detect.data import DEFAULT_CACHE_MB, load_coco, load_ecp, load_voc, tile_dataset
-
-    fmt = data["format"]
-    sets = []
-    classes = list(data.get("classes") or []) or None
-    for split in ("train", "val"):
-        spec = data[split]
-        if fmt in ("coco", "shapes"):
-            ds = load_coco(spec["json"], spec.get("images"), strict=data.get("strict", False))
-            if sets and [(c, sets[0].coco.cats[c]["name"]) for c in sets[0].cat_ids] != [(c, ds.coco.cats[c]["name"]) for c in ds.cat_ids]:
-                from spnas.errors import DataError
-
-                raise DataError(f"{spec['json']}: its categories differ from the training split's ({spec['json']} vs "
-                                f"{data['train']['json']}); both splits need the same ids and names")
-        elif fmt == "ecp":
-            ds = load_ecp(spec["labels"], spec.get("images"), classes=classes, strict=data.get("strict", False),
-                          ignore_other_vru=bool(data.get("ignore_other_vru", False)))
-            classes = ds.class_names
-        else:  # one class list for both splits: data.classes, else the training split's
-            ds = load_voc(spec["xml"], spec.get("images"), classes=classes, strict=data.get("strict", False),
-                          unknown_class_is_error=split == "val")
-            classes = ds.class_names
-        ds.set_cache_mb(int(data.get("cache_mb", DEFAULT_CACHE_MB)))
-        if data.get("tile"):
-            ds = tile_dataset(ds, int(data["tile"]))
-        if spec.get("image_ids"):
-            ds = ds.subset(list(spec["image_ids"]))
-        if not any(not a.get("iscrowd") for a in ds.coco.anns.values()):
-            from spnas.errors import DataError
-
-            where = spec.get("json") or spec.get("xml") or spec.get("labels")
-            raise DataError(f"{where}: the {split} split has no usable annotation (see the warnings above); a search on it "
-                            "could decide nothing")
-        sets.append(ds)
-    _DATA_CACHE[key] = tuple(sets)
-    return _DATA_CACHE[key]
 
 
 def detector_state(weights: dict[str, Any], head: dict[str, Any]) -> dict[str, Any]:

@@ -745,27 +745,10 @@ def _finite(x: float | None) -> float | None:
 
 
 def resolve_data(cfg: SearchConfig, out: Path) -> dict[str, Any]:
-    """The data section as a plain request for the evaluators; writes the generated set if asked."""
-    c = cfg.data
-    if c.format == "shapes":
-        from spnas.detect.data import generate_shapes
+    """The data section as a plain request for the evaluators (:func:`spnas.detect.datasets.resolve_data`)."""
+    from spnas.detect.datasets import resolve_data as resolve
 
-        root = cfg.path(c.root) if c.root else out / "data"
-        tr = generate_shapes(root, n_images=c.n_train, size=c.size, seed=cfg.seed, split="train")
-        va = generate_shapes(root, n_images=c.n_val, size=c.size, seed=cfg.seed + 1, split="val")
-        # "generate": how a worker without the run directory makes the same set itself (generate_shapes is deterministic)
-        return {"format": "shapes", "train": {"json": str(tr)}, "val": {"json": str(va)}, "strict": c.strict, "tile": c.tile, "cache_mb": c.cache_mb,
-                "generate": {"train": {"n_images": c.n_train, "size": c.size, "seed": cfg.seed},
-                             "val": {"n_images": c.n_val, "size": c.size, "seed": cfg.seed + 1}}}
-
-    def res(d: dict[str, Any]) -> dict[str, Any]:
-        return {k: str(cfg.path(v)) if isinstance(v, str) else v for k, v in d.items()}
-
-    req = {"format": c.format, "train": res(c.train), "val": res(c.val), "classes": list(c.classes), "strict": c.strict, "tile": c.tile,
-           "cache_mb": c.cache_mb}
-    if c.ignore_other_vru:  # only when set: the requests (and so the caches) of runs made before the switch stay the same
-        req["ignore_other_vru"] = True
-    return req
+    return resolve(cfg.data, cfg.path, out, cfg.seed)
 
 
 RULE_SECONDS = 120.0  # a rule's apply() that runs longer is the rule's failure (a plugin stuck in a loop)
@@ -822,9 +805,9 @@ def _check_data(data: dict[str, Any], metric: str, *, keep: bool) -> None:
 
     ``keep``: leave them in the process cache (inline evaluation reuses them); else free them.
     """
-    from spnas.search import evaluator
+    from spnas.detect.datasets import clear_cache, load_datasets
 
-    _, val = evaluator.load_datasets(data)
+    _, val = load_datasets(data)
     if metric in LAMR_METRICS:
         from spnas.detect.train import person_miss_rates
 
@@ -842,7 +825,7 @@ def _check_data(data: dict[str, Any], metric: str, *, keep: bool) -> None:
             raise ConfigError(f"search.metric: {metric}: the validation split has no {name} object, so {metric} is -1 for "
                               "every candidate; choose another metric")
     if not keep:
-        evaluator._DATA_CACHE.clear()
+        clear_cache()
 
 
 _AREA_RANGES = {"APs": (0.0, 32.0**2), "APm": (32.0**2, 96.0**2), "APl": (96.0**2, math.inf)}  # pycocotools' ranges

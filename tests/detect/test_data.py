@@ -403,3 +403,21 @@ def test_one_box_check_for_every_loader(tmp_path):
         assert any(r.startswith("box ") and r.endswith("has zero or negative size") for r in reasons), reasons
         assert any(r.startswith("box ") and r.endswith("lies outside the 100x80 image") for r in reasons), reasons
     assert sum("lies outside" in p.reason for p in voc.problems) == 2  # the crossing box too
+
+
+@pytest.mark.parametrize("text, says", [
+    ("data:\n  format: coco\n  train: {json: a.json}\n  val: {json: b.json}\n  tile: 8\n", "d.yaml: line 5: data.tile: expected 0 (off)"),
+    ("format: voc\ntrain: {xml: nowhere}\nval: {xml: nowhere}\n", "d.yaml: train.xml: no such file or directory"),
+    ("data:\n  format: shapes\n  n_trian: 4\n", "d.yaml: line 3: data.n_trian: unknown key"),
+    ("data: [1, 2]\n", "d.yaml: data: expected a mapping of data settings"),
+])
+def test_a_data_file_is_read_without_the_search(tmp_path, text, says):
+    """``spnas train --data``: the data settings validated below the search package, one line naming the field."""
+    from spnas.detect.datasets import read_data_file
+    from spnas.errors import ConfigError
+
+    (tmp_path / "d.yaml").write_text(text)
+    with pytest.raises(ConfigError) as e:
+        read_data_file(tmp_path / "d.yaml", tmp_path / "out")
+    assert str(e.value).startswith(str(tmp_path / says.split(":")[0])) and says.split(": ", 1)[1] in str(e.value), str(e.value)
+    assert "\n" not in str(e.value)

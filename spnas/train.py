@@ -7,7 +7,9 @@ them), a saved Arch directory (``runs/x/best/arch``) or a code. ``DATA.yaml`` ho
 section as in the search config (or is that section). Writes ``arch/`` (trained backbone),
 ``checkpoint/`` (every epoch: model.safetensors + state.json), ``detector.safetensors`` +
 ``detector.json`` (so ``spnas.load_detector(OUT)`` and ``spnas predict OUT`` take it),
-``metrics.json`` and ``tb/`` into ``--out``. (``python -m spnas.train --ir SOURCE`` is the same.)
+``metrics.json`` and ``tb/`` into ``--out``. ``--devices cuda:0,cuda:1,...`` trains it data-parallel, one rank per
+device (``--batch-size`` per device, ``--norm`` for small per-device batches); the files are the same.
+(``python -m spnas.train --ir SOURCE`` is the same.)
 """
 
 from __future__ import annotations
@@ -38,6 +40,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="multi-scale training for this (final) training only: each training image resized by one of these "
                         "factors, e.g. the paper's 0.8,0.9,1.0,1.1,1.2 for COCO; 'none' turns off the run's own")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda when there is one)")
+    p.add_argument("--devices", default=None, metavar="D,D,...",
+                   help="data-parallel training, one rank per device (torch.distributed: NCCL on CUDA, gloo on the CPU), "
+                        "e.g. cuda:0,cuda:1,cuda:2,cuda:3; --batch-size is per device")
+    p.add_argument("--accumulate", type=int, default=None, help="gradient accumulation steps (the global batch: batch x devices x this)")
+    p.add_argument("--norm", choices=["bn", "frozen", "sync"], default=None,
+                   help="the backbone's normalisation: bn, frozen (statistics fixed) or sync (over all ranks); default: the run's, else bn")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--strict", action="store_true", help="a bad annotation is an error, not a dropped annotation")
     p.add_argument("--plugin", action="append", default=[], metavar="FILE",
@@ -58,20 +66,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:
     import torch
-    from torch.utils.tensorboard import SummaryWriter
 
-    from spnas.detect import lift
-    from spnas.detect.detector import build_detector, resolve_options
-    from spnas.detect.infer import DETECTOR_WEIGHTS, describe_detector, resolve_source, write_description
-    from spnas.detect.train import FAST, FULL, save_checkpoint, train_detector
-    from spnas.ir import save
-    from spnas.ir.io import write_tensors
     from spnas.detect.datasets import load_datasets, read_data_file
+    from spnas.detect.infer import resolve_source
+    from spnas.detect.train import FAST, FULL
 
     source = args.source or args.ir
     if not source:
         p.error("SOURCE (a run directory, an Arch directory or a code) is required")
-    arch, run_meta = resolve_source(source, plugins=args.plugin, seed=args.seed)
+    _, run_meta = resolve_source(source, plugins=args.plugin, seed=args.seed)
     out = Path(args.out)
     if args.data is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -82,7 +85,7 @@ def run(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:
             data["strict"] = True
     else:
         p.error("--data DATA.yaml is required unless SOURCE is a run directory")
-    train_ds, val_ds = load_datasets(data)
+    load_datasets(data)  # a bad data set is one line here, before any rank starts
     if run_meta is not None:
         head, options = args.head or run_meta["head"], dict(run_meta["options"])
         preset = "default"  # the run's options are every field, resolved
@@ -94,37 +97,144 @@ def run(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:
         options.update(min_size=args.image_size, max_size=args.image_size)
     if args.train_scales is not None:  # the paper: multi-scale only in the final training, never in the search's fast scheme
         options["train_scales"] = _scales(args.train_scales, p)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    torch.manual_seed(args.seed)
-    model = build_detector(arch, train_ds.num_classes, head, preset=preset, **options)
+    if args.norm is not None:
+        options["norm"] = args.norm
     tc = FULL if args.scheme == "full" else FAST
     changes = {k: v for k, v in {"epochs": args.epochs, "batch_size": args.batch_size, "base_lr": args.lr, "eval_every": args.eval_every,
-                                 "seed": args.seed}.items() if v is not None}
+                                 "seed": args.seed, "accumulate": args.accumulate}.items() if v is not None}
     tc = dataclasses.replace(tc, **changes)
-    out.mkdir(parents=True, exist_ok=True)
-    writer = SummaryWriter(str(out / "tb"))
+    if args.devices:
+        devices = [d.strip() for d in args.devices.split(",") if d.strip()]
+        if not devices or not all(d == "cpu" or d.startswith("cuda") for d in devices):
+            p.error(f"--devices: expected a comma-separated list such as cuda:0,cuda:1 or cpu,cpu, got {args.devices!r}")
+    else:
+        devices = [args.device or ("cuda" if torch.cuda.is_available() else "cpu")]
+    job = {"source": str(source), "plugins": list(args.plugin), "seed": args.seed, "data": data, "head": head, "options": options,
+           "preset": preset, "train": dataclasses.asdict(tc), "scheme": args.scheme, "out": str(out), "run_meta": run_meta}
+    if len(devices) == 1:
+        res = _train(job, devices[0])
+    else:
+        res = _ranks(job, devices)
+    print(json.dumps(res))
+    return 0
+
+
+def _train(job: dict, device: str) -> dict:
+    """The training itself, on ``device``; inside a process group one rank of it (rank 0 writes every file)."""
+    import torch
+    from torch.utils.tensorboard import SummaryWriter
+
+    from spnas.detect import lift
+    from spnas.detect.datasets import load_datasets
+    from spnas.detect.detector import build_detector, resolve_options
+    from spnas.detect.distributed import describe, world
+    from spnas.detect.infer import DETECTOR_WEIGHTS, describe_detector, resolve_source, write_description
+    from spnas.detect.train import config_from_dict, save_checkpoint, train_detector
+    from spnas.ir import save
+    from spnas.ir.io import write_tensors
+
+    rank, ranks = world()
+    arch, _ = resolve_source(job["source"], plugins=job["plugins"], seed=job["seed"])
+    train_ds, val_ds = load_datasets(job["data"])
+    tc = config_from_dict(job["train"])
+    head, options, preset, run_meta, out = job["head"], job["options"], job["preset"], job["run_meta"], Path(job["out"])
+    torch.manual_seed(job["seed"])
+    model = build_detector(arch, train_ds.num_classes, head, preset=preset, **options)
+    writer = None
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        writer = SummaryWriter(str(out / "tb"))
+    how = describe(ranks, tc.batch_size, max(1, tc.accumulate), resolve_options(preset, **options).norm)
 
     def on_epoch(epoch: int, rec: dict) -> None:
-        save_checkpoint(model, out / "checkpoint", {"epoch": epoch, "history": rec, "train": dataclasses.asdict(tc)})
+        if rank == 0:
+            save_checkpoint(model, out / "checkpoint", {"epoch": epoch, "history": rec, "train": dataclasses.asdict(tc), "training": how})
 
     res = train_detector(model, train_ds, val_ds, tc, device=device, writer=writer, on_epoch=on_epoch)
+    if rank != 0:
+        return {}
     writer.close()
+    model.to("cpu")
     trained = lift(arch, model.backbone.body)
     save(trained, out / "arch")
-    save_checkpoint(model, out / "checkpoint", {"epoch": tc.epochs, "metrics": res.metrics, "train": dataclasses.asdict(tc)})
+    save_checkpoint(model, out / "checkpoint", {"epoch": tc.epochs, "metrics": res.metrics, "train": dataclasses.asdict(tc), "training": how})
     write_tensors({k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}, out / DETECTOR_WEIGHTS)
     name = ((run_meta or {}).get("metric") or {}).get("name", "AP")  # the run's metric, else AP
     write_description(out, describe_detector(
         code=trained.code(), classes=train_ds.class_names, label_to_cat=train_ds.label_to_cat, head=head,
         options=resolve_options(preset, **options), eval_batch_size=tc.batch_size,
-        plugins=list(args.plugin) or (run_meta or {}).get("plugins", []),
+        plugins=job["plugins"] or (run_meta or {}).get("plugins", []),
         metric={"name": name, "value": res.metrics.get(name), "split": "val"},
-        source={"trained_from": str(source), "scheme": args.scheme, "epochs": tc.epochs, "data": data, "seed": args.seed}))
+        source={"trained_from": job["source"], "scheme": job["scheme"], "epochs": tc.epochs, "data": job["data"], "seed": job["seed"]}))
     summary = {"arch": trained.code(), "metrics": res.metrics, "history": res.history, "seconds": round(res.seconds, 1),
-               "iterations": res.iterations}
+               "iterations": res.iterations, "training": how}
     (out / "metrics.json").write_text(json.dumps(summary, indent=1))
-    print(json.dumps({"metrics": res.metrics, "seconds": round(res.seconds, 1)}))
-    return 0
+    return {"metrics": res.metrics, "seconds": round(res.seconds, 1), "training": how}
+
+
+def _ranks(job: dict, devices: list[str]) -> dict:
+    """``job`` trained as one rank per device (torch.distributed: NCCL on CUDA, gloo on the CPU), spawned
+    here with a free port for the rendezvous; a rank that fails ends the others, and is one line."""
+    import multiprocessing as mp
+    import time
+
+    from spnas.detect.distributed import free_port
+    from spnas.errors import SpnasError
+
+    n, out = len(devices), Path(job["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    results = [out / f".rank{r}.json" for r in range(n)]
+    for f in results:
+        f.unlink(missing_ok=True)
+    ctx = mp.get_context("spawn")
+    port = free_port()
+    procs = [ctx.Process(target=_rank_main, args=(r, n, port, job, devices[r], str(results[r]))) for r in range(n)]
+    for q in procs:
+        q.start()
+    failed = None
+    try:
+        while any(q.is_alive() for q in procs) and failed is None:
+            for r, q in enumerate(procs):  # a rank that ended without a result, or with an error: the others would wait forever
+                if not q.is_alive() and (q.exitcode != 0 or not results[r].is_file() or "error" in json.loads(results[r].read_text())):
+                    failed = r
+            time.sleep(0.1)
+    finally:
+        for q in procs:
+            if q.is_alive():
+                q.terminate()
+            q.join()
+    outcome = [json.loads(f.read_text()) if f.is_file() else None for f in results]
+    for f in results:
+        f.unlink(missing_ok=True)
+    bad = next(((r, o) for r, o in enumerate(outcome) if o is None or "error" in o), None)
+    if failed is not None or bad is not None:
+        r = failed if failed is not None else bad[0]
+        why = (outcome[r] or {}).get("error") or f"exit code {procs[r].exitcode}"
+        raise SpnasError(f"training on {n} devices: rank {r} ({devices[r]}) failed: {why}")
+    return outcome[0]
+
+
+def _rank_main(rank: int, ranks: int, port: int, job: dict, device: str, result: str) -> None:
+    import datetime
+    import os
+
+    import torch
+    import torch.distributed as dist
+
+    try:
+        if device.startswith("cuda"):
+            torch.cuda.set_device(torch.device(device))
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                                world_size=ranks, timeout=datetime.timedelta(hours=2))
+        try:
+            res = _train(job, device)
+        finally:
+            dist.destroy_process_group()
+    except Exception as e:  # noqa: BLE001 - reported by the parent in one line
+        res = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
+    tmp = Path(result + ".tmp")
+    tmp.write_text(json.dumps(res))
+    os.replace(tmp, result)
 
 
 def _scales(text: str, p: argparse.ArgumentParser) -> tuple[float, ...]:

@@ -114,11 +114,28 @@ def classification_data(spec: str, *, n: int = 512, size: int = 64, seed: int = 
     return ds, len(ds.classes)
 
 
-def reignite(arch: Arch, cfg: dict[str, Any], *, device: str = "cpu", seed: int = 0) -> Arch:
-    """Train ``arch``'s backbone as a classifier per ``cfg`` (ReigniteConfig fields); return the lifted Arch."""
+def reignite(arch: Arch, cfg: dict[str, Any], *, device: str = "cpu", seed: int = 0, norm: str | None = None) -> Arch:
+    """Train ``arch``'s backbone as a classifier per ``cfg`` (ReigniteConfig fields); return the lifted Arch.
+
+    Inside a torch.distributed process group of N ranks it trains data-parallel: every rank draws the
+    same global batch, computes its 1/N share (DistributedDataParallel averages the gradients, each
+    share's loss weighted so the average is the global batch's mean), and the BatchNorm statistics are
+    synchronised over the ranks, so N ranks train as one process on the whole batch. ``norm``: the
+    BatchNorm kind (:data:`~spnas.detect.distributed.NORMS`); default ``sync`` under a group, else ``bn``."""
+    from spnas.detect.distributed import set_norm, world
+
+    rank, ranks = world()
     ds, n_classes = classification_data(cfg.get("data", "generated"), n=int(cfg.get("n_images", 512)), size=int(cfg.get("image_size", 64)), seed=seed)
     torch.manual_seed(seed)
-    net = ClassifierNet(arch, n_classes).to(device).train()
+    net = ClassifierNet(arch, n_classes)
+    set_norm(net, norm or ("sync" if ranks > 1 else "bn"))  # sync: statistics over the global batch, as one process computes them
+    net = net.to(device).train()
+    model: nn.Module = net
+    if ranks > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        dev = torch.device(device)
+        model = DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None)
     opt = torch.optim.SGD(net.parameters(), lr=float(cfg.get("lr", 0.05)), momentum=0.9, weight_decay=1e-4)
     loader = DataLoader(ds, batch_size=int(cfg.get("batch_size", 32)), shuffle=True, generator=torch.Generator().manual_seed(seed))
     epochs = int(cfg.get("epochs", 1))
@@ -128,7 +145,12 @@ def reignite(arch: Arch, cfg: dict[str, Any], *, device: str = "cpu", seed: int 
         for x, y in loader:
             for g in opt.param_groups:
                 g["lr"] = float(cfg.get("lr", 0.05)) * 0.5 * (1 + np.cos(np.pi * it / total))
-            loss = F.cross_entropy(net(x.to(device)), y.to(device))
+            if ranks > 1:  # this rank's share of the global batch
+                n = len(x)
+                lo, hi = rank * n // ranks, (rank + 1) * n // ranks
+                loss = F.cross_entropy(model(x[lo:hi].to(device)), y[lo:hi].to(device), reduction="sum") * (ranks / n)
+            else:
+                loss = F.cross_entropy(model(x.to(device)), y.to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -118,3 +118,101 @@ def test_per_device_batchnorm_differs_so_the_comparison_can_fail(root, tmp_path)
     one = run(tmp_path, root, "bn", 1, 4)
     two = run(tmp_path, root, "bn", 2, 2)
     assert rel(two["loss"], one["loss"]) > 1e-3  # batch statistics over 2 images, not 4
+
+
+def test_spnas_train_on_two_devices_trains_as_one_with_the_doubled_batch(tmp_path):
+    """``spnas train --devices cpu,cpu --batch-size 2`` (2 gloo ranks) against ``--batch-size 4`` on one
+    device, frozen normalisation: the same metrics and the same trained backbone; the files are the same."""
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    root = Path(__file__).resolve().parents[2]
+    data = tmp_path / "data.yaml"
+    data.write_text("data:\n  format: shapes\n  n_train: 8\n  n_val: 4\n  size: 64\n")
+    common = ["--ir", "BB(1,d1,d1,d1)", "--data", str(data), "--scheme", "fast", "--epochs", "2", "--size", "64", "--head", "faster",
+              "--norm", "frozen", "--lr", "0.04", "--eval-every", "2"]
+    runs = {"one": ["--device", "cpu", "--batch-size", "4"], "two": ["--devices", "cpu,cpu", "--batch-size", "2"]}
+    out = {}
+    for name, extra in runs.items():
+        p = subprocess.run([sys.executable, "-m", "spnas.train", *common, *extra, "--out", str(tmp_path / name)], cwd=root,
+                           capture_output=True, text=True, timeout=900)
+        assert p.returncode == 0, p.stderr[-3000:]
+        out[name] = json.loads(p.stdout.strip().splitlines()[-1])
+    assert out["two"]["training"] == {"ranks": 2, "batch_per_device": 2, "accumulate": 1, "norm": "frozen", "global_batch": 4}
+    assert out["one"]["training"]["global_batch"] == 4
+    for k, v in out["one"]["metrics"].items():
+        assert abs(out["two"]["metrics"][k] - v) <= 1e-3, k
+    a, b = (load_file(str(tmp_path / n / "detector.safetensors")) for n in ("one", "two"))
+    assert a.keys() == b.keys()
+    worst = max(float((a[k].double() - b[k].double()).abs().max() / (a[k].double().abs().max() + 1e-12)) for k in a if a[k].is_floating_point())
+    assert worst < 1e-3, worst
+    for f in ("arch/arch.yaml", "detector.json", "metrics.json", "checkpoint/state.json"):
+        assert (tmp_path / "two" / f).is_file()
+    assert not list((tmp_path / "two").glob(".rank*.json"))
+
+
+def test_spnas_train_a_failing_rank_is_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    data = tmp_path / "data.yaml"
+    data.write_text("data:\n  format: shapes\n  n_train: 8\n  n_val: 4\n  size: 64\n")
+    p = subprocess.run([sys.executable, "-m", "spnas.train", "--ir", "BB(1,d1,d1,d1)", "--data", str(data), "--scheme", "fast",
+                        "--epochs", "1", "--size", "64", "--devices", "cpu,cuda:7", "--batch-size", "2", "--out", str(tmp_path / "o")],
+                       cwd=root, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr[-2000:]
+    assert p.stderr.strip().startswith("spnas: error: training on 2 devices: rank 1 (cuda:7) failed:"), p.stderr
+
+
+def _reignite_rank(rank: int, ranks: int, port: int, out: str) -> None:
+    import torch.distributed as dist
+
+    from spnas.detect import pretrain
+    from spnas.ir import parse
+    from spnas.ir.io import write_tensors
+
+    torch.set_num_threads(1)
+    seen = []
+    forward = pretrain.ClassifierNet.forward
+    pretrain.ClassifierNet.forward = lambda self, x: (seen.append(len(x)), forward(self, x))[1]  # what this rank computed
+    if ranks > 1:
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=ranks)
+    # one global batch of 16, one step: from scratch this classifier is chaotic enough that float32 against float64
+    # statistics differ by 1 % within 3 steps, so one step is what rounding alone leaves comparable
+    arch = pretrain.reignite(parse("BB(1,d1,d1,d1)"), {"data": "generated", "n_images": 16, "image_size": 64, "batch_size": 16,
+                                                       "epochs": 1, "lr": 0.01}, seed=5, norm="sync")
+    if ranks > 1:
+        dist.destroy_process_group()
+    if rank == 0:
+        write_tensors({k: v.contiguous() for k, v in arch.weights.items()}, Path(out) / f"w{ranks}.safetensors")
+    (Path(out) / f"seen{ranks}.{rank}.json").write_text(json.dumps(seen))
+
+
+def test_reignite_on_two_ranks_trains_as_one_process(tmp_path):
+    """Reignite's classification pre-training under a 2-rank group: each rank computes half of every
+    global batch (so the work is shared, not repeated), and the lifted backbone is the one a single
+    process trains on the whole batch with the same (float64) statistics; a wrong share of the loss or
+    of the statistics moves the update by far more than the 1e-4 allowed."""
+    from safetensors.torch import load_file
+
+    from spnas.detect.distributed import free_port
+
+    ctx = mp.get_context("spawn")
+    for ranks in (1, 2):
+        port = free_port()
+        procs = [ctx.Process(target=_reignite_rank, args=(r, ranks, port, str(tmp_path))) for r in range(ranks)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(600)
+            assert p.exitcode == 0
+    one = json.loads((tmp_path / "seen1.0.json").read_text())
+    halves = [json.loads((tmp_path / f"seen2.{r}.json").read_text()) for r in range(2)]
+    assert one == [16] and halves == [[8], [8]]
+    a, b = load_file(str(tmp_path / "w1.safetensors")), load_file(str(tmp_path / "w2.safetensors"))
+    assert a.keys() == b.keys()
+    worst = max(float((a[k].double() - b[k].double()).abs().max() / (a[k].double().abs().max() + 1e-12)) for k in a if a[k].is_floating_point())
+    assert worst < 1e-4, worst

@@ -15,7 +15,16 @@ from typing import Any
 __version__ = "0.1.0"
 __all__ = ["load_detector", "predict", "export_detector", "__version__"]
 
-_LAZY = {"load_detector", "predict", "export_detector"}
+_LAZY = {"predict", "export_detector"}
+
+
+def load_detector(path: Any, *, device: Any = "cpu", plugins: Any = ()) -> Any:
+    """A ready detector from a run directory (its ``best/``), a ``best/`` or ``spnas train``'s output
+    (:func:`spnas.detect.infer.load_detector`)."""
+    from spnas.detect import infer
+    from spnas.rundir import found_net
+
+    return infer.load_detector(found_net(path), device=device, plugins=plugins)
 
 
 def __getattr__(name: str) -> Any:

@@ -50,8 +50,9 @@ def run(args: argparse.Namespace, p: argparse.ArgumentParser | None = None) -> i
 
     try:
         from spnas.detect.infer import resolve_source
+        from spnas.rundir import found_net
 
-        arch, meta = resolve_source(args.source, plugins=args.plugin)
+        arch, meta = resolve_source(found_net(args.source), plugins=args.plugin)
         head = args.head or (meta or {}).get("head", "cascade")
         classes = args.classes or len((meta or {}).get("classes", [])) or 80
     except SpnasError as e:
@@ -107,6 +108,7 @@ def _paper_protocol(args: argparse.Namespace, meta: dict | None, dev) -> int:
     from torchvision.models.detection import fasterrcnn_resnet50_fpn
 
     from spnas.detect.infer import load_detector
+    from spnas.rundir import found_net
     from spnas.errors import ConfigError
     from spnas.detect.datasets import load_datasets
 
@@ -118,7 +120,7 @@ def _paper_protocol(args: argparse.Namespace, meta: dict | None, dev) -> int:
     data = (meta.get("source") or {}).get("data")
     if not data:
         raise ConfigError(f"{args.source}: detector.json records no data source, so there are no validation images to time on")
-    model = load_detector(args.source, device=dev, plugins=args.plugin)
+    model = load_detector(found_net(args.source), device=dev, plugins=args.plugin)
     val = load_datasets(data)[1]
     images = [val[i][0].to(dev) for i in range(min(len(val), args.images))]
     t = model.transform

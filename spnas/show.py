@@ -82,12 +82,13 @@ def run_lineage(args: argparse.Namespace) -> int:
 
     from spnas.search.journal import read_events
     from spnas.search.lineage import lineage, lineage_figure, lineage_text, run_metric, trajectory_figure
+    from spnas.rundir import RunDir
     from spnas.search.tb import save_figure
 
-    run = Path(args.target)
-    if not (run / "journal.jsonl").is_file():
-        raise SpnasError(f"{run}: --lineage needs a run directory (one with journal.jsonl)")
-    events = read_events(run / "journal.jsonl")
+    run = RunDir(args.target)
+    if not run.is_run():
+        raise SpnasError(f"{run.root}: --lineage needs a run directory (one with {RunDir.JOURNAL})")
+    events = read_events(run.journal)
     cfg = _run_config(run)
     metric = run_metric(events, default=str(cfg.get("search", {}).get("metric") or "AP"))
     epochs = {"train_epochs": cfg.get("train", {}).get("epochs"), "start_epochs": cfg.get("start", {}).get("train_epochs")}
@@ -98,7 +99,7 @@ def run_lineage(args: argparse.Namespace) -> int:
         print(json.dumps([vars(s) for s in lineage(events, metric, **epochs)]))
         return 0
     print(lineage_text(events, metric, **epochs))
-    out = Path(args.out) if args.out else run
+    out = Path(args.out) if args.out else run.root
     try:
         out.mkdir(parents=True, exist_ok=True)
         save_figure(lineage_figure(events, metric, **epochs), out / "lineage")
@@ -114,7 +115,7 @@ def _run_config(run) -> dict:
     import yaml
 
     try:
-        cfg = yaml.safe_load((run / "config.yaml").read_text()) or {}
+        cfg = yaml.safe_load(run.config.read_text()) or {}
     except (OSError, yaml.YAMLError):
         return {}
     return {k: v for k, v in cfg.items() if isinstance(v, dict)} if isinstance(cfg, dict) else {}
@@ -129,8 +130,9 @@ def run_show(args: argparse.Namespace) -> int:
             return 2
     try:
         from spnas.detect.infer import resolve_source
+        from spnas.rundir import found_net
 
-        arch, _ = resolve_source(args.target, plugins=args.plugin, stem=args.stem)
+        arch, _ = resolve_source(found_net(args.target), plugins=args.plugin, stem=args.stem)
         d = describe(arch, _size(args.image_size))
     except SpnasError as e:
         print(f"spnas: error: {e}", file=sys.stderr)

@@ -69,11 +69,13 @@ def run(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:
 
     from spnas.detect.datasets import load_datasets, read_data_file
     from spnas.detect.infer import resolve_source
+    from spnas.rundir import found_net
     from spnas.detect.train import FAST, FULL
 
     source = args.source or args.ir
     if not source:
         p.error("SOURCE (a run directory, an Arch directory or a code) is required")
+    source = found_net(source)
     _, run_meta = resolve_source(source, plugins=args.plugin, seed=args.seed)
     out = Path(args.out)
     if args.data is not None:

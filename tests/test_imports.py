@@ -61,10 +61,11 @@ def test_the_layers_import_downwards_only():
         "ir": {"ir", "errors", "plugins"},
         "errors": {"errors"},
         "schema": {"errors", "schema"},
+        "rundir": {"errors", "rundir"},
         "plugins": {"errors", "plugins"},
         "ops": {"ops", "ir", "errors", "plugins"},
         "detect": {"detect", "ir", "errors", "plugins", "schema"},
-        "search": {"search", "ops", "detect", "ir", "errors", "plugins", "schema"},
+        "search": {"search", "ops", "detect", "ir", "errors", "plugins", "schema", "rundir"},
     }
     bad = []
     for name, deps in _graph().items():
@@ -92,3 +93,22 @@ def test_training_and_benchmarking_a_net_never_import_the_search():
             todo += [d for d in graph[m] if d != "spnas"]
         assert not [m for m in seen if m.startswith("spnas.search")], (entry, sorted(m for m in seen if m.startswith("spnas.search")))
         assert "spnas.detect.datasets" in seen  # the walk follows the real imports
+
+
+def test_one_module_owns_the_run_directory_layout():
+    """Only spnas/rundir.py spells a path inside a run directory; the detector layer knows detector
+    directories and never a run's layout (it imports nothing of spnas.rundir)."""
+    import re
+
+    layout = [r'"journal\.jsonl"', r'"best\.partial"', r'"best\.old"', r'"run\.log"', r'"logbook\.txt"', r'"summary\.json"',
+              r'/\s*"best"', r'"config\.yaml"', r'\bout\s*/\s*"candidates"', r'\brun\s*/\s*"candidates"', r'"\.lock"']
+    found = []
+    for path in ROOT.rglob("*.py"):
+        if path.name == "rundir.py":
+            continue
+        for n, line in enumerate(path.read_text().splitlines(), start=1):
+            if any(re.search(p, line) for p in layout):
+                found.append(f"{path.relative_to(ROOT.parent)}:{n}: {line.strip()}")
+    assert not found, found
+    assert not [m for m, deps in _graph().items() if m.startswith("spnas.detect") and "spnas.rundir" in deps]
+    assert "spnas.rundir" in _graph()["spnas.search.runner"]  # the search writes through it

@@ -74,12 +74,12 @@ def check_data_files(data: DataConfig, path: Callable[[str], Path]) -> tuple[tup
     return None
 
 
-def resolve_data(data: DataConfig, path: Callable[[str], Path], out: Path, seed: int) -> dict[str, Any]:
+def resolve_data(data: DataConfig, path: Callable[[str], Path], generate_into: Path, seed: int) -> dict[str, Any]:
     """The data settings as the plain request for the evaluators; writes the generated set if asked
-    (into ``data.root``, else ``out/data``)."""
+    (into ``data.root``, else ``generate_into``)."""
     c = data
     if c.format == "shapes":
-        root = path(c.root) if c.root else out / "data"
+        root = path(c.root) if c.root else generate_into
         tr = generate_shapes(root, n_images=c.n_train, size=c.size, seed=seed, split="train")
         va = generate_shapes(root, n_images=c.n_val, size=c.size, seed=seed + 1, split="val")
         # "generate": how a worker without the run directory makes the same set itself (generate_shapes is deterministic)
@@ -125,7 +125,7 @@ def read_data_file(file: str | os.PathLike, out: Path, *, seed: int = 0, strict:
     bad = check_data_files(data, path)
     if bad:
         raise ConfigError(f"{f}: {'.'.join(map(str, prefix + bad[0]))}: {bad[1]}")
-    return resolve_data(data, path, out, seed)
+    return resolve_data(data, path, out / "data", seed)
 
 
 def clear_cache() -> None:

@@ -72,26 +72,23 @@ def write_description(directory: str | os.PathLike, meta: dict[str, Any]) -> Pat
 
 
 def detector_dir(path: str | os.PathLike) -> Path:
-    """The self-describing directory of ``path``: itself, or a run directory's ``best/``."""
+    """``path`` where it is a self-describing detector directory (``detector.json``; a run directory's
+    ``best/`` is one: the commands map a run to it with :func:`spnas.rundir.found_net`)."""
     p = Path(path)
-    for d in (p, p / "best"):
-        if (d / DETECTOR_JSON).is_file():
-            return d
-    if (p / "journal.jsonl").is_file():
-        raise ConfigError(f"{p}: the run has no best/{DETECTOR_JSON} yet (it has not finished, or an older spnas wrote it); "
-                          "finish it with --resume")
+    if (p / DETECTOR_JSON).is_file():
+        return p
     raise ConfigError(f"{p}: not a run directory or a detector directory (no {DETECTOR_JSON} in it or in best/)")
 
 
 def read_description(source: str | os.PathLike) -> dict[str, Any] | None:
-    """``detector.json`` of ``source`` (a run directory or a detector directory) with ``dir`` added, else None
-    (``source`` is then an Arch directory or a code)."""
-    p = Path(source)
-    for d in (p / "best", p):
-        if (d / DETECTOR_JSON).is_file() and (d / "arch" / "arch.yaml").is_file():
-            meta = _read_meta(d)
-            return {**meta, "dir": str(d)}
-    return None
+    """``detector.json`` of ``source`` (a detector directory) with ``dir`` added, else None (``source`` is
+    then an Arch directory or a code)."""
+    d = Path(source)
+    try:
+        described = (d / DETECTOR_JSON).is_file() and (d / "arch" / "arch.yaml").is_file()
+    except (OSError, ValueError):  # a code, not a path
+        return None
+    return {**_read_meta(d), "dir": str(d)} if described else None
 
 
 def _read_meta(d: Path) -> dict[str, Any]:

@@ -36,6 +36,7 @@ import numpy as np
 import yaml
 
 from spnas.errors import ConfigError, SpnasError
+from spnas.rundir import RunDir
 
 __all__ = ["add_arguments", "run", "plan", "audit"]
 
@@ -56,9 +57,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _events(run: Path) -> list[dict[str, Any]]:
     from spnas.search.journal import Journal
 
-    path = run / "journal.jsonl"
+    path = RunDir(run).journal
     if not path.is_file():
-        raise ConfigError(f"{run}: no journal.jsonl; expected a search's run directory")
+        raise ConfigError(f"{run}: no {RunDir.JOURNAL}; expected a search's run directory")
     j = Journal(path)  # replays (and refuses a damaged line, naming it)
     j.close()
     return j.events
@@ -74,7 +75,7 @@ def plan(run: Path, top: int) -> dict[str, Any]:
         raise ConfigError(f"{run}: the search has not finished (no 'done' event); resume it first")
     prop = {e["id"]: e for e in events if e["event"] == "proposed"}
     evaluated = {e["id"]: e for e in events if e["event"] == "evaluated"}
-    summary = json.loads((run / "best" / "summary.json").read_text())
+    summary = json.loads(RunDir(run).summary.read_text())
     metric, lower = summary["metric"], lower_is_better(summary["metric"])
     best = done[-1]["id"]
 
@@ -91,7 +92,7 @@ def plan(run: Path, top: int) -> dict[str, Any]:
         if prop[c]["fingerprint"] not in fps:
             fps.add(prop[c]["fingerprint"])
             chosen.append(c)
-    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg = yaml.safe_load(RunDir(run).config.read_text())
     start_epochs = (cfg.get("start") or {}).get("train_epochs")
     start_epochs = start_epochs if isinstance(start_epochs, int) else cfg["train"]["epochs"]  # "auto": cycles of train.epochs
 
@@ -118,8 +119,8 @@ def plan(run: Path, top: int) -> dict[str, Any]:
 def _settings(run: Path, plugins: list[str]) -> dict[str, Any]:
     """What the run trained with: its saved config (train, detector, metric, workers) and, from ``best/detector.json``,
     the resolved data request and plugin files (the config's own paths may be relative to a file elsewhere)."""
-    cfg = yaml.safe_load((run / "config.yaml").read_text())
-    desc = json.loads((run / "best" / "detector.json").read_text())
+    cfg = yaml.safe_load(RunDir(run).config.read_text())
+    desc = json.loads((RunDir(run).best / RunDir.DETECTOR_JSON).read_text())
     if not isinstance(cfg, dict) or not isinstance(desc, dict) or "source" not in desc:
         raise ConfigError(f"{run}: config.yaml or best/detector.json is not a search's; cannot audit")
     recorded = [str(p) for p in desc.get("plugins") or []]
@@ -137,7 +138,7 @@ def _request(run: Path, st: dict[str, Any], net: dict[str, Any], epochs: int, se
     from spnas.search.evaluator import HEAD_FILE
 
     d = out / f"{net['id']}_e{epochs}_s{seed}"
-    src = run / "candidates" / net["id"]
+    src = RunDir(run).candidate(net["id"])
     if not (d / "input" / "arch.yaml").is_file():
         tmp = d / "input.partial"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -229,7 +230,7 @@ def audit(run: str | os.PathLike, *, top: int = 5, epochs: int | None = None, se
               "seconds": round(seconds, 1), "wall_seconds": round(time.time() - t0, 1)}
     (out / "audit.json").write_text(json.dumps(report, indent=1))
     report["figures"] = figure(report, out / "audit")
-    summary_path = run / "best" / "summary.json"
+    summary_path = RunDir(run).summary
     summary = json.loads(summary_path.read_text())
     summary["audit"] = {"epochs": epochs, "seeds": seeds, "nets": len(rows), "kendall_tau": agree and agree["tau"],
                         "tau_ci95": agree and agree["tau_ci95"], "verdict": verdict["verdict"], "gain": verdict["gain"]}

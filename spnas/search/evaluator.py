@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from spnas.detect.datasets import load_datasets  # noqa: F401  (re-exported: the evaluators' data)
+from spnas.rundir import RunDir
 
 __all__ = ["evaluate_candidate", "load_plugins", "pack_request", "run_portable", "unpack_result", "scratch_root", "failure", "detector_state", "HEAD_FILE", "LocalPool", "InlinePool", "RayPool", "make_pool", "candidate_seed"]
 
@@ -507,7 +508,7 @@ def run_portable(fn: Callable[[dict[str, Any]], dict[str, Any]], req: dict[str, 
     root.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f"{req['id']}-", dir=root))
     try:
-        d = work / "candidates" / req["id"]
+        d = RunDir(work).candidate(req["id"])  # the run directory's layout, in scratch
         for name, data in payload["files"].items():
             (d / name).parent.mkdir(parents=True, exist_ok=True)
             (d / name).write_bytes(data)

@@ -14,9 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RunLog", "LOG_FILE"]
-
-LOG_FILE = "run.log"
+__all__ = ["RunLog"]
 _IDS = itertools.count()
 
 
@@ -32,16 +30,17 @@ class _BestEffortFileHandler(logging.FileHandler):
 
 
 class RunLog:
-    """A listener writing ``run.log`` (and, when ``echo``, standard error) through a logger of its own."""
+    """A listener writing the run's log file ``path`` (``run.log``; and, when ``echo``, standard error)
+    through a logger of its own."""
 
-    def __init__(self, out: str | Path, metric: str, *, echo: bool) -> None:
+    def __init__(self, path: str | Path, metric: str, *, echo: bool) -> None:
         self.metric = metric
         self.codes: dict[str, str] = {}
         self.logger = logging.getLogger(f"spnas.search.run{next(_IDS)}")
         self.logger.setLevel(logging.INFO)
         self.logger.propagate = False  # the user's root logging configuration is theirs
         fmt = logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%d %H:%M:%S")
-        self.handlers: list[logging.Handler] = [_BestEffortFileHandler(Path(out) / LOG_FILE, encoding="utf-8", delay=True)]
+        self.handlers: list[logging.Handler] = [_BestEffortFileHandler(Path(path), encoding="utf-8", delay=True)]
         if echo:
             self.handlers.append(logging.StreamHandler(sys.stderr))
         for h in self.handlers:

@@ -53,6 +53,7 @@ from spnas.search.journal import FORMAT as JOURNAL_FORMAT
 from spnas.search.journal import Journal
 from spnas.search.log import RunLog
 from spnas.search.strategy import HillClimbing, Strategy
+from spnas.rundir import RunDir
 
 __all__ = ["Search", "Candidate", "sample_parallel_code", "stage_flops", "stage_gmacs", "resolve_data", "code_of", "auto_timeout"]
 
@@ -96,9 +97,10 @@ class Search:
         self.strategy: Strategy = strategy if strategy is not None else HillClimbing()
         self.cfg = cfg
         self.out = Path(out)
+        self.run_dir = RunDir(self.out)  # every path inside the run directory
         self.quiet = (not sys.stderr.isatty()) if quiet is None else quiet
         self.evaluate_fn = evaluate
-        cfg_file, jpath = self.out / "config.yaml", self.out / "journal.jsonl"
+        cfg_file, jpath = self.run_dir.config, self.run_dir.journal
         self.rules = [get_morphism(n) for n in cfg.search.morphisms]  # the config checked the names
         resolved = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
         if jpath.exists() and not resume:
@@ -118,10 +120,10 @@ class Search:
             self.data = resolve_data(cfg, self.out)
             _check_data(self.data, cfg.search.metric, keep=cfg.workers.backend == "inline")
         self.out.mkdir(parents=True, exist_ok=True)
-        self._lock = _lock(self.out)
+        self._lock = _lock(self.run_dir)
         try:
             if resume:
-                _clean_partial_writes(self.out)
+                _clean_partial_writes(self.run_dir)
             cfg_file.write_text(resolved)
             self.journal = Journal(jpath)
         except BaseException:
@@ -131,10 +133,10 @@ class Search:
         if tensorboard:
             from spnas.search.tb import TBLogger
 
-            self.listeners.append(TBLogger(self.out / "tb", cfg, self.journal.events))
+            self.listeners.append(TBLogger(self.run_dir.tb, cfg, self.journal.events, figures=self.run_dir.root))
         self.listeners.append(_Progress(cfg, disable=self.quiet))
         # run.log always; echoed to stderr when that is no terminal (sbatch, nohup) and --quiet was not given
-        self.listeners.append(RunLog(self.out, cfg.search.metric, echo=quiet is not True and not sys.stderr.isatty()))
+        self.listeners.append(RunLog(self.run_dir.log, cfg.search.metric, echo=quiet is not True and not sys.stderr.isatty()))
         s = cfg.search
         self.space = Space(min_blocks=s.min_blocks, max_blocks=s.max_blocks, max_stages=s.max_stages,
                            max_subnets=cfg.parallel.K, max_shift=s.max_shift)
@@ -450,7 +452,7 @@ class Search:
         return st if c.role == "start" and isinstance(st, int) else self.cfg.train.epochs
 
     def _dir(self, cid: str) -> Path:
-        return self.out / "candidates" / cid
+        return self.run_dir.candidate(cid)
 
     # ------------------------------------------------------------------------------ evaluation
     def _request(self, c: Candidate) -> dict[str, Any]:
@@ -611,8 +613,8 @@ class Search:
         summary["top"] = [{"rank": r, "id": ind["id"], "code": ind["encoding"], "metric": ind.fitness.values[0]}
                           for r, ind in enumerate(self.hof, start=1)]
         summary["choice"] = self._choice(best, summary["top"])
-        (self.out / "best" / "summary.json").write_text(json.dumps(summary, indent=1))
-        (self.out / "logbook.txt").write_text(self.logbook_text() + "\n")
+        self.run_dir.summary.write_text(json.dumps(summary, indent=1))
+        self.run_dir.logbook.write_text(self.logbook_text() + "\n")
         self.emit("done", once=True, id=best.id, generation=None, phase=None,
                    **{k: v for k, v in summary.items() if k not in ("wall_seconds", "device_hours", "top", "choice", "start_epochs", "start_curve")})
         return summary
@@ -647,7 +649,7 @@ class Search:
 
     def _write_best(self, best: Candidate) -> None:
         """``best/``: arch + weights, the whole detector, and the hall of fame in ``top/``; built beside, then moved in."""
-        tmp, final, old = self.out / "best.partial", self.out / "best", self.out / "best.old"
+        tmp, final, old = self.run_dir.best_partial, self.run_dir.best, self.run_dir.best_old
         for d in (tmp, old):
             shutil.rmtree(d, ignore_errors=True)
         shutil.copytree(self._dir(best.id) / "trained", tmp / "arch")
@@ -656,7 +658,7 @@ class Search:
         write_tensors(detector_state(body, head), tmp / DETECTOR_WEIGHTS)
         write_description(tmp, self._describe(best))
         for rank, ind in enumerate(self.hof, start=1):  # hard links: the hall of fame costs no second copy of the weights
-            dst = tmp / "top" / f"{rank}_{ind['id']}"
+            dst = RunDir.top(tmp, rank, ind["id"])
             shutil.copytree(self._dir(ind["id"]) / "trained", dst / "arch", copy_function=_link)
             _link(self._dir(ind["id"]) / HEAD_FILE, dst / HEAD_FILE)
             (dst / "metric.json").write_text(json.dumps({"id": ind["id"], "code": ind["encoding"], "metric": ind.fitness.values[0]}))
@@ -687,18 +689,16 @@ class _Progress:
         self.bar.close()
 
 
-LOCK_FILE = ".lock"
-
-
-def _lock(out: Path):
-    """Hold an exclusive lock on ``out/.lock`` for the life of this search (released on exit and on kill).
+def _lock(run: RunDir):
+    """Hold an exclusive lock on the run's ``.lock`` for the life of this search (released on exit and on kill).
 
     A second search on the same directory stops with one line naming the holder.
     """
     import fcntl
     import socket
 
-    f = open(out / LOCK_FILE, "a+")
+    out = run.root
+    f = open(run.lock, "a+")
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -713,13 +713,13 @@ def _lock(out: Path):
     return f
 
 
-def _clean_partial_writes(out: Path) -> None:
+def _clean_partial_writes(run: RunDir) -> None:
     """Remove what a killed run left half-written: ``best.partial``, ``best.old`` and ``*.tmp`` files."""
-    if not (out / "best").exists() and (out / "best.old").exists():  # killed between the two renames
-        os.replace(out / "best.old", out / "best")
-    for d in (out / "best.partial", out / "best.old"):
+    if not run.best.exists() and run.best_old.exists():  # killed between the two renames
+        os.replace(run.best_old, run.best)
+    for d in (run.best_partial, run.best_old):
         shutil.rmtree(d, ignore_errors=True)
-    for f in (out / "candidates").glob("*/**/*.tmp"):  # ** matches no folder too: head.safetensors.tmp and trained/*.tmp
+    for f in run.candidates.glob("*/**/*.tmp"):  # ** matches no folder too: head.safetensors.tmp and trained/*.tmp
         f.unlink(missing_ok=True)
 
 
@@ -745,10 +745,11 @@ def _finite(x: float | None) -> float | None:
 
 
 def resolve_data(cfg: SearchConfig, out: Path) -> dict[str, Any]:
-    """The data section as a plain request for the evaluators (:func:`spnas.detect.datasets.resolve_data`)."""
+    """The data section as a plain request for the evaluators (:func:`spnas.detect.datasets.resolve_data`);
+    a generated set goes into the run directory ``out``."""
     from spnas.detect.datasets import resolve_data as resolve
 
-    return resolve(cfg.data, cfg.path, out, cfg.seed)
+    return resolve(cfg.data, cfg.path, RunDir(out).data, cfg.seed)
 
 
 RULE_SECONDS = 120.0  # a rule's apply() that runs longer is the rule's failure (a plugin stuck in a loop)

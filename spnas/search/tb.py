@@ -35,8 +35,9 @@ __all__ = ["TBLogger", "trajectory_figure", "lineage_figure", "flops_figure", "s
 class TBLogger:
     """Call it with each new journal event; ``events`` are those already journaled (a resumed run)."""
 
-    def __init__(self, logdir: Path, cfg: Any, events: list[dict[str, Any]]) -> None:
+    def __init__(self, logdir: Path, cfg: Any, events: list[dict[str, Any]], figures: Path | None = None) -> None:
         self.logdir = Path(logdir)
+        self.figures = Path(figures) if figures is not None else self.logdir.parent  # where the PNG/PDF files go
         self.cfg = cfg
         self.w: SummaryWriter | None = None
         self.events: list[dict[str, Any]] = []
@@ -120,12 +121,12 @@ class TBLogger:
         rows = "\n".join(f"| {k} | {v} |" for k, v in summary.items() if k not in ("metrics", "event", "time", "accepted"))
         w.add_text("summary", "| field | value |\n|---|---|\n" + rows, step)
         metric = summary.get("metric", "metric")
-        picture = save_figure(trajectory_figure(self.events, metric), self.logdir.parent / "trajectory")
+        picture = save_figure(trajectory_figure(self.events, metric), self.figures / "trajectory")
         w.add_image("trajectory", picture, step)
-        w.add_image("lineage", save_figure(lineage_figure(self.events, metric), self.logdir.parent / "lineage"), step)
+        w.add_image("lineage", save_figure(lineage_figure(self.events, metric), self.figures / "lineage"), step)
         flops = flops_figure(self.events, summary.get("id"))
         if flops is not None:
-            w.add_image("flops_per_stage", save_figure(flops, self.logdir.parent / "flops_per_stage"), step)
+            w.add_image("flops_per_stage", save_figure(flops, self.figures / "flops_per_stage"), step)
         cfg, s = self.cfg, self.cfg.search
         hp = {"seed": cfg.seed, "lam": s.lam, "n_stuck": s.n_stuck, "n_reignite": s.n_reignite, "acceptance": s.acceptance,
               "start": cfg.start.code or cfg.start.ir or "", "head": cfg.detector.head, "K": cfg.parallel.K}

@@ -38,6 +38,7 @@ if str(ROOT) not in sys.path:
 
 from benchmarks import trees  # noqa: E402
 from spnas.search.stats import bootstrap_ci, kendall_tau  # noqa: E402,F401  (kendall_tau: the scripts' name for it)
+from spnas.rundir import RunDir  # noqa: E402
 from spnas.search import Search  # noqa: E402,F401
 from spnas.search.strategy import RandomSampling  # noqa: E402,F401  (re-exported: the benchmarks' control)
 
@@ -52,6 +53,8 @@ SIZES: dict[str, dict[str, Any]] = {
         "parallel": {"enabled": True, "K": 1, "max_candidates": 2, "n_stuck_p": 2},
         "reignite": {"data": "fashion-mnist", "epochs": 1, "n_images": 2048, "image_size": 64, "batch_size": 64},
         "ranking_nets": 10, "device": "cpu",
+        # anytime.py: searches of at least 30 trained candidates (8 generations of 3 children and the continued parent)
+        "anytime": {"search": {"lam": 3, "max_generations": 8, "n_stuck": 12}, "fidelity": {"rungs": [1, 1], "eta": 2}},
     },
     "smoke": {  # seconds: the benchmarks' own test (tests/test_benchmarks.py), not a measurement
         "start_code": "BB(1,d1,d1,d1)", "tile": 128, "image": 128, "seeds": [0, 1],
@@ -62,6 +65,7 @@ SIZES: dict[str, dict[str, Any]] = {
         "parallel": {"enabled": True, "K": 1, "max_candidates": 1, "n_stuck_p": 1},
         "reignite": {"data": "generated", "epochs": 1, "n_images": 16, "image_size": 32, "batch_size": 8},
         "ranking_nets": 3, "device": "cpu",
+        "anytime": {"search": {"lam": 2, "max_generations": 1}, "fidelity": {"rungs": [1, 1], "eta": 2}},
     },
     "full": {
         "start_code": "BB(11,d1,d1,d1)", "tile": 512, "image": 512, "seeds": [0, 1, 2],
@@ -72,6 +76,7 @@ SIZES: dict[str, dict[str, Any]] = {
         "parallel": {"enabled": True, "K": 3, "max_candidates": 12, "n_stuck_p": 6},
         "reignite": {"data": "fashion-mnist", "epochs": 4, "n_images": 60000, "image_size": 64, "batch_size": 128},
         "ranking_nets": 12, "device": "cuda",
+        "anytime": {"search": {"lam": 3, "max_generations": 12, "n_stuck": 12}, "fidelity": {"rungs": [1, 2], "eta": 3}},
     },
 }
 METRIC = "AP50"  # the search's metric on trees (DeepForest's own evaluation is at IoU 0.4; AP50 is the nearest COCO one)
@@ -248,24 +253,24 @@ def job_search(ctx: dict[str, Any], seed: int) -> dict[str, Any]:
     from spnas.search.config import config_from_dict
 
     out = Path(ctx["cache"]) / "search" / f"s{seed}"
-    done = _read(out / "best" / "summary.json")
-    if done is not None and (out / "journal.jsonl").is_file() and any('"event": "done"' in ln for ln in (out / "journal.jsonl").open()):
+    done = _read(RunDir(out).summary)
+    if done is not None and RunDir(out).is_run() and any('"event": "done"' in ln for ln in RunDir(out).journal.open()):
         return done
     _setup(ctx)
     cfg = config_from_dict(search_config(ctx, seed), where="evidence")
-    return Search(cfg, out, resume=(out / "journal.jsonl").is_file(), quiet=True).run()
+    return Search(cfg, out, resume=RunDir(out).is_run(), quiet=True).run()
 
 
 def job_random(ctx: dict[str, Any], seed: int, n: int) -> dict[str, Any]:
     from spnas.search.config import config_from_dict
 
     out = Path(ctx["cache"]) / "random" / f"s{seed}"
-    done = _read(out / "best" / "summary.json")
+    done = _read(RunDir(out).summary)
     if done is not None and done.get("planned") == n:
         return done
     _setup(ctx)
     cfg = config_from_dict(search_config(ctx, seed), where="evidence")
-    return Search(cfg, out, strategy=RandomSampling(n), resume=(out / "journal.jsonl").is_file(), quiet=True).run()
+    return Search(cfg, out, strategy=RandomSampling(n), resume=RunDir(out).is_run(), quiet=True).run()
 
 
 def job_full(ctx: dict[str, Any], arch_dir: str, seed: int, tag: str) -> dict[str, Any]:
@@ -274,9 +279,9 @@ def job_full(ctx: dict[str, Any], arch_dir: str, seed: int, tag: str) -> dict[st
 
 def job_full_best(ctx: dict[str, Any], arm: str, seed: int) -> dict[str, Any]:
     """The full training of the net a run found (its ``best``), from the weights the run left it."""
-    summary = _read(run_dir(ctx, arm, seed) / "best" / "summary.json")
+    summary = _read(RunDir(run_dir(ctx, arm, seed)).summary)
     cid = summary["best_id"]
-    arch = run_dir(ctx, arm, seed) / "candidates" / cid / "trained"
+    arch = RunDir(run_dir(ctx, arm, seed)).candidate(cid) / "trained"
     return {**job_full(ctx, str(arch), seed, f"{arm}_s{seed}_{cid}_trained"), "id": cid}
 
 
@@ -304,7 +309,7 @@ def full_job(ctx: dict[str, Any], arm: str, seed: int, cid: str, deps: tuple[str
     key = f"full:{arm}:s{seed}:{cid}:{weights}"
     if arm == "start":
         return Job(key, job_full, (str(Path(ctx["cache"]) / "start" / "arch"), seed, f"start_s{seed}"), deps=("start",))
-    arch = str(run_dir(ctx, arm, seed) / "candidates" / cid / weights)
+    arch = str(RunDir(run_dir(ctx, arm, seed)).candidate(cid) / weights)
     return Job(key, job_full, (arch, seed, f"{arm}_s{seed}_{cid}_{weights}"), deps=deps)
 
 
@@ -317,7 +322,7 @@ def job_no_search(ctx: dict[str, Any], seed: int, epochs: int) -> dict[str, Any]
 # ------------------------------------------------------------------------------ random sampling in the search's space
 # ------------------------------------------------------------------------------ reading the runs
 def journal(run: Path) -> list[dict[str, Any]]:
-    return [json.loads(ln) for ln in (run / "journal.jsonl").read_text().splitlines() if ln.strip()]
+    return [json.loads(ln) for ln in RunDir(run).journal.read_text().splitlines() if ln.strip()]
 
 
 def trained_candidates(run: Path) -> list[dict[str, Any]]:
@@ -328,8 +333,9 @@ def trained_candidates(run: Path) -> list[dict[str, Any]]:
 
 
 def compute_epochs(run: Path, fast_epochs: int) -> int:
-    """Detection-training epochs a run spent (its reignites' classification epochs are not counted)."""
-    return sum(fast_epochs for c in trained_candidates(run) if c["event"] == "evaluated")
+    """Detection-training epochs a run spent (its reignites' classification epochs are not counted; a
+    multi-fidelity rung counts its own epochs)."""
+    return sum(int(c.get("epochs") or fast_epochs) for c in trained_candidates(run) if c["event"] == "evaluated")
 
 
 def ablation_steps(run: Path) -> list[dict[str, Any]]:
@@ -347,7 +353,7 @@ def ablation_steps(run: Path) -> list[dict[str, Any]]:
         steps.append(("after reignite", rei[0]["id"]))
     steps.append(("parallel level", par[-1]["id"] if par else done["id"]))
     return [{"step": name, "id": cid, "code": prop[cid]["encoding"], "gmacs": prop[cid]["gmacs"], "params_m": prop[cid]["params_m"],
-             "fast_val": metric.get(cid), "arch": str(run / "candidates" / cid / "trained")} for name, cid in steps]
+             "fast_val": metric.get(cid), "arch": str(RunDir(run).candidate(cid) / "trained")} for name, cid in steps]
 
 
 # ------------------------------------------------------------------------------ scheduling

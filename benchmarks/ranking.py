@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import evidence as ev  # noqa: E402
 from benchmarks.common import emit_json, print_table  # noqa: E402
+from spnas.rundir import RunDir  # noqa: E402
 
 ROLES = ("child", "parallel", "baseline")
 
@@ -46,7 +47,7 @@ def job_ranked(ctx: dict, k: int) -> dict | None:
     if k >= len(nets):
         return None
     c = nets[k]
-    arch = ev.run_dir(ctx, "search", c["seed"]) / "candidates" / c["id"] / "input"
+    arch = RunDir(ev.run_dir(ctx, "search", c["seed"])).candidate(c["id"]) / "input"
     res = ev.job_full(ctx, str(arch), 0, f"search_s{c['seed']}_{c['id']}_input")
     return {"seed": c["seed"], "id": c["id"], "code": c["encoding"], "gmacs": c["gmacs"], "fast_val": c["metric"],
             "full_val": res["val"][ev.METRIC], "full_test": res["test"][ev.METRIC]}

@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import evidence as ev  # noqa: E402
 from benchmarks.common import emit_json, interleaved_times, median, print_table  # noqa: E402
+from spnas.rundir import RunDir  # noqa: E402
 
 
 def job_scratch(ctx: dict, code: str, seed: int) -> dict:
@@ -39,7 +40,7 @@ def job_scratch(ctx: dict, code: str, seed: int) -> dict:
 
 
 def found_code(ctx: dict, seed: int) -> str:
-    return ev._read(ev.run_dir(ctx, "search", seed) / "best" / "summary.json")["best_code"]
+    return ev._read(RunDir(ev.run_dir(ctx, "search", seed)).summary)["best_code"]
 
 
 def jobs(ctx: dict) -> list[ev.Job]:

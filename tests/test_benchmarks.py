@@ -44,7 +44,7 @@ def test_the_tree_split_does_not_leak(cache):
     assert split["other"]["xml"] != split["test"]["xml"]
 
 
-@pytest.mark.parametrize("script", ["search_vs_random.py", "searched_nets.py", "ranking.py", "search_ablation.py"])
+@pytest.mark.parametrize("script", ["search_vs_random.py", "searched_nets.py", "ranking.py", "search_ablation.py", "anytime.py"])
 def test_evidence_scripts_print_a_table_a_json_line_and_figures(cache, script):
     out = bench(script, "--size", "smoke", "--cache", cache / "smoke", "--figures", cache / "figures")
     assert out["benchmark"] == script[:-3] and out["rows"]
@@ -60,6 +60,16 @@ def test_evidence_scripts_print_a_table_a_json_line_and_figures(cache, script):
         by = {(r["arm"], r["seed"]): r for r in out["rows"]}
         for s in out["seeds"]:  # equal compute: random trains as many epochs as the search, the control as many more
             assert by[("random", s)]["extra_epochs"] == by[("search", s)]["extra_epochs"] == by[("no search", s)]["extra_epochs"]
+    if script == "anytime.py":
+        arms = ("fixed", "multi-fidelity", "random search", "random sampling", "train longer")
+        assert [r["arm"] for r in out["rows"]] == list(arms) * 3 and [r["budget"] for r in out["rows"][::5]] == ["0.33", "0.67", "1.00"]
+        for r in out["rows"]:  # every arm has a validation incumbent and a final test metric at every budget, per seed
+            assert len(r["_val"]) == len(r["_test"]) == 2 and all(v is not None for v in r["_val"] + r["_test"]), r
+        assert out["trained"]["random search"] == out["trained"]["fixed"]  # as many nets as the search trained
+        last = [r for r in out["rows"] if r["budget"] == "1.00"]
+        best = {r["arm"]: r["_val"] for r in last}
+        for arm in ("fixed", "multi-fidelity", "random search"):  # a best so far never falls: at the end it is the run's best
+            assert all(v >= w for v, w in zip(best[arm], [r["_val"] for r in out["rows"] if r["arm"] == arm][0]))
 
 
 def test_data_benchmark(tmp_path):

@@ -194,6 +194,9 @@ def _ranks(job: dict, devices: list[str]) -> dict:
     for q in procs:
         q.start()
     failed = None
+    import signal
+
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a kill of this process ends its ranks too (finally below)
     try:
         while any(q.is_alive() for q in procs) and failed is None:
             for r, q in enumerate(procs):  # a rank that ended without a result, or with an error: the others would wait forever
@@ -201,6 +204,7 @@ def _ranks(job: dict, devices: list[str]) -> dict:
                     failed = r
             time.sleep(0.1)
     finally:
+        signal.signal(signal.SIGTERM, previous)
         for q in procs:
             if q.is_alive():
                 q.terminate()

@@ -75,7 +75,7 @@ def run(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:
     source = args.source or args.ir
     if not source:
         p.error("SOURCE (a run directory, an Arch directory or a code) is required")
-    source = found_net(source)
+    given, source = source, found_net(source)  # a run directory trains its best/; the output names what was given
     _, run_meta = resolve_source(source, plugins=args.plugin, seed=args.seed)
     out = Path(args.out)
     if args.data is not None:
@@ -111,7 +111,7 @@ def run(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:
             p.error(f"--devices: expected a comma-separated list such as cuda:0,cuda:1 or cpu,cpu, got {args.devices!r}")
     else:
         devices = [args.device or ("cuda" if torch.cuda.is_available() else "cpu")]
-    job = {"source": str(source), "plugins": list(args.plugin), "seed": args.seed, "data": data, "head": head, "options": options,
+    job = {"source": str(source), "given": str(given), "plugins": list(args.plugin), "seed": args.seed, "data": data, "head": head, "options": options,
            "preset": preset, "train": dataclasses.asdict(tc), "scheme": args.scheme, "out": str(out), "run_meta": run_meta}
     if len(devices) == 1:
         res = _train(job, devices[0])
@@ -167,7 +167,7 @@ def _train(job: dict, device: str) -> dict:
         options=resolve_options(preset, **options), eval_batch_size=tc.batch_size,
         plugins=job["plugins"] or (run_meta or {}).get("plugins", []),
         metric={"name": name, "value": res.metrics.get(name), "split": "val"},
-        source={"trained_from": job["source"], "scheme": job["scheme"], "epochs": tc.epochs, "data": job["data"], "seed": job["seed"]}))
+        source={"trained_from": job["given"], "scheme": job["scheme"], "epochs": tc.epochs, "data": job["data"], "seed": job["seed"]}))
     summary = {"arch": trained.code(), "metrics": res.metrics, "history": res.history, "seconds": round(res.seconds, 1),
                "iterations": res.iterations, "training": how}
     (out / "metrics.json").write_text(json.dumps(summary, indent=1))

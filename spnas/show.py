@@ -80,9 +80,9 @@ def main(argv: list[str] | None = None) -> int:
 def run_lineage(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from spnas.rundir import RunDir
     from spnas.search.journal import read_events
     from spnas.search.lineage import lineage, lineage_figure, lineage_text, run_metric, trajectory_figure
-    from spnas.rundir import RunDir
     from spnas.search.tb import save_figure
 
     run = RunDir(args.target)
@@ -91,10 +91,11 @@ def run_lineage(args: argparse.Namespace) -> int:
     events = read_events(run.journal)
     cfg = _run_config(run)
     metric = run_metric(events, default=str(cfg.get("search", {}).get("metric") or "AP"))
-    epochs = {"train_epochs": cfg.get("train", {}).get("epochs"), "start_epochs": cfg.get("start", {}).get("train_epochs")}
-    epochs = {k: v if isinstance(v, int) and not isinstance(v, bool) else None for k, v in epochs.items()}
-    if epochs["start_epochs"] is None and cfg.get("start", {}).get("train_epochs") is None:
-        epochs["start_epochs"] = epochs["train_epochs"]  # unset: the start trains train.epochs
+    def count(v: object) -> int | None:  # "auto" (the converged start's epochs are in its event) or unreadable: None
+        return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+    train, start = count(cfg.get("train", {}).get("epochs")), cfg.get("start", {}).get("train_epochs")
+    epochs = {"train_epochs": train, "start_epochs": train if start is None else count(start)}  # unset: train.epochs
     if args.json:
         print(json.dumps([vars(s) for s in lineage(events, metric, **epochs)]))
         return 0

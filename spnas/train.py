@@ -221,21 +221,17 @@ def _ranks(job: dict, devices: list[str]) -> dict:
 
 
 def _rank_main(rank: int, ranks: int, port: int, job: dict, device: str, result: str) -> None:
-    import datetime
     import os
 
     import torch
-    import torch.distributed as dist
+
+    from spnas.detect.distributed import process_group
 
     try:
         if device.startswith("cuda"):
             torch.cuda.set_device(torch.device(device))
-        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                                world_size=ranks, timeout=datetime.timedelta(hours=2))
-        try:
+        with process_group(rank, ranks, f"127.0.0.1:{port}", device):
             res = _train(job, device)
-        finally:
-            dist.destroy_process_group()
     except Exception as e:  # noqa: BLE001 - reported by the parent in one line
         res = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
     tmp = Path(result + ".tmp")

@@ -24,7 +24,10 @@ see a BatchNorm whichever trained it, and every morphism stays exact.
 
 from __future__ import annotations
 
+import datetime
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -34,7 +37,7 @@ from torchvision.models.detection import _utils as det_utils
 from torchvision.ops.misc import FrozenBatchNorm2d as _TVFrozen
 
 __all__ = ["NORMS", "FrozenBatchNorm2d", "SyncBatchNorm2d", "set_norm", "KeyedSampler", "keyed", "unkeyed", "for_export", "set_keys",
-           "world", "free_port"]
+           "world", "free_port", "process_group"]
 
 NORMS = ("bn", "frozen", "sync")
 
@@ -51,6 +54,18 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@contextmanager
+def process_group(rank: int, ranks: int, address: str, device: str) -> Iterator[None]:
+    """This process as rank ``rank`` of ``ranks`` (rendezvous at ``address``, ``host:port``; NCCL for a CUDA
+    ``device``, gloo otherwise) for the block; the group is destroyed after it, whatever happens."""
+    dist.init_process_group("nccl" if device.startswith("cuda") else "gloo", init_method=f"tcp://{address}", rank=rank,
+                            world_size=ranks, timeout=datetime.timedelta(hours=2))
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
 
 
 # ------------------------------------------------------------------------------------ normalisation

@@ -38,10 +38,7 @@ from pydantic import (
 
 from spnas.detect.datasets import DataConfig, check_data_files
 from spnas.errors import ConfigError, SpnasError
-from spnas.schema import Bool, Float, Str, field_path, one_line, short, yaml_line
-from spnas.schema import Section as _Section
-
-_short, _field, _line = short, field_path, yaml_line
+from spnas.schema import Bool, Float, Section, Str, field_path, one_line, short, yaml_line
 
 __all__ = [
     "SearchConfig",
@@ -67,11 +64,11 @@ METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "VOC_AP50", "VOC07_AP50",
 def _number_or_auto(v: Any, what: str) -> Any:
     """A field that takes a number or the word ``auto``: any other string is refused, naming what it wants."""
     if isinstance(v, str) and v != "auto":
-        raise ValueError(f"expected {what} or 'auto', got {_short.repr(v)}")
+        raise ValueError(f"expected {what} or 'auto', got {short.repr(v)}")
     return v
 
 
-class StartConfig(_Section):
+class StartConfig(Section):
     """The start network: a code or a saved IR, the stem, optional weights you bring."""
 
     code: Str | None = "BB(11,d1,d1,d1)"
@@ -138,7 +135,7 @@ def _options_model() -> type[BaseModel]:
 _DetectorOptions = _options_model()
 
 
-class DetectorConfig(_Section):
+class DetectorConfig(Section):
     head: Literal["cascade", "faster"] = "cascade"
     preset: Literal["lean", "default"] = "lean"
     options: dict[Str, Any] = Field(default_factory=dict)  # DetectorOptions fields over the preset's
@@ -192,13 +189,13 @@ def _train_model() -> type[BaseModel]:
     if missing:  # a TrainConfig field without a bound here (or the reverse): a bug, caught on import
         raise SpnasError(f"spnas.search.config: TrainConfig fields and _TRAIN_BOUNDS differ: {sorted(missing)}")
     fields = {f.name: (_TRAIN_BOUNDS[f.name], getattr(FAST, f.name)) for f in dataclasses.fields(FAST)}
-    return create_model("TrainSection", __base__=_Section, **fields)
+    return create_model("TrainSection", __base__=Section, **fields)
 
 
 TrainSection = _train_model()
 
 
-class FidelityConfig(_Section):
+class FidelityConfig(Section):
     """Successive halving inside each serial generation: every child and the continued parent train
     ``rungs[0]`` epochs; the best ``1/eta`` of the children (at least one) and the continued parent go on
     from their weights for ``rungs[1]`` more epochs, and so on; the last rung decides. Every contestant
@@ -208,7 +205,7 @@ class FidelityConfig(_Section):
     eta: Annotated[StrictInt, Field(ge=2, le=64)] = 2
 
 
-class SerialConfig(_Section):
+class SerialConfig(Section):
     """The serial level (Algorithm 1). Counts of tries count trained children, as the paper does."""
 
     metric: Literal[METRICS] = "AP"  # type: ignore[valid-type]
@@ -263,7 +260,7 @@ class SerialConfig(_Section):
         return self
 
 
-class ParallelConfig(_Section):
+class ParallelConfig(Section):
     enabled: Bool = True
     K: Annotated[StrictInt, Field(ge=1, le=9)] = 3  # at most K extra subnets a stage
     n_stuck_p: Annotated[StrictInt, Field(ge=1, le=100_000)] = 10  # tries without beating the baseline
@@ -271,7 +268,7 @@ class ParallelConfig(_Section):
     max_additions: Annotated[StrictInt, Field(ge=1, le=200)] | None = None  # cap subnets a sample adds (None: L*K)
 
 
-class ReigniteConfig(_Section):
+class ReigniteConfig(Section):
     data: Str = "generated"  # generated | fashion-mnist | an ImageFolder directory
     epochs: Annotated[StrictInt, Field(ge=1, le=1000)] = 1
     batch_size: Annotated[StrictInt, Field(ge=1, le=4096)] = 32
@@ -283,7 +280,7 @@ class ReigniteConfig(_Section):
 _DEVICE = re.compile(r"cpu|cuda(:\d+)?")
 
 
-class WorkersConfig(_Section):
+class WorkersConfig(Section):
     n: Annotated[StrictInt, Field(ge=1, le=1024)] = 1
     devices: Annotated[tuple[Str, ...], Field(min_length=1, max_length=1024)] = ("cpu",)
     threads: Annotated[StrictInt, Field(ge=0, le=1024)] = 0  # torch threads per worker (0: cores / workers)
@@ -309,11 +306,11 @@ class WorkersConfig(_Section):
     def _device_names(cls, devices: tuple[str, ...]) -> tuple[str, ...]:
         for i, d in enumerate(devices):
             if not _DEVICE.fullmatch(d):
-                raise ValueError(f"[{i}]: expected cpu, cuda or cuda:N, got {_short.repr(d)}")
+                raise ValueError(f"[{i}]: expected cpu, cuda or cuda:N, got {short.repr(d)}")
         return devices
 
 
-class SearchConfig(_Section):
+class SearchConfig(Section):
     start: StartConfig = Field(default_factory=StartConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     detector: DetectorConfig = Field(default_factory=DetectorConfig)
@@ -384,8 +381,8 @@ def _check_environment(cfg: SearchConfig, where: str, text: str | None) -> None:
     from spnas.ops import get_morphism, load_plugin
 
     def fail(loc: tuple[Any, ...], msg: str) -> ConfigError:
-        line = _line(text, loc)
-        return ConfigError(f"{where}: {'line %d: ' % line if line else ''}{_field(loc)}: {msg}")
+        line = yaml_line(text, loc)
+        return ConfigError(f"{where}: {'line %d: ' % line if line else ''}{field_path(loc)}: {msg}")
 
     for i, p in enumerate(cfg.search.plugins):
         try:

@@ -197,22 +197,17 @@ def evaluate_ranks(req: dict[str, Any], devices: list[str], t0: float) -> dict[s
 
 def _rank_main(rank: int, ranks: int, port: int, req: dict[str, Any], out: str) -> None:
     """One rank of a data-parallel candidate: join the group, train (rank 0 writes the files), write its result."""
-    import datetime
-
     import torch
-    import torch.distributed as dist
+
+    from spnas.detect.distributed import process_group
 
     dev = str(req["device"])
     if dev.startswith("cuda"):
         torch.cuda.set_device(torch.device(dev))
     t0 = time.perf_counter()
     try:
-        dist.init_process_group("nccl" if dev.startswith("cuda") else "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                                world_size=ranks, timeout=datetime.timedelta(hours=2))
-        try:
+        with process_group(rank, ranks, f"127.0.0.1:{port}", dev):
             res = _evaluate(req, t0)
-        finally:
-            dist.destroy_process_group()
     except Exception as e:
         if rank == 0:
             try:
@@ -560,20 +555,15 @@ def _ray_rendezvous() -> tuple[str, int]:
 def _ray_rank(fn: Callable[[dict[str, Any]], dict[str, Any]], req: dict[str, Any], payload: list[Any] | None, rank: int, ranks: int,
               addr: str) -> dict[str, Any]:
     """One rank of a data-parallel candidate on Ray: join the process group, evaluate (rank 0 returns the files)."""
-    import datetime
+    from spnas.detect.distributed import process_group
 
-    import torch.distributed as dist
-
-    backend = "nccl" if str(req["device"]).startswith("cuda") else "gloo"
-    if backend == "nccl":
+    device = str(req["device"])
+    if device.startswith("cuda"):
         import torch
 
         torch.cuda.set_device(0)  # Ray gives each rank one GPU (CUDA_VISIBLE_DEVICES)
-    dist.init_process_group(backend, init_method=f"tcp://{addr}", rank=rank, world_size=ranks, timeout=datetime.timedelta(hours=2))
-    try:
+    with process_group(rank, ranks, addr, device):
         return _ray_call(fn, req, payload)
-    finally:
-        dist.destroy_process_group()
 
 
 def _ray_ranks(fn: Callable[[dict[str, Any]], dict[str, Any]], req: dict[str, Any], payload: list[Any] | None, ranks: int,

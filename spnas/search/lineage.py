@@ -83,16 +83,19 @@ def _epochs(events: list[dict[str, Any]], train_epochs: int | None, start_epochs
     known.update({e["id"]: int(e["epochs"]) for e in events if e.get("event") == "converged" and e.get("epochs") is not None})
     out: dict[str, int] = {}
 
-    def total(cid: str, depth: int = 0) -> int | None:
+    visiting: set[str] = set()  # a parent loop (a damaged journal) ends the walk instead of recursing for ever
+
+    def total(cid: str) -> int | None:
         if cid in known or cid in out:
             return known.get(cid, out.get(cid))
         p = proposed.get(cid)
-        if p is None or depth > 10_000:
+        if p is None or cid in visiting:
             return None
+        visiting.add(cid)
         own = p.get("epochs") or (start_epochs if p.get("role") == "start" else train_epochs)
         if own is None:
             return None
-        before = total(p["parent"], depth + 1) if p.get("parent") else 0
+        before = total(p["parent"]) if p.get("parent") else 0
         if before is None:
             return None
         out[cid] = before + int(own)
@@ -213,9 +216,10 @@ def lineage_text(events: list[dict[str, Any]], metric: str | None = None, **epoc
         mark = "  <- best/ (the run's result)" if s.result else ("  <- best/top/1 (higher once, not confirmed)" if s.top else "")
         lines.append(f"{label:<{w_id}}  {s.code:<{w_code}}  {s.morphisms or '-':<{w_m}}  {_number(s.metric):>8}  "
                      f"{s.epochs if s.epochs is not None else '-':>6}  {_decision(s, metric)}{mark}")
-    top_missing = [e for e in lineage_top(events, metric) if e not in {s.id for s in steps}]
-    if top_missing:
-        lines.append(f"best/top/1 is {top_missing[0]}, a net the search did not carry on (see spnas audit RUN --top 3)")
+    done = next((e for e in reversed(events) if e.get("event") == "done"), None)
+    top = _top(events, Metric(metric))
+    if done is not None and top not in (None, done.get("id")) and top not in {s.id for s in steps}:
+        lines.append(f"best/top/1 is {top}, a net the search did not carry on (see spnas audit RUN --top 3)")
     return "\n".join(lines)
 
 
@@ -231,13 +235,6 @@ def _top(events: list[dict[str, Any]], m: Metric) -> str | None:
             p = proposed[e["id"]]
             hof.update([individual(e["id"], p["fingerprint"], p["encoding"], float(e["metric"]), m)])
     return hof[0]["id"] if len(hof) else None
-
-
-def lineage_top(events: list[dict[str, Any]], metric: str) -> list[str]:
-    """The id in best/top/1 where a finished run's result is another net (empty otherwise)."""
-    done = next((e for e in reversed(events) if e.get("event") == "done"), None)
-    top = _top(events, Metric(metric))
-    return [] if done is None or top is None or top == done.get("id") else [top]
 
 
 def lineage_figure(events: list[dict[str, Any]], metric: str | None = None, **epochs: int | None) -> Figure:

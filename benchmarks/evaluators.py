@@ -16,6 +16,7 @@ epoch of 8 images, 1 torch thread each) on a simulated cluster (``ray.cluster_ut
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import sys
@@ -30,38 +31,43 @@ os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
 from benchmarks.common import emit_json, print_table  # noqa: E402
 from spnas.ir import parse, save  # noqa: E402
 from spnas.search.evaluator import HEAD_FILE, LocalPool, RayPool  # noqa: E402
+from spnas.search.records import DetectorSpec, EvalRequest, EvalResult, Outcome  # noqa: E402
 
 TINY = Path(__file__).resolve().parents[1] / "tests" / "search" / "tiny.yaml"
 
 
-def copy_evaluate(req: dict[str, Any]) -> dict[str, Any]:
+def copy_evaluate(req: EvalRequest) -> EvalResult:
     """A no-op candidate: its output net is its input net; the head is one small tensor."""
-    d = Path(req["dir"])
+    d = Path(req.dir)
     (d / "trained").mkdir(exist_ok=True)
     for name in ("arch.yaml", "weights.safetensors"):
         shutil.copyfile(d / "input" / name, d / "trained" / name)
     (d / HEAD_FILE).write_bytes(b"0" * 1024)
-    return {"id": req["id"], "status": "ok", "metric": 0.0, "seconds": 0.0}
+    return EvalResult(req.id, Outcome.OK, metric=0.0)
 
 
-def _requests(root: Path, n: int, code: str, extra: dict[str, Any]) -> list[dict[str, Any]]:
+def _requests(root: Path, n: int, code: str, template: EvalRequest) -> list[EvalRequest]:
     arch = parse(code)
     reqs = []
     for i in range(n):
         d = root / "candidates" / f"c{i}"
         save(arch, d / "input")
-        reqs.append({"id": f"c{i}", "dir": str(d), "parent_head": None, "plugins": [], **extra})
+        reqs.append(dataclasses.replace(template, id=f"c{i}", dir=str(d)))
     return reqs
 
 
-def _wall(pool: Any, fn: Any, reqs: list[dict[str, Any]]) -> float:
+def _template(data: dict[str, Any], detector: DetectorSpec, train: Any, metric: str) -> EvalRequest:
+    return EvalRequest(id="", dir="", data=data, detector=detector, train=train, metric=metric)
+
+
+def _wall(pool: Any, fn: Any, reqs: list[EvalRequest]) -> float:
     pool.map(fn, reqs[:1])  # warm: workers started, modules imported
     t0 = time.perf_counter()
     res = pool.map(fn, reqs)
     wall = time.perf_counter() - t0
-    bad = [r for r in res if r.get("status") != "ok"]
+    bad = [r for r in res if not r.ok]
     if bad:
-        raise SystemExit(f"a benchmark candidate failed: {bad[0].get('reason')}")
+        raise SystemExit(f"a benchmark candidate failed: {bad[0].reason}")
     return wall
 
 
@@ -70,8 +76,11 @@ def overhead(tasks: int) -> list[dict[str, Any]]:
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        reqs = _requests(Path(tmp), tasks, "BB(11,d1,d1,d1)", {"data": {}})
-        mb = sum(f.stat().st_size for f in (Path(reqs[0]["dir"]) / "input").iterdir()) / 2**20
+        from spnas.detect.detector import resolve_options
+        from spnas.detect.train import FAST
+
+        reqs = _requests(Path(tmp), tasks, "BB(11,d1,d1,d1)", _template({}, DetectorSpec("faster", resolve_options("lean")), FAST, "AP"))
+        mb = sum(f.stat().st_size for f in (Path(reqs[0].dir) / "input").iterdir()) / 2**20
         pool = LocalPool(["cpu"], threads=1)
         try:
             rows.append({"backend": "local process", "transport": "files", "ms_per_candidate": _wall(pool, copy_evaluate, reqs) / tasks * 1e3})
@@ -103,10 +112,13 @@ def throughput(candidates: int) -> list[dict[str, Any]]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         data = resolve_data(cfg, Path(tmp))
+        from spnas.detect.detector import resolve_options
+        from spnas.detect.train import config_from_dict
+
         det = cfg.detector
-        extra = {"data": data, "detector": {"head": det.head, "preset": det.preset, "options": dict(det.options)},
-                 "train": {**cfg.train.model_dump(), "loader_workers": 0}, "metric": cfg.search.metric, "seed": 0, "reignite": None}
-        reqs = _requests(Path(tmp), candidates, cfg.start.code, extra)
+        template = _template(data, DetectorSpec(det.head, resolve_options(det.preset, **det.options)),
+                             config_from_dict({**cfg.train.model_dump(), "loader_workers": 0, "seed": 0}), cfg.search.metric)
+        reqs = _requests(Path(tmp), candidates, cfg.start.code, template)
         for n in (1, 2):
             pool = LocalPool(["cpu"] * n, threads=1)
             try:

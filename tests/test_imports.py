@@ -112,3 +112,15 @@ def test_one_module_owns_the_run_directory_layout():
     assert not found, found
     assert not [m for m, deps in _graph().items() if m.startswith("spnas.detect") and "spnas.rundir" in deps]
     assert "spnas.rundir" in _graph()["spnas.search.runner"]  # the search writes through it
+
+
+def test_the_loop_services_sit_below_the_loop():
+    """What the loop delegates (records, evaluation, the start, the summary, the journal) never imports the
+    loop or a strategy (type hints aside): a newcomer can read each without the search's algorithm."""
+    graph = _graph()
+    services = ["spnas.search.records", "spnas.search.evaluations", "spnas.search.evaluator", "spnas.search.start",
+                "spnas.search.summary", "spnas.search.journal", "spnas.search.candidate"]
+    for m in services:
+        assert not graph[m] & {"spnas.search.runner", "spnas.search.strategy", "spnas.search"}, (m, graph[m])
+    assert not graph["spnas.search.records"] - {"spnas.detect.detector", "spnas.detect.train"}  # the records' types only
+    assert "spnas.search.runner" not in graph["spnas.search.strategy"]  # a strategy gets the loop, it does not import it

@@ -11,6 +11,7 @@ bench``) needs nothing from the search.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +24,7 @@ from spnas.detect.data import DEFAULT_CACHE_MB, generate_shapes, load_coco, load
 from spnas.errors import ConfigError, DataError
 from spnas.schema import Bool, Section, Str, one_line, short
 
-__all__ = ["DataConfig", "check_data_files", "resolve_data", "load_datasets", "read_data_file", "clear_cache"]
+__all__ = ["DataConfig", "check_data_files", "check_data", "resolve_data", "load_datasets", "read_data_file", "clear_cache"]
 
 _DATA_CACHE: dict[str, Any] = {}
 
@@ -168,3 +169,34 @@ def load_datasets(data: dict[str, Any]) -> tuple[Any, Any]:
         sets.append(ds)
     _DATA_CACHE[key] = tuple(sets)
     return _DATA_CACHE[key]
+
+
+def check_data(data: dict[str, Any], metric: str, *, keep: bool) -> None:
+    """Load both splits once in the driver (annotations only; images decode lazily, or all under ``strict``).
+
+    ``keep``: leave them in the process cache (inline evaluation reuses them); else free them.
+    """
+    from spnas.detect.metrics import LAMR_METRICS
+
+    _, val = load_datasets(data)
+    if metric in LAMR_METRICS:
+        from spnas.detect.train import person_miss_rates
+
+        if val.lamr_protocol is None:
+            raise ConfigError(f"search.metric: {metric} is a miss rate of person data: ECP frames (data.format: ecp) or "
+                              "CityPersons-style COCO (annotations with vis_ratio); this data set is neither")
+        value = person_miss_rates(val, None)[metric]
+        if not (math.isfinite(value) and value >= 0):
+            raise ConfigError(f"search.metric: {metric}: the validation split has no person in this subset, so the miss rate is undefined")
+    if metric in _AREA_RANGES:  # pycocotools gives -1 for an area range with no object: every candidate would tie
+        lo, hi = _AREA_RANGES[metric]
+        anns = [a for a in val.coco.anns.values() if not a.get("iscrowd")]
+        if not any(lo <= float(a.get("area") or a["bbox"][2] * a["bbox"][3]) < hi for a in anns):
+            name = {"APs": "small (area < 32²)", "APm": "medium (32² to 96²)", "APl": "large (area > 96²)"}[metric]
+            raise ConfigError(f"search.metric: {metric}: the validation split has no {name} object, so {metric} is -1 for "
+                              "every candidate; choose another metric")
+    if not keep:
+        clear_cache()
+
+
+_AREA_RANGES = {"APs": (0.0, 32.0**2), "APm": (32.0**2, 96.0**2), "APl": (96.0**2, math.inf)}  # pycocotools' ranges

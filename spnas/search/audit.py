@@ -37,6 +37,7 @@ import yaml
 
 from spnas.errors import ConfigError, SpnasError
 from spnas.rundir import RunDir
+from spnas.search.records import DetectorSpec, EvalRequest, EvalResult, Event
 
 __all__ = ["add_arguments", "run", "plan", "audit"]
 
@@ -70,11 +71,11 @@ def plan(run: Path, top: int) -> dict[str, Any]:
     from spnas.detect.metrics import lower_is_better
 
     events = _events(run)
-    done = [e for e in events if e["event"] == "done"]
+    done = [e for e in events if e["event"] == Event.DONE]
     if not done:
         raise ConfigError(f"{run}: the search has not finished (no 'done' event); resume it first")
-    prop = {e["id"]: e for e in events if e["event"] == "proposed"}
-    evaluated = {e["id"]: e for e in events if e["event"] == "evaluated"}
+    prop = {e["id"]: e for e in events if e["event"] == Event.PROPOSED}
+    evaluated = {e["id"]: e for e in events if e["event"] == Event.EVALUATED}
     summary = json.loads(RunDir(run).summary.read_text())
     metric, lower = summary["metric"], lower_is_better(summary["metric"])
     best = done[-1]["id"]
@@ -133,8 +134,10 @@ def _settings(run: Path, plugins: list[str]) -> dict[str, Any]:
             "data": desc["source"]["data"], "plugins": [str(Path(p).resolve()) for p in plugins]}
 
 
-def _request(run: Path, st: dict[str, Any], net: dict[str, Any], epochs: int, seed: int, out: Path) -> dict[str, Any]:
+def _request(run: Path, st: dict[str, Any], net: dict[str, Any], epochs: int, seed: int, out: Path) -> EvalRequest:
     """A full training of ``net`` from its trained weights, as an evaluation request of the run's evaluators."""
+    from spnas.detect.detector import resolve_options
+    from spnas.detect.train import config_from_dict
     from spnas.search.evaluator import HEAD_FILE
 
     d = out / f"{net['id']}_e{epochs}_s{seed}"
@@ -145,19 +148,19 @@ def _request(run: Path, st: dict[str, Any], net: dict[str, Any], epochs: int, se
         shutil.copytree(src / "trained", tmp)
         shutil.rmtree(d / "input", ignore_errors=True)
         os.replace(tmp, d / "input")
-    train = {**st["train"], "epochs": epochs, "schedule": "step"}
     det = st["detector"]
-    return {"id": f"{net['id']}_s{seed}", "dir": str(d), "parent_head": str(src / HEAD_FILE), "data": st["data"],
-            "detector": {"head": det["head"], "preset": det["preset"], "options": dict(det.get("options") or {})}, "train": train,
-            "inherits": False, "metric": st["metric"], "seed": seed, "reignite": None, "plugins": st["plugins"]}
+    return EvalRequest(id=f"{net['id']}_s{seed}", dir=str(d), parent_head=str(src / HEAD_FILE), data=st["data"],
+                       detector=DetectorSpec(det["head"], resolve_options(det["preset"], **dict(det.get("options") or {}))),
+                       train=config_from_dict({**st["train"], "epochs": epochs, "schedule": "step", "seed": seed}),
+                       inherits=False, metric=st["metric"], plugins=tuple(st["plugins"]))
 
 
-def _cached(d: Path) -> dict[str, Any] | None:
+def _cached(d: Path) -> EvalResult | None:
     p = d / "metrics.json"
     if not p.is_file():
         return None
-    r = json.loads(p.read_text())
-    return r if r.get("status") == "ok" else None
+    r = EvalResult.of(json.loads(p.read_text()))
+    return r if r.ok else None
 
 
 def audit(run: str | os.PathLike, *, top: int = 5, epochs: int | None = None, seeds: list[int] = (0, 1), workers: int | None = None,
@@ -184,10 +187,10 @@ def audit(run: str | os.PathLike, *, top: int = 5, epochs: int | None = None, se
     if extra:  # the equal-budget control: the start net trained for the found net's extra epochs too
         jobs += [(start, epochs + extra, s) for s in seeds]
     reqs = [_request(run, st, n, e, s, out) for n, e, s in jobs]
-    results: dict[int, dict[str, Any]] = {}
+    results: dict[int, EvalResult] = {}
     todo = []
     for i, r in enumerate(reqs):
-        got = _cached(Path(r["dir"]))
+        got = _cached(Path(r.dir))
         if got is not None:
             results[i] = got
         else:
@@ -200,12 +203,12 @@ def audit(run: str | os.PathLike, *, top: int = 5, epochs: int | None = None, se
                          w.get("threads", 0), address=w.get("address"), gpus_per_task=w.get("gpus_per_task", 1.0),
                          transport=w.get("transport", "object_store"))
         try:
-            def done(k: int, r: dict[str, Any]) -> None:
-                log(f"  {reqs[todo[k]]['id']} ({jobs[todo[k]][1]} epochs): {r.get('metric', r.get('reason'))}")
+            def done(k: int, r: EvalResult) -> None:
+                log(f"  {reqs[todo[k]].id} ({jobs[todo[k]][1]} epochs): {r.metric if r.ok else r.reason}")
 
             for k, r in enumerate(pool.map(evaluate_candidate, [reqs[i] for i in todo], on_result=done)):
-                if r.get("status") != "ok":
-                    raise SpnasError(f"audit: the full training of {reqs[todo[k]]['id']} failed ({r.get('reason')}); "
+                if not r.ok:
+                    raise SpnasError(f"audit: the full training of {reqs[todo[k]].id} failed ({r.reason}); "
                                      "what finished is kept: fix it and run the audit again")
                 results[todo[k]] = r
         finally:
@@ -213,8 +216,8 @@ def audit(run: str | os.PathLike, *, top: int = 5, epochs: int | None = None, se
     full: dict[tuple[str, int], list[float]] = {}
     seconds = 0.0
     for i, (n, e, s) in enumerate(jobs):
-        full.setdefault((n["id"], e), []).append(float(results[i]["metric"]))
-        seconds += float(results[i].get("seconds") or 0.0)
+        full.setdefault((n["id"], e), []).append(float(results[i].metric))
+        seconds += float(results[i].seconds or 0.0)
     sign = -1.0 if p["lower_is_better"] else 1.0
     rows = []
     for n in p["nets"]:

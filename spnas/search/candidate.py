@@ -13,6 +13,7 @@ from deap import base, creator, tools
 from spnas.detect.metrics import Metric
 from spnas.errors import SpnasError
 from spnas.ir import Arch
+from spnas.search.records import EvalResult
 
 __all__ = ["Candidate", "stage_flops", "stage_gmacs", "sample_parallel_code", "code_of", "individual", "hall_of_fame"]
 
@@ -48,17 +49,17 @@ class Candidate:
     arch: Arch
     morphisms: list[dict[str, Any]] = field(default_factory=list)
     generation: int = 0
-    result: dict[str, Any] | None = None
+    result: EvalResult | None = None  # its evaluation, as journaled (None: not evaluated yet)
     epochs: int | None = None  # detection epochs of its training (None: the fast scheme's, train.epochs)
     rung: int = 0  # multi-fidelity: its rung in the generation's race (1, 2, ...; 0: no race)
 
     @property
     def ok(self) -> bool:
-        return bool(self.result) and self.result.get("event") == "evaluated"
+        return self.result is not None and self.result.ok
 
     @property
     def metric(self) -> float:
-        return float(self.result["metric"]) if self.ok else -math.inf
+        return float(self.result.metric) if self.ok else -math.inf
 
 
 def stage_flops(arch: Arch, size: tuple[int, int]) -> list[int]:

@@ -1,11 +1,12 @@
 """Evaluating candidates: the one evaluation function, and the pools that run it.
 
-:func:`evaluate_candidate` takes a request (plain data: the candidate's directory, the parent's
-head weights, data/detector/training settings, device, seed) and returns a result dict; it
-never raises for a candidate's own failure (an error or a non-finite loss comes back as
-``{"status": "failed", "reason": ...}``). It is the search's default ``evaluate``; any function of
-the same contract can stand in (``Search(cfg, out, evaluate=fn)``: a fake one in tests, a faulty
-one to inject failures). Every pool has ``map(fn, requests, on_result=None)``, which returns the
+:func:`evaluate_candidate` takes an :class:`~spnas.search.records.EvalRequest` (the candidate's
+directory, the parent's head weights, the data request, the detector, the schedule, device, seed)
+and returns an :class:`~spnas.search.records.EvalResult`; it never raises for a candidate's own
+failure (an error or a non-finite loss comes back as a result of outcome ``candidate``). It is the
+search's default ``evaluate``; any function of the same contract can stand in (``Search(cfg, out,
+evaluate=fn)``: a fake one in tests, a faulty one to inject failures). Every pool has
+``map(fn, requests, on_result=None)``, which returns the
 results in request order and calls ``on_result(i, result)`` as each one finishes, so the search
 journals a result the moment it exists. :class:`LocalPool` runs ``fn`` in worker processes, one
 per device slot, spawned once (``fn`` must be importable: a module-level function); a worker that
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
 import errno
 import hashlib
 import json
@@ -35,6 +37,7 @@ from typing import Any
 
 from spnas.detect.datasets import load_datasets  # noqa: F401  (re-exported: the evaluators' data)
 from spnas.rundir import RunDir
+from spnas.search.records import EvalRequest, EvalResult, Outcome
 
 __all__ = ["evaluate_candidate", "load_plugins", "pack_request", "run_portable", "unpack_result", "scratch_root", "failure", "detector_state", "HEAD_FILE", "LocalPool", "InlinePool", "RayPool", "make_pool", "candidate_seed"]
 
@@ -107,38 +110,37 @@ def one_line(e: BaseException | None) -> str:
     return first if isinstance(e, SpnasError) else f"{type(e).__name__}: {first}"
 
 
-def failure(req: dict[str, Any], e: BaseException | None, seconds: float, *, kind: str | None = None, reason: str | None = None) -> dict[str, Any]:
-    """A failed result. ``kind`` is ``candidate`` (its own: it diverged, or its code raised) or ``machine``
-    (out of disk, out of memory, worker lost, timeout): a resume re-runs the machine's failures, bounded."""
-    from spnas.errors import SpnasError
-
+def failure(req: EvalRequest, e: BaseException | None, seconds: float, *, kind: Outcome | None = None,
+            reason: str | None = None) -> EvalResult:
+    """A failed result. ``kind`` is :attr:`Outcome.CANDIDATE` (its own: it diverged, or its code raised) or
+    :attr:`Outcome.MACHINE` (out of disk, out of memory, worker lost, timeout): a resume re-runs the
+    machine's failures, bounded. Without ``kind``, the exception ``e`` tells which."""
     if kind is None:
         machine = machine_cause(e)
         if machine is not None:
-            kind, cause = "machine", machine
+            kind, cause = Outcome.MACHINE, machine
         else:
-            kind, cause = "candidate", "diverged" if type(e).__name__ == "EvalError" else "error"
+            kind, cause = Outcome.CANDIDATE, "diverged" if type(e).__name__ == "EvalError" else "error"
     else:
-        cause = reason or kind
-    text = reason or one_line(e)
-    return {"id": req["id"], "status": "failed", "reason": text, "kind": kind, "cause": cause, "seconds": round(seconds, 3)}
+        cause = reason or kind.value
+    return EvalResult.failure(req.id, kind, reason or one_line(e), cause, seconds)
 
 
-def load_plugins(req: dict[str, Any]) -> None:
+def load_plugins(req: EvalRequest) -> None:
     """Import the search's plugin files (their node kinds and rules) in this worker, once per process."""
     from spnas.ops import load_plugin
 
-    for path in req.get("plugins") or ():
+    for path in req.plugins:
         load_plugin(path)
 
 
-def evaluate_candidate(req: dict[str, Any]) -> dict[str, Any]:
-    """Train the candidate in ``req["dir"]`` with the fast scheme and measure it; see the module doc.
+def evaluate_candidate(req: EvalRequest) -> EvalResult:
+    """Train the candidate in ``req.dir`` with its schedule and measure it; see the module doc.
 
-    ``req["device"]`` names one device, or several joined by commas (``cuda:0,cuda:1``, ``cpu,cpu``):
+    ``req.device`` names one device, or several joined by commas (``cuda:0,cuda:1``, ``cpu,cpu``):
     then the candidate trains as that many ranks of DistributedDataParallel (:func:`evaluate_ranks`)."""
     t0 = time.perf_counter()
-    devices = str(req.get("device") or "cpu").split(",")
+    devices = str(req.device or "cpu").split(",")
     if len(devices) > 1:
         return evaluate_ranks(req, devices, t0)
     try:
@@ -146,27 +148,27 @@ def evaluate_candidate(req: dict[str, Any]) -> dict[str, Any]:
     except Exception as e:  # the candidate failed, not the search
         tb = traceback.format_exc(limit=6)
         try:
-            (Path(req["dir"]) / "error.txt").write_text(tb)
+            (Path(req.dir) / "error.txt").write_text(tb)
         except OSError:
             pass
         return failure(req, e, time.perf_counter() - t0)
 
 
-def evaluate_ranks(req: dict[str, Any], devices: list[str], t0: float) -> dict[str, Any]:
+def evaluate_ranks(req: EvalRequest, devices: list[str], t0: float) -> EvalResult:
     """The candidate trained as ``len(devices)`` ranks of torch.distributed (NCCL on CUDA, gloo on the CPU):
     one spawned process per device, a free port on this machine for the rendezvous. Rank 0 writes the
     candidate's files and its result. A rank that dies (a signal, an exit without a result) is the
     machine's failure, and the other ranks are ended with it; a rank's own error is the candidate's."""
     from spnas.detect.distributed import free_port
 
-    n, d = len(devices), Path(req["dir"])
+    n, d = len(devices), Path(req.dir)
     outs = [d / f"rank{r}.json" for r in range(n)]
     for f in outs:
         f.unlink(missing_ok=True)
-    threads = max(1, int(req["threads"]) // n) if req.get("threads") else 0
+    threads = max(1, req.threads // n) if req.threads else 0
     ctx = mp.get_context("spawn")
     port = free_port()
-    procs = [ctx.Process(target=_rank_main, args=(r, n, port, {**req, "device": devices[r], "threads": threads}, str(outs[r])))
+    procs = [ctx.Process(target=_rank_main, args=(r, n, port, req.on(devices[r], threads), str(outs[r])))
              for r in range(n)]
     for p in procs:
         p.start()
@@ -176,7 +178,7 @@ def evaluate_ranks(req: dict[str, Any], devices: list[str], t0: float) -> dict[s
             for r, p in enumerate(procs):
                 if not p.is_alive() and (p.exitcode != 0 or not outs[r].is_file()):
                     lost = f"rank {r} of {n} lost (exit code {p.exitcode})"
-                elif not p.is_alive() and json.loads(outs[r].read_text()).get("status") != "ok":
+                elif not p.is_alive() and not EvalResult.of(json.loads(outs[r].read_text())).ok:
                     lost = ""  # a rank failed on its own: the others wait in a collective for it forever
             if lost is not None:
                 break
@@ -186,22 +188,22 @@ def evaluate_ranks(req: dict[str, Any], devices: list[str], t0: float) -> dict[s
             if p.is_alive():
                 p.kill()
             p.join()
-    results = [json.loads(f.read_text()) if f.is_file() else None for f in outs]
-    own = [r for r in results if r is not None and r.get("status") != "ok"]
+    results = [EvalResult.of(json.loads(f.read_text())) if f.is_file() else None for f in outs]
+    own = [r for r in results if r is not None and not r.ok]
     if own:
-        return {**own[0], "seconds": round(time.perf_counter() - t0, 3)}
+        return own[0].with_seconds(time.perf_counter() - t0)
     if lost or results[0] is None:
-        return failure(req, None, time.perf_counter() - t0, kind="machine", reason=lost or "rank 0 wrote no result")
+        return failure(req, None, time.perf_counter() - t0, kind=Outcome.MACHINE, reason=lost or "rank 0 wrote no result")
     return results[0]
 
 
-def _rank_main(rank: int, ranks: int, port: int, req: dict[str, Any], out: str) -> None:
+def _rank_main(rank: int, ranks: int, port: int, req: EvalRequest, out: str) -> None:
     """One rank of a data-parallel candidate: join the group, train (rank 0 writes the files), write its result."""
     import torch
 
     from spnas.detect.distributed import process_group
 
-    dev = str(req["device"])
+    dev = str(req.device)
     if dev.startswith("cuda"):
         torch.cuda.set_device(torch.device(dev))
     t0 = time.perf_counter()
@@ -211,75 +213,70 @@ def _rank_main(rank: int, ranks: int, port: int, req: dict[str, Any], out: str) 
     except Exception as e:
         if rank == 0:
             try:
-                (Path(req["dir"]) / "error.txt").write_text(traceback.format_exc(limit=6))
+                (Path(req.dir) / "error.txt").write_text(traceback.format_exc(limit=6))
             except OSError:
                 pass
         res = failure(req, e, time.perf_counter() - t0)
     tmp = Path(out + ".tmp")
-    tmp.write_text(json.dumps(res))
+    tmp.write_text(json.dumps(res.as_dict()))
     os.replace(tmp, out)
 
 
-def _evaluate(req: dict[str, Any], t0: float) -> dict[str, Any]:
+def _evaluate(req: EvalRequest, t0: float) -> EvalResult:
     import torch
     from safetensors.torch import load_file
 
     from spnas.detect import lift
     from spnas.detect.detector import build_detector, carry_over
     from spnas.detect.distributed import describe, world
-    from spnas.detect.train import config_from_dict, train_detector
+    from spnas.detect.train import train_detector
     from spnas.errors import EvalError
     from spnas.ir import load, save
     from spnas.ir.io import sha256_file, write_tensors
 
-    if req.get("threads"):
-        torch.set_num_threads(int(req["threads"]))
+    if req.threads:
+        torch.set_num_threads(req.threads)
     load_plugins(req)
-    d = Path(req["dir"])
-    seed = int(req["seed"])
+    d = Path(req.dir)
+    seed = req.seed
     torch.manual_seed(seed)
     arch = load(d / "input")
-    train_ds, val_ds = load_datasets(req["data"])
-    if req.get("reignite"):
+    train_ds, val_ds = load_datasets(dict(req.data))
+    if req.reignite:
         from spnas.detect.pretrain import reignite
 
-        arch = reignite(arch, req["reignite"], device=req["device"], seed=seed)
-    det = req["detector"]
-    model = build_detector(arch, train_ds.num_classes, det["head"], preset=det["preset"], **det.get("options", {}))
-    if req.get("parent_head"):
-        carry_over(load_file(req["parent_head"]), model)
-    cfg = config_from_dict(dict(req["train"]))
-    cfg = type(cfg)(**{**cfg.__dict__, "seed": seed})
-    if req.get("inherits"):  # a morphed child, a continued parent or noise run: trained weights go on training
-        cfg = cfg.for_inherited()
-    res = train_detector(model, train_ds, val_ds, cfg, device=req["device"], quiet=True)
+        arch = reignite(arch, dict(req.reignite), device=req.device, seed=seed)
+    model = build_detector(arch, train_ds.num_classes, req.detector.head, **req.detector.build_kwargs())
+    if req.parent_head:
+        carry_over(load_file(req.parent_head), model)
+    cfg = req.train.for_inherited() if req.inherits else req.train  # a morphed child, a continued parent, a noise run
+    res = train_detector(model, train_ds, val_ds, cfg, device=req.device, quiet=True)
     rank, ranks = world()
     training = describe(ranks, cfg.batch_size, cfg.accumulate, model.spnas_options.norm)
     if rank != 0:  # rank 0 measures and writes the candidate's files
-        return {"id": req["id"], "status": "ok", "rank": rank}
-    metric = res.metrics.get(req["metric"])
+        return EvalResult(req.id, Outcome.OK, rank=rank)
+    metric = res.metrics.get(req.metric)
     if metric is None or metric != metric:
-        raise EvalError(f"metric {req['metric']!r} is missing or NaN: {res.metrics}")
+        raise EvalError(f"metric {req.metric!r} is missing or NaN: {res.metrics}")
     trained = lift(arch, model.backbone.body)
     save(trained, d / "trained")
     # the body's weights are in trained/; the head file holds the rest (what a child carries over)
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items() if not k.startswith(BODY)}
     write_tensors(state, d / (HEAD_FILE + ".tmp"))
     os.replace(d / (HEAD_FILE + ".tmp"), d / HEAD_FILE)  # a new file: best/top/ may hold a hard link to the old one
-    out = {
-        "id": req["id"],
-        "status": "ok",
-        "metric": float(metric),
-        "metrics": {k: round(float(v), 6) for k, v in res.metrics.items()},
-        "loss": round(float(res.history[-1]["loss"]), 6) if res.history else None,
-        "iterations": res.iterations,
-        "curve": res.curve,  # the loss and learning rate along the training: TensorBoard's per-candidate curves
-        "training": training,  # ranks, batch per device, accumulation, normalisation
-        "seconds": round(time.perf_counter() - t0, 3),
-        "weights": str((d / "trained" / "weights.safetensors").relative_to(d.parent.parent)),
-        "sha256": sha256_file(d / "trained" / "weights.safetensors"),
-    }
-    (d / "metrics.json").write_text(json.dumps(out, indent=1))
+    out = EvalResult(
+        req.id, Outcome.OK,
+        metric=float(metric),
+        metrics={k: round(float(v), 6) for k, v in res.metrics.items()},
+        loss=round(float(res.history[-1]["loss"]), 6) if res.history else None,
+        iterations=res.iterations,
+        curve=res.curve,  # the loss and learning rate along the training: TensorBoard's per-candidate curves
+        training=training,  # ranks, batch per device, accumulation, normalisation
+        seconds=round(time.perf_counter() - t0, 3),
+        weights=str((d / "trained" / "weights.safetensors").relative_to(d.parent.parent)),
+        sha256=sha256_file(d / "trained" / "weights.safetensors"),
+    )
+    (d / "metrics.json").write_text(json.dumps(out.as_dict(), indent=1))
     return out
 
 
@@ -292,11 +289,14 @@ def _orphan_watchdog(parent: int) -> None:
             os._exit(1)
 
 
-def _call(fn: Callable[[dict[str, Any]], dict[str, Any]], req: dict[str, Any]) -> dict[str, Any]:
-    """``fn(req)``, with an exception turned into the candidate's failure (the search goes on)."""
+Evaluate = Callable[[EvalRequest], EvalResult]
+
+
+def _call(fn: Evaluate, req: EvalRequest) -> EvalResult:
+    """``fn(req)`` as a record, with an exception turned into the candidate's failure (the search goes on)."""
     t0 = time.perf_counter()
     try:
-        return fn(req)
+        return EvalResult.of(fn(req))
     except Exception as e:
         return failure(req, e, time.perf_counter() - t0)
 
@@ -329,10 +329,10 @@ def _worker(fn: Callable, device: str, threads: int, tasks: mp.Queue, results: m
         if item is None:
             return
         tid, req = item
-        results.put((tid, _call(fn, {**req, "device": device, "threads": threads})))
+        results.put((tid, _call(fn, req.on(device, threads))))
 
 
-OnResult = Callable[[int, dict[str, Any]], None] | None
+OnResult = Callable[[int, EvalResult], None] | None
 
 
 class InlinePool:
@@ -342,10 +342,10 @@ class InlinePool:
         self.device = devices[0]
         self.threads = threads
 
-    def map(self, fn: Callable, requests: list[dict[str, Any]], on_result: OnResult = None) -> list[dict[str, Any]]:
+    def map(self, fn: Evaluate, requests: list[EvalRequest], on_result: OnResult = None) -> list[EvalResult]:
         out = []
         for i, r in enumerate(requests):
-            res = _call(fn, {**r, "device": self.device, "threads": self.threads})
+            res = _call(fn, r.on(self.device, self.threads))
             if on_result is not None:
                 on_result(i, res)
             out.append(res)
@@ -378,13 +378,13 @@ class LocalPool:
         p.start()
         self._procs[i] = p
 
-    def map(self, fn: Callable, requests: list[dict[str, Any]], on_result: OnResult = None) -> list[dict[str, Any]]:
+    def map(self, fn: Evaluate, requests: list[EvalRequest], on_result: OnResult = None) -> list[EvalResult]:
         if fn is not self._fn:  # workers are spawned once per evaluation function
             self.close()
             self._fn = fn
             for i in range(len(self.devices)):
                 self._spawn(i)
-        out: list[dict[str, Any] | None] = [None] * len(requests)
+        out: list[EvalResult | None] = [None] * len(requests)
         pending = list(range(len(requests)))
         busy: dict[int, tuple[int, float]] = {}  # worker -> (request index, start time)
         while pending or busy:
@@ -410,8 +410,7 @@ class LocalPool:
                 if not p.is_alive() or timed_out:
                     _kill_tree(p)  # its DataLoader workers too: they hold the search's stderr open (`| tee` never ends)
                     reason = f"timed out after {self.timeout_s:.0f} s" if timed_out else f"worker process died (exit code {p.exitcode})"
-                    out[r] = failure(requests[r], None, time.time() - started, kind="machine",
-                                     reason=reason)
+                    out[r] = failure(requests[r], None, time.time() - started, kind=Outcome.MACHINE, reason=reason)
                     del busy[w]
                     self._spawn(w)
                     if on_result is not None:
@@ -442,12 +441,12 @@ _INPUTS = ("input/arch.yaml", "input/weights.safetensors")
 _OUTPUTS = ("trained/arch.yaml", "trained/weights.safetensors", HEAD_FILE, "metrics.json", "error.txt")
 
 
-def pack_request(req: dict[str, Any]) -> dict[str, Any]:
+def pack_request(req: EvalRequest) -> dict[str, Any]:
     """The bytes a worker without the run directory needs: the input net, the parent's head, the plugins' source."""
-    d = Path(req["dir"])
+    d = Path(req.dir)
     files = {name: (d / name).read_bytes() for name in _INPUTS}
-    head = (Path(req["parent_head"]).read_bytes() if req.get("parent_head") else None)
-    plugins = {Path(p).name: Path(p).read_text() for p in req.get("plugins") or ()}
+    head = Path(req.parent_head).read_bytes() if req.parent_head else None
+    plugins = {Path(p).name: Path(p).read_text() for p in req.plugins}
     return {"files": files, "parent_head": head, "plugins": plugins}
 
 
@@ -496,14 +495,17 @@ def _lock_file(path: Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def run_portable(fn: Callable[[dict[str, Any]], dict[str, Any]], req: dict[str, Any], payload: dict[str, Any]) -> dict[str, Any]:
-    """Evaluate a packed candidate in this worker's scratch directory; the result carries the output files as bytes."""
+Portable = tuple[EvalResult, dict[str, bytes]]  # a result and the candidate's output files, as bytes
+
+
+def run_portable(fn: Evaluate, req: EvalRequest, payload: dict[str, Any]) -> Portable:
+    """Evaluate a packed candidate in this worker's scratch directory; return the result and the output files as bytes."""
     t0 = time.perf_counter()
     root = scratch_root()
     root.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f"{req['id']}-", dir=root))
+    work = Path(tempfile.mkdtemp(prefix=f"{req.id}-", dir=root))
     try:
-        d = RunDir(work).candidate(req["id"])  # the run directory's layout, in scratch
+        d = RunDir(work).candidate(req.id)  # the run directory's layout, in scratch
         for name, data in payload["files"].items():
             (d / name).parent.mkdir(parents=True, exist_ok=True)
             (d / name).write_bytes(data)
@@ -519,23 +521,22 @@ def run_portable(fn: Callable[[dict[str, Any]], dict[str, Any]], req: dict[str, 
                 p.write_text(text)
             plugins.append(str(p))
         try:
-            local = {**req, "dir": str(d), "parent_head": str(head) if head else None, "plugins": plugins,
-                     "data": _portable_data(req["data"], root)}
+            local = dataclasses.replace(req, dir=str(d), parent_head=str(head) if head else None, plugins=tuple(plugins),
+                                        data=_portable_data(dict(req.data), root))
         except _NodeCannotRead as e:
-            return failure(req, e, time.perf_counter() - t0, kind="machine", reason=str(e))
+            return failure(req, e, time.perf_counter() - t0, kind=Outcome.MACHINE, reason=str(e)), {}
         res = _call(fn, local)
-        res["_files"] = {name: (d / name).read_bytes() for name in _OUTPUTS if (d / name).is_file()}
-        res["_node"] = socket.gethostname()
-        return res
+        return res, {name: (d / name).read_bytes() for name in _OUTPUTS if (d / name).is_file()}
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _ray_call(fn: Callable[[dict[str, Any]], dict[str, Any]], req: dict[str, Any], payload: list[Any] | None) -> dict[str, Any]:
+def _ray_call(fn: Evaluate, req: EvalRequest, payload: list[Any] | None) -> Portable:
     """A Ray task's body. ``payload`` is ``[ObjectRef]``: fetched here with ``ray.get``, not as a task argument
-    (a nested reference is no dependency the raylet pins for the task: see RayPool)."""
+    (a nested reference is no dependency the raylet pins for the task: see RayPool). Without one
+    (``transport: files``) the worker wrote the run directory itself: no files come back."""
     if payload is None:
-        return _call(fn, req)
+        return _call(fn, req), {}
     import ray
 
     return run_portable(fn, req, ray.get(payload[0]))
@@ -552,12 +553,11 @@ def _ray_rendezvous() -> tuple[str, int]:
     return ray.util.get_node_ip_address(), int(port)
 
 
-def _ray_rank(fn: Callable[[dict[str, Any]], dict[str, Any]], req: dict[str, Any], payload: list[Any] | None, rank: int, ranks: int,
-              addr: str) -> dict[str, Any]:
+def _ray_rank(fn: Evaluate, req: EvalRequest, payload: list[Any] | None, rank: int, ranks: int, addr: str) -> Portable:
     """One rank of a data-parallel candidate on Ray: join the process group, evaluate (rank 0 returns the files)."""
     from spnas.detect.distributed import process_group
 
-    device = str(req["device"])
+    device = str(req.device)
     if device.startswith("cuda"):
         import torch
 
@@ -566,8 +566,8 @@ def _ray_rank(fn: Callable[[dict[str, Any]], dict[str, Any]], req: dict[str, Any
         return _ray_call(fn, req, payload)
 
 
-def _ray_ranks(fn: Callable[[dict[str, Any]], dict[str, Any]], req: dict[str, Any], payload: list[Any] | None, ranks: int,
-               bundle: dict[str, float], rank_options: dict[str, Any]) -> dict[str, Any]:
+def _ray_ranks(fn: Evaluate, req: EvalRequest, payload: list[Any] | None, ranks: int, bundle: dict[str, float],
+               rank_options: dict[str, Any]) -> Portable:
     """A candidate on ``ranks`` devices through Ray's own machinery: a placement group of one bundle per rank
     (packed onto as few nodes as fit), a rendezvous address from the first bundle's node, one task per rank.
     A rank lost (its worker or node) is the machine's failure: the other ranks are cancelled."""
@@ -583,29 +583,28 @@ def _ray_ranks(fn: Callable[[dict[str, Any]], dict[str, Any]], req: dict[str, An
         ip, port = ray.get(ray.remote(num_cpus=0, max_retries=0)(_ray_rendezvous).options(scheduling_strategy=at[0]).remote())
         task = ray.remote(max_retries=0, **rank_options)(_ray_rank)
         refs = [task.options(scheduling_strategy=at[r]).remote(fn, req, payload, r, ranks, f"{ip}:{port}") for r in range(ranks)]
-        results: dict[int, dict[str, Any]] = {}
+        results: dict[int, Portable] = {}
         while len(results) < ranks:
             ready, _ = ray.wait([x for i, x in enumerate(refs) if i not in results], num_returns=1)
             r = refs.index(ready[0])
             try:
                 results[r] = ray.get(ready[0])
             except Exception as e:  # the rank's worker or node was lost
-                results[r] = failure(req, None, time.perf_counter() - t0, kind="machine",
-                                     reason=f"rank {r} of {ranks} lost: {type(e).__name__}")
-            if results[r].get("status") != "ok":  # the others wait for it in a collective: end them
+                results[r] = failure(req, None, time.perf_counter() - t0, kind=Outcome.MACHINE,
+                                     reason=f"rank {r} of {ranks} lost: {type(e).__name__}"), {}
+            if not results[r][0].ok:  # the others wait for it in a collective: end them
                 for x in refs:
                     ray.cancel(x, force=True)
-                return {**results[r], "seconds": round(time.perf_counter() - t0, 3)}
+                return results[r][0].with_seconds(time.perf_counter() - t0), {}
         return results[0]
     finally:
         remove_placement_group(pg)
 
 
-def unpack_result(req: dict[str, Any], res: dict[str, Any]) -> dict[str, Any]:
+def unpack_result(req: EvalRequest, portable: Portable) -> EvalResult:
     """Write a portable result's files into the candidate's directory (each file whole: tmp + rename); return the result."""
-    files = res.pop("_files", None) or {}
-    res.pop("_node", None)
-    d = Path(req["dir"])
+    res, files = portable
+    d = Path(req.dir)
     for name, data in files.items():
         dst = d / name
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -654,7 +653,7 @@ class RayPool:
         self._rank_options = opts
         self._ranks_task = ray.remote(num_cpus=0, max_retries=0)(_ray_ranks)
 
-    def _submit(self, fn: Callable, req: dict[str, Any]) -> Any:
+    def _submit(self, fn: Evaluate, req: EvalRequest) -> Any:
         device = "cuda" if self.gpu else "cpu"
         # The payload travels as a reference inside a list, which the task fetches itself. As a plain argument,
         # the raylet would pin it for the task's lease, and a driver killed mid-candidate leaks those pins
@@ -662,14 +661,13 @@ class RayPool:
         # the node's pull budget reaches zero and no candidate's input can reach it: a resumed search stalled so.
         payload = [self.ray.put(pack_request(req))] if self.transport == "object_store" else None
         if self.ranks > 1:
-            return self._ranks_task.remote(fn, {**req, "device": device, "threads": self.threads}, payload, self.ranks, self._bundle,
-                                           self._rank_options)
-        return self._task.remote(fn, {**req, "device": device, "threads": self.threads}, payload)
+            return self._ranks_task.remote(fn, req.on(device, self.threads), payload, self.ranks, self._bundle, self._rank_options)
+        return self._task.remote(fn, req.on(device, self.threads), payload)
 
-    def map(self, fn: Callable, requests: list[dict[str, Any]], on_result: OnResult = None) -> list[dict[str, Any]]:
+    def map(self, fn: Evaluate, requests: list[EvalRequest], on_result: OnResult = None) -> list[EvalResult]:
         from ray.exceptions import RayTaskError
 
-        out: list[dict[str, Any] | None] = [None] * len(requests)
+        out: list[EvalResult | None] = [None] * len(requests)
         pending = list(range(len(requests)))
         inflight: dict[Any, tuple[int, float]] = {}
         while pending or inflight:
@@ -682,9 +680,9 @@ class RayPool:
                 try:
                     res = unpack_result(requests[i], self.ray.get(ref))
                 except RayTaskError as e:  # the evaluation function itself could not run (it catches its own errors)
-                    res = failure(requests[i], None, time.time() - started, kind="candidate", reason=f"ray task raised: {e}")
+                    res = failure(requests[i], None, time.time() - started, kind=Outcome.CANDIDATE, reason=f"ray task raised: {e}")
                 except Exception as e:  # the worker, its node or the result object was lost: the machine's failure
-                    res = failure(requests[i], None, time.time() - started, kind="machine",
+                    res = failure(requests[i], None, time.time() - started, kind=Outcome.MACHINE,
                                   reason=f"ray task lost: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}")
                 out[i] = res
                 if on_result is not None:
@@ -693,7 +691,7 @@ class RayPool:
                 if self.timeout_s and time.time() - started > self.timeout_s:
                     self.ray.cancel(ref, force=True)
                     del inflight[ref]
-                    out[i] = failure(requests[i], None, time.time() - started, kind="machine",
+                    out[i] = failure(requests[i], None, time.time() - started, kind=Outcome.MACHINE,
                                      reason=f"timed out after {self.timeout_s:.0f} s")
                     if on_result is not None:
                         on_result(i, out[i])

@@ -1,9 +1,10 @@
 """The run journal: append-only JSON lines, each flushed and fsync'd (optuna's JournalStorage).
 
-Events: ``start`` (with the journal's ``format``), ``generation``, ``proposed``, ``prefiltered``,
-``rule_failed``, ``evaluated``, ``failed``, ``retried``, ``converged`` (the start's learning curve
-under ``start.train_epochs: auto``), ``noise``, ``rung`` (a multi-fidelity race's rung: its
-contestants and who goes on), ``accepted``, ``rejected``, ``best``, ``reignited``, ``stopped``, ``done``. Resume replays the file: the search runs its
+Events: the members of :class:`~spnas.search.records.Event`, one enum (``start`` with the journal's
+``format``, ``generation``, ``proposed``, ``prefiltered``, ``rule_failed``, ``evaluated``, ``failed``,
+``retried``, ``converged``, ``noise``, ``rung``, ``accepted``, ``rejected``, ``best``, ``reignited``,
+``stopped``, ``done``); :data:`_FIELDS` says what each must carry. The journal writes no other kind,
+and a replay refuses a line of another kind. Resume replays the file: the search runs its
 deterministic loop again, and every candidate that already has a result takes it from here.
 
 The format is versioned: ``start`` carries ``format`` (:data:`FORMAT`). A journal whose ``start``
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from spnas.errors import ConfigError
+from spnas.search.records import Event
 
 __all__ = ["Journal", "FORMAT", "read_events"]
 
@@ -33,33 +35,33 @@ FORMAT = 1  # the journal's layout: the events and fields below; a start event w
 
 _NUMBER = (int, float)
 # the fields each event kind must carry for a replay to use it, and their types (None: may be null)
-_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
-    "proposed": {"id": (str,), "fingerprint": (str,), "encoding": (str,)},
-    "evaluated": {"id": (str,), "metric": _NUMBER, "weights": (str,), "sha256": (str,)},
-    "failed": {"id": (str,), "reason": (str,)},
-    "accepted": {"id": (str,)},
-    "rejected": {"id": (str,)},
-    "best": {"id": (str,)},
-    "retried": {"id": (str,)},
+_FIELDS: dict[Event, dict[str, tuple[type, ...]]] = {
+    Event.PROPOSED: {"id": (str,), "fingerprint": (str,), "encoding": (str,)},
+    Event.EVALUATED: {"id": (str,), "metric": _NUMBER, "weights": (str,), "sha256": (str,)},
+    Event.FAILED: {"id": (str,), "reason": (str,)},
+    Event.ACCEPTED: {"id": (str,)},
+    Event.REJECTED: {"id": (str,)},
+    Event.BEST: {"id": (str,)},
+    Event.RETRIED: {"id": (str,)},
 }
 
 
 # fields a replay or a listener reads when they are there (absent or null is fine), and their types
-_OPTIONAL: dict[str, dict[str, tuple[type, ...]]] = {
-    "evaluated": {"seconds": _NUMBER, "loss": _NUMBER, "iterations": (int,), "metrics": (dict,), "curve": (dict,), "phase": (str,),
+_OPTIONAL: dict[Event, dict[str, tuple[type, ...]]] = {
+    Event.EVALUATED: {"seconds": _NUMBER, "loss": _NUMBER, "iterations": (int,), "metrics": (dict,), "curve": (dict,), "phase": (str,),
                   "training": (dict,)},
-    "failed": {"seconds": _NUMBER, "kind": (str,), "cause": (str,)},
-    "proposed": {"gmacs": _NUMBER, "params_m": _NUMBER, "parent": (str,), "role": (str,), "phase": (str,), "morphisms": (list,),
+    Event.FAILED: {"seconds": _NUMBER, "kind": (str,), "cause": (str,)},
+    Event.PROPOSED: {"gmacs": _NUMBER, "params_m": _NUMBER, "parent": (str,), "role": (str,), "phase": (str,), "morphisms": (list,),
                  "stage_gmacs": (list,), "epochs": (int,), "rung": (int,)},
-    "accepted": {"metric": _NUMBER, "gain": _NUMBER, "baseline_metric": _NUMBER, "noise_std": _NUMBER, "encoding": (str,), "baseline": (str,)},
-    "rejected": {"metric": _NUMBER, "baseline_metric": _NUMBER, "baseline": (str,), "kept": (str,)},
-    "best": {"metric": _NUMBER},
-    "noise": {"std": _NUMBER, "mean": _NUMBER, "spread": _NUMBER, "metrics": (list,), "min_gain": _NUMBER},
-    "reignited": {"metric": _NUMBER, "parent": (str,)},
-    "generation": {"rng": (dict,), "generation": (int,)},
-    "start": {"format": (int,)},
-    "converged": {"epochs": (int,), "trained_epochs": (int,), "curve": (list,), "metric": _NUMBER},
-    "rung": {"rung": (int,), "epochs": (int,), "contestants": (list,), "promoted": (list,)},
+    Event.ACCEPTED: {"metric": _NUMBER, "gain": _NUMBER, "baseline_metric": _NUMBER, "noise_std": _NUMBER, "encoding": (str,), "baseline": (str,)},
+    Event.REJECTED: {"metric": _NUMBER, "baseline_metric": _NUMBER, "baseline": (str,), "kept": (str,)},
+    Event.BEST: {"metric": _NUMBER},
+    Event.NOISE: {"std": _NUMBER, "mean": _NUMBER, "spread": _NUMBER, "metrics": (list,), "min_gain": _NUMBER},
+    Event.REIGNITED: {"metric": _NUMBER, "parent": (str,)},
+    Event.GENERATION: {"rng": (dict,), "generation": (int,)},
+    Event.START: {"format": (int,)},
+    Event.CONVERGED: {"epochs": (int,), "trained_epochs": (int,), "curve": (list,), "metric": _NUMBER},
+    Event.RUNG: {"rung": (int,), "epochs": (int,), "contestants": (list,), "promoted": (list,)},
 }
 
 
@@ -69,23 +71,27 @@ def _check_fields(ev: dict[str, Any]) -> None:
         what = "missing" if name not in ev else f"{type(v).__name__} {str(v)[:20]!r}, expected {' or '.join(t.__name__ for t in types)}"
         return ValueError(f"a {ev['event']!r} event whose {name!r} is {what}")
 
-    for name, types in _FIELDS.get(ev["event"], {}).items():
+    try:
+        kind = Event(ev["event"])
+    except ValueError:
+        raise ValueError(f"an event of unknown kind {ev['event'][:30]!r}") from None
+    for name, types in _FIELDS.get(kind, {}).items():
         v = ev.get(name)
         if v is None or isinstance(v, bool) or not isinstance(v, types):
             raise wrong(name, v, types)
         if types is _NUMBER and v != v:
             raise ValueError(f"a {ev['event']!r} event whose {name!r} is NaN")
-    for name, types in _OPTIONAL.get(ev["event"], {}).items():
+    for name, types in _OPTIONAL.get(kind, {}).items():
         v = ev.get(name)
         if v is not None and (isinstance(v, bool) or not isinstance(v, types)):
             raise wrong(name, v, types)
-    if ev["event"] == "evaluated":
+    if kind is Event.EVALUATED:
         if not all(isinstance(v, _NUMBER) and not isinstance(v, bool) for v in (ev.get("metrics") or {}).values()):
             raise ValueError("an 'evaluated' event whose 'metrics' holds a value that is not a number")
         w = ev["weights"]
         if w.startswith("/") or ".." in Path(w).parts or "\x00" in w or len(w) > 1024:
             raise ValueError(f"an 'evaluated' event whose 'weights' {w[:40]!r} is not a path inside the run directory")
-    if ev["event"] == "noise" and not all(isinstance(v, _NUMBER) and not isinstance(v, bool) for v in ev.get("metrics") or []):
+    if kind is Event.NOISE and not all(isinstance(v, _NUMBER) and not isinstance(v, bool) for v in ev.get("metrics") or []):
         raise ValueError("a 'noise' event whose 'metrics' holds a value that is not a number")
 
 
@@ -109,7 +115,7 @@ def _parse(path: Path, raw: bytes) -> tuple[list[dict[str, Any]], int]:
             raise ConfigError(f"{path}: line {i} is damaged ({type(e).__name__}: {str(e)[:80]}); "
                               f"{len(lines) - i - (lines[-1] == b'')} line(s) after it are kept; "
                               "repair or delete that line by hand, then --resume") from None
-        if ev["event"] == "start" and (ev.get("format") or 1) > FORMAT:
+        if ev["event"] == Event.START and (ev.get("format") or 1) > FORMAT:
             raise ConfigError(f"{path}: line {i}: journal format {ev['format']}, written by a newer spnas; "
                               f"this one reads format {FORMAT} and older: upgrade spnas to resume or read this run")
         events.append(ev)
@@ -158,9 +164,9 @@ class Journal:
     def _index(self, ev: dict[str, Any]) -> None:
         self.events.append(ev)
         kind, cid = ev.get("event"), ev.get("id")
-        if kind in ("evaluated", "failed") and cid:
+        if kind in (Event.EVALUATED, Event.FAILED) and cid:
             self.results[cid] = ev
-        elif kind == "proposed" and cid:
+        elif kind == Event.PROPOSED and cid:
             self.proposed[cid] = ev
         self._keys.add(self._key(ev))
 
@@ -171,22 +177,23 @@ class Journal:
     @property
     def format(self) -> int:
         """The format of the journal's ``start`` event (1 where it names none, or there is none yet)."""
-        start = next((e for e in self.events if e.get("event") == "start"), None)
+        start = next((e for e in self.events if e.get("event") == Event.START), None)
         return int((start or {}).get("format") or 1)
 
-    def has(self, event: str, **ids: Any) -> bool:
-        return self._key({"event": event, **ids}) in self._keys
+    def has(self, event: Event, **ids: Any) -> bool:
+        return self._key({"event": Event(event), **ids}) in self._keys
 
-    def append(self, event: str, **data: Any) -> dict[str, Any]:
-        """Write one event (with a timestamp) durably; returns it."""
-        ev = {"event": event, **data, "time": round(time.time(), 3)}
+    def append(self, event: Event, **data: Any) -> dict[str, Any]:
+        """Write one event (with a timestamp) durably; returns it. ``event`` must be an :class:`Event`
+        (ValueError otherwise: a kind no replay and no listener knows)."""
+        ev = {"event": Event(event).value, **data, "time": round(time.time(), 3)}
         self._f.write(json.dumps(ev, sort_keys=False) + "\n")
         self._f.flush()
         os.fsync(self._f.fileno())
         self._index(ev)
         return ev
 
-    def append_once(self, event: str, **data: Any) -> dict[str, Any] | None:
+    def append_once(self, event: Event, **data: Any) -> dict[str, Any] | None:
         """Append unless an event of this kind for the same id/generation/phase is already there."""
         if self.has(event, id=data.get("id"), generation=data.get("generation"), phase=data.get("phase")):
             return None

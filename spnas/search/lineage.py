@@ -24,6 +24,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from spnas.detect.metrics import Metric
+from spnas.search.records import Event
 
 __all__ = ["Step", "lineage", "lineage_text", "lineage_figure", "trajectory_figure", "run_metric"]
 
@@ -56,7 +57,7 @@ class Step:
 
 def run_metric(events: list[dict[str, Any]], default: str = "metric") -> str:
     """The metric a run decided on, from its ``done`` event (a finished run) or ``default``."""
-    done = next((e for e in reversed(events) if e.get("event") == "done"), None)
+    done = next((e for e in reversed(events) if e.get("event") == Event.DONE), None)
     return str((done or {}).get("metric") or default)
 
 
@@ -78,9 +79,9 @@ def _epochs(events: list[dict[str, Any]], train_epochs: int | None, start_epochs
     ``epochs`` under multi-fidelity, else ``start_epochs`` for the start and ``train_epochs`` for the
     rest) plus its parent's; the converged start's from its ``converged`` event. A journal that records
     ``epochs_trained`` is taken at its word. Unknown (no settings given): absent."""
-    proposed = {e["id"]: e for e in events if e.get("event") == "proposed"}
-    known = {e["id"]: int(e["epochs_trained"]) for e in events if e.get("event") == "evaluated" and e.get("epochs_trained") is not None}
-    known.update({e["id"]: int(e["epochs"]) for e in events if e.get("event") == "converged" and e.get("epochs") is not None})
+    proposed = {e["id"]: e for e in events if e.get("event") == Event.PROPOSED}
+    known = {e["id"]: int(e["epochs_trained"]) for e in events if e.get("event") == Event.EVALUATED and e.get("epochs_trained") is not None}
+    known.update({e["id"]: int(e["epochs"]) for e in events if e.get("event") == Event.CONVERGED and e.get("epochs") is not None})
     out: dict[str, int] = {}
 
     visiting: set[str] = set()  # a parent loop (a damaged journal) ends the walk instead of recursing for ever
@@ -102,7 +103,7 @@ def _epochs(events: list[dict[str, Any]], train_epochs: int | None, start_epochs
         return out[cid]
 
     for e in events:
-        if e.get("event") == "evaluated":
+        if e.get("event") == Event.EVALUATED:
             total(e["id"])
     return {**out, **known}
 
@@ -112,19 +113,19 @@ def lineage(events: list[dict[str, Any]], metric: str | None = None, *, train_ep
     """The lineage's nets in tree order (depth first, children in the order they were decided). With the
     run's ``train.epochs`` and the start's epochs, each net says how many epochs it trained in all."""
     m = Metric(metric or run_metric(events))
-    proposed = {e["id"]: e for e in events if e.get("event") == "proposed"}
-    results = {e["id"]: e for e in events if e.get("event") in ("evaluated", "failed") and e.get("id")}
+    proposed = {e["id"]: e for e in events if e.get("event") == Event.PROPOSED}
+    results = {e["id"]: e for e in events if e.get("event") in (Event.EVALUATED, Event.FAILED) and e.get("id")}
     epochs = _epochs(events, train_epochs, start_epochs)
     how: dict[str, dict[str, Any]] = {}  # node id -> the event that put it in the lineage (first one wins)
     for e in events:
         kind, cid = e.get("event"), e.get("id")
-        if kind == "accepted" and cid:
+        if kind == Event.ACCEPTED and cid:
             how.setdefault(cid, {"how": "start" if e.get("rule") == "start" else "accepted", **e})
-        elif kind == "converged" and cid:
+        elif kind == Event.CONVERGED and cid:
             how.setdefault(cid, {"how": "converged", **e})
-        elif kind == "rejected" and e.get("kept"):
+        elif kind == Event.REJECTED and e.get("kept"):
             how.setdefault(e["kept"], {"how": "continued", "lost": (cid, e.get("metric")), **e, "id": e["kept"]})
-        elif kind == "reignited" and cid:
+        elif kind == Event.REIGNITED and cid:
             how.setdefault(cid, {"how": "reignited", **e})
     if not how:
         return []
@@ -140,7 +141,7 @@ def lineage(events: list[dict[str, Any]], metric: str | None = None, *, train_ep
     children: dict[str | None, list[str]] = {}
     for cid in how:  # insertion order: the order of the decisions
         children.setdefault(parents[cid], []).append(cid)
-    done = next((e for e in reversed(events) if e.get("event") == "done"), None)
+    done = next((e for e in reversed(events) if e.get("event") == Event.DONE), None)
     result = (done or {}).get("id")
     top = _top(events, m)
 
@@ -148,7 +149,7 @@ def lineage(events: list[dict[str, Any]], metric: str | None = None, *, train_ep
 
     def visit(cid: str, depth: int) -> None:
         e, p, r = how[cid], proposed.get(cid, {}), results.get(cid, {})
-        metric_value = r.get("metric") if r.get("event") == "evaluated" else None
+        metric_value = r.get("metric") if r.get("event") == Event.EVALUATED else None
         out.append(Step(
             id=cid, parent=parents[cid], how=e["how"], code=str(p.get("encoding") or e.get("encoding") or ""),
             phase=str(p.get("phase") or e.get("phase") or ""), generation=e.get("generation"), morphisms=_morphisms(p),
@@ -216,7 +217,7 @@ def lineage_text(events: list[dict[str, Any]], metric: str | None = None, **epoc
         mark = "  <- best/ (the run's result)" if s.result else ("  <- best/top/1 (higher once, not confirmed)" if s.top else "")
         lines.append(f"{label:<{w_id}}  {s.code:<{w_code}}  {s.morphisms or '-':<{w_m}}  {_number(s.metric):>8}  "
                      f"{s.epochs if s.epochs is not None else '-':>6}  {_decision(s, metric)}{mark}")
-    done = next((e for e in reversed(events) if e.get("event") == "done"), None)
+    done = next((e for e in reversed(events) if e.get("event") == Event.DONE), None)
     top = _top(events, Metric(metric))
     if done is not None and top not in (None, done.get("id")) and top not in {s.id for s in steps}:
         lines.append(f"best/top/1 is {top}, a net the search did not carry on (see spnas audit RUN --top 3)")
@@ -228,10 +229,10 @@ def _top(events: list[dict[str, Any]], m: Metric) -> str | None:
     its first trained instance; :func:`~spnas.search.candidate.hall_of_fame`)."""
     from spnas.search.candidate import hall_of_fame, individual
 
-    proposed = {e["id"]: e for e in events if e.get("event") == "proposed"}
+    proposed = {e["id"]: e for e in events if e.get("event") == Event.PROPOSED}
     hof = hall_of_fame()
     for e in events:
-        if e.get("event") == "evaluated" and e["id"] in proposed:
+        if e.get("event") == Event.EVALUATED and e["id"] in proposed:
             p = proposed[e["id"]]
             hof.update([individual(e["id"], p["fingerprint"], p["encoding"], float(e["metric"]), m)])
     return hof[0]["id"] if len(hof) else None
@@ -291,9 +292,9 @@ def trajectory_figure(events: list[dict[str, Any]], metric: str | None = None) -
     m = Metric(metric)
     fig = Figure(figsize=(10, 5.2), dpi=100, layout="constrained")
     ax = fig.add_subplot()
-    evals = [e for e in events if e.get("event") == "evaluated"]
+    evals = [e for e in events if e.get("event") == Event.EVALUATED]
     at = {e["id"]: i for i, e in enumerate(evals)}
-    proposed = {e["id"]: e for e in events if e.get("event") == "proposed"}
+    proposed = {e["id"]: e for e in events if e.get("event") == Event.PROPOSED}
     for phase, colour in _PHASE_COLOURS.items():
         pts = [(i, float(e["metric"])) for i, e in enumerate(evals) if proposed.get(e["id"], {}).get("phase", "serial") == phase]
         if pts:
@@ -301,7 +302,7 @@ def trajectory_figure(events: list[dict[str, Any]], metric: str | None = None) -
             ax.scatter(xs, ys, s=14, color=colour, alpha=0.6, label=f"{phase} candidates", zorder=2)
     first = True
     for e in events:
-        if e.get("event") != "accepted" or e.get("rule") == "start" or e["id"] not in at:
+        if e.get("event") != Event.ACCEPTED or e.get("rule") == "start" or e["id"] not in at:
             continue
         i, y, b = at[e["id"]], e.get("metric"), e.get("baseline_metric")
         if y is None:
@@ -320,11 +321,11 @@ def trajectory_figure(events: list[dict[str, Any]], metric: str | None = None) -
     result_line: list[float | None] = []
     top, top_line = m.worst, []
     for e in events:
-        if e.get("event") == "evaluated":
+        if e.get("event") == Event.EVALUATED:
             top = m.pick(top, float(e["metric"]))
             top_line.append(top)
             result_line.append(result)
-        elif e.get("event") == "best" and e.get("metric") is not None:
+        elif e.get("event") == Event.BEST and e.get("metric") is not None:
             result = float(e["metric"])
             if result_line:
                 result_line[-1] = result

@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from spnas.search.records import Event
+
 __all__ = ["RunLog"]
 _IDS = itertools.count()
 
@@ -48,36 +50,37 @@ class RunLog:
             self.logger.addHandler(h)
 
     def __call__(self, ev: dict[str, Any]) -> None:
-        kind, cid = ev["event"], ev.get("id")
+        cid, m = ev.get("id"), self.metric
+        code = self.codes.get(cid, "?")
         line = None
-        if kind == "start":
-            line = f"search started (seed {ev.get('seed')})"
-        elif kind == "proposed":
-            self.codes[cid] = ev.get("encoding", "?")
-        elif kind == "generation":
-            line = f"generation {ev.get('generation')} ({ev.get('phase')})"
-        elif kind == "evaluated":
-            line = (f"evaluated {cid} {self.codes.get(cid, '?')} {self.metric}={_num(ev.get('metric'))} "
-                    f"{ev.get('seconds', 0):.1f}s")
-        elif kind == "failed":
-            line = f"failed {cid} {self.codes.get(cid, '?')} ({ev.get('kind')}: {ev.get('reason')}) {ev.get('seconds', 0):.1f}s"
-        elif kind == "accepted" and ev.get("rule") == "start":
-            line = f"start net {cid} {self.codes.get(cid, '?')} {self.metric}={_num(ev.get('metric'))}"
-        elif kind in ("accepted", "rejected"):
-            line = (f"{kind} {cid} {self.metric}={_num(ev.get('metric'))} vs {ev.get('baseline')} {_num(ev.get('baseline_metric'))}"
-                    + (f" gain {_num(ev.get('gain'))}" if kind == "accepted" else f", {ev.get('kept')} carries on"))
-        elif kind == "retried":
-            line = f"retried {cid} (attempt {ev.get('attempt')}, after: {ev.get('after')})"
-        elif kind == "reignited":
-            line = f"reignited {ev.get('parent')} as {cid}: {self.metric}={_num(ev.get('metric'))}"
-        elif kind == "best":
-            line = f"best so far {cid} {self.metric}={_num(ev.get('metric'))}"
-        elif kind == "noise":
-            line = f"noise of the start net: std {_num(ev.get('std'))}"
-        elif kind == "stopped":
-            line = f"{ev.get('phase')} level stopped: {ev.get('reason')}"
-        elif kind == "done":
-            line = f"done: best {cid} {ev.get('best_code', '?')} {self.metric}={_num(ev.get('best_metric'))}"
+        match Event(ev["event"]):
+            case Event.START:
+                line = f"search started (seed {ev.get('seed')})"
+            case Event.PROPOSED:
+                self.codes[cid] = ev.get("encoding", "?")
+            case Event.GENERATION:
+                line = f"generation {ev.get('generation')} ({ev.get('phase')})"
+            case Event.EVALUATED:
+                line = f"evaluated {cid} {code} {m}={_num(ev.get('metric'))} {ev.get('seconds', 0):.1f}s"
+            case Event.FAILED:
+                line = f"failed {cid} {code} ({ev.get('kind')}: {ev.get('reason')}) {ev.get('seconds', 0):.1f}s"
+            case Event.ACCEPTED if ev.get("rule") == "start":
+                line = f"start net {cid} {code} {m}={_num(ev.get('metric'))}"
+            case Event.ACCEPTED | Event.REJECTED as kind:
+                line = (f"{kind} {cid} {m}={_num(ev.get('metric'))} vs {ev.get('baseline')} {_num(ev.get('baseline_metric'))}"
+                        + (f" gain {_num(ev.get('gain'))}" if kind is Event.ACCEPTED else f", {ev.get('kept')} carries on"))
+            case Event.RETRIED:
+                line = f"retried {cid} (attempt {ev.get('attempt')}, after: {ev.get('after')})"
+            case Event.REIGNITED:
+                line = f"reignited {ev.get('parent')} as {cid}: {m}={_num(ev.get('metric'))}"
+            case Event.BEST:
+                line = f"best so far {cid} {m}={_num(ev.get('metric'))}"
+            case Event.NOISE:
+                line = f"noise of the start net: std {_num(ev.get('std'))}"
+            case Event.STOPPED:
+                line = f"{ev.get('phase')} level stopped: {ev.get('reason')}"
+            case Event.DONE:
+                line = f"done: best {cid} {ev.get('best_code', '?')} {m}={_num(ev.get('best_metric'))}"
         if line is not None:
             self.logger.info(line)
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from spnas.ops import get_morphism
 from spnas.search.candidate import Candidate, sample_parallel_code, stage_flops
+from spnas.search.records import Event
 
 if TYPE_CHECKING:
     from spnas.search.runner import Search
@@ -75,7 +76,7 @@ class HillClimbing:
             first = {"epochs": s.fidelity.rungs[0], "rung": 1} if s.fidelity is not None else {}
             children = loop.children(parent, gen, **first)
             if not children:
-                loop.emit("stopped", once=True, id=None, generation=gen, phase="serial", reason="no new child within the bounds")
+                loop.emit(Event.STOPPED, once=True, id=None, generation=gen, phase="serial", reason="no new child within the bounds")
                 break
             continued = loop.continued(parent, f"g{gen:03d}p", gen, "continued", **first) if s.acceptance == "fair" else None
             winner, continued = self.race(loop, children, continued, gen)
@@ -91,14 +92,14 @@ class HillClimbing:
             loop.log_generation(gen, "serial", children, bar, "accepted" if won else "rejected")
             if tries >= s.n_stuck:
                 if reignites >= s.n_reignite:
-                    loop.emit("stopped", once=True, id=None, generation=gen, phase="serial", reason=f"stuck for {tries} tries")
+                    loop.emit(Event.STOPPED, once=True, id=None, generation=gen, phase="serial", reason=f"stuck for {tries} tries")
                     break
                 reignites += 1
                 parent = loop.reignite(parent, f"r{reignites}", gen) or parent
                 best, line_is_best = loop.record_best(parent, best, gen, False)  # the bar stays acc_best: a reignited net must beat it
                 tries = 0
         else:
-            loop.emit("stopped", once=True, id=None, generation=gen, phase="serial", reason="max_generations reached")
+            loop.emit(Event.STOPPED, once=True, id=None, generation=gen, phase="serial", reason="max_generations reached")
         if s.final_reignite:
             final = loop.reignite(best, f"r{reignites + 1}", gen + 1, final=True)
             if final is not None:
@@ -132,7 +133,7 @@ class HillClimbing:
             ranked = sorted([c for c in alive if c.ok], key=loop.score, reverse=True)  # stable: ties keep the draw's order
             last = k == len(f.rungs) or not ranked or not cont.ok
             promoted = [] if last else ranked[:max(1, math.ceil(len(alive) / f.eta))]
-            loop.emit("rung", once=True, id=f"rung{k}", generation=gen, phase="serial", rung=k, epochs=epochs,
+            loop.emit(Event.RUNG, once=True, id=f"rung{k}", generation=gen, phase="serial", rung=k, epochs=epochs,
                       contestants=[{"id": c.id, "metric": c.metric if c.ok else None} for c in alive + [cont]],
                       promoted=[c.id for c in promoted] + ([cont.id] if promoted else []))
             if last:
@@ -164,7 +165,7 @@ class HillClimbing:
         add = get_morphism("add_subnet")
         for i in range(p.max_candidates):
             if tries >= p.n_stuck_p:
-                loop.emit("stopped", once=True, id=None, generation=i, phase="parallel", reason=f"stuck for {tries} tries")
+                loop.emit(Event.STOPPED, once=True, id=None, generation=i, phase="parallel", reason=f"stuck for {tries} tries")
                 break
             loop.begin(i, "parallel")
             cand = None
@@ -179,20 +180,20 @@ class HillClimbing:
                     cand = loop.propose(Candidate(f"p{i:03d}", "parallel", "parallel", serial.id, arch, ops, i))
                     break
             if cand is None:
-                loop.emit("stopped", once=True, id=None, generation=i, phase="parallel", reason="no new parallel code")
+                loop.emit(Event.STOPPED, once=True, id=None, generation=i, phase="parallel", reason="no new parallel code")
                 break
             loop.evaluate([cand])
             won = loop.beats(cand, bar)
             if won:
                 bar = loop.accept(cand, bar, i)
-                loop.emit("best", once=True, id=bar.id, generation=i, phase="parallel", metric=bar.metric)
+                loop.emit(Event.BEST, once=True, id=bar.id, generation=i, phase="parallel", metric=bar.metric)
                 tries = 0
             else:
                 tries += 1
                 loop.reject(cand, bar, i, kept=bar)
             loop.log_generation(i, "parallel", [cand], bar, "accepted" if won else "rejected")
         else:
-            loop.emit("stopped", once=True, id=None, generation=p.max_candidates, phase="parallel", reason="max_candidates reached")
+            loop.emit(Event.STOPPED, once=True, id=None, generation=p.max_candidates, phase="parallel", reason="max_candidates reached")
         return bar  # the last net that won a fair comparison (or the serial net, trained on, if none did)
 
 
@@ -235,7 +236,7 @@ class RandomSampling:
         loop.evaluate(cands)
         best = loop.trained(max([c for c in cands if c.ok] or [start], key=loop.score))
         if best.id != "start":
-            loop.emit("best", once=True, id=best.id, generation=self.n, phase="serial", metric=best.metric)
+            loop.emit(Event.BEST, once=True, id=best.id, generation=self.n, phase="serial", metric=best.metric)
         return best
 
     def summary(self) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from matplotlib.figure import Figure
 from torch.utils.tensorboard import SummaryWriter
 
 from spnas.search.lineage import lineage_figure, trajectory_figure
+from spnas.search.records import Event
 
 __all__ = ["TBLogger", "trajectory_figure", "lineage_figure", "flops_figure", "save_figure"]
 
@@ -54,11 +55,11 @@ class TBLogger:
     def _index(self, ev: dict[str, Any]) -> None:
         self.events.append(ev)
         kind = ev.get("event")
-        if kind == "proposed":
+        if kind == Event.PROPOSED:
             self.proposed[ev["id"]] = ev
-        elif kind in ("evaluated", "failed"):
+        elif kind in (Event.EVALUATED, Event.FAILED):
             self.results += 1
-            if kind == "evaluated":
+            if kind == Event.EVALUATED:
                 self.best = self.pick(self.best, float(ev["metric"]))
 
     def _writer(self) -> SummaryWriter:
@@ -69,23 +70,23 @@ class TBLogger:
     def __call__(self, ev: dict[str, Any]) -> None:
         self._index(ev)
         kind, step = ev.get("event"), self.results
-        if kind in ("evaluated", "failed"):
+        if kind in (Event.EVALUATED, Event.FAILED):
             w, p = self._writer(), self.proposed.get(ev["id"], {})
-            if kind == "evaluated":
+            if kind == Event.EVALUATED:
                 w.add_scalar("candidate/metric", float(ev["metric"]), step)
                 w.add_scalar("search/best_so_far", self.best, step)
                 self._candidate_run(ev, p)
             if "gmacs" in p:
                 w.add_scalar("candidate/gmacs", p["gmacs"], step)
                 w.add_scalar("candidate/params_m", p["params_m"], step)
-        elif kind == "noise" and ev.get("std") is not None:
+        elif kind == Event.NOISE and ev.get("std") is not None:
             self._writer().add_scalar("search/noise_std", ev["std"], step)
             self._writer().add_text("noise", f"start net continued under {ev['seeds']} seeds: {ev['metrics']} (std {ev['std']:.4f})", step)
-        elif kind == "accepted":
+        elif kind == Event.ACCEPTED:
             gain = f", gain {ev['gain']:+.4f} over `{ev['baseline']}`" if ev.get("gain") is not None else ""
             noise = f" (noise std {ev['noise_std']:.4f})" if ev.get("noise_std") is not None else ""
             self._writer().add_text("accepted/encoding", f"{ev['id']}: `{ev.get('encoding')}` ({ev['metric']:.4f}){gain}{noise}", step)
-        elif kind == "done":
+        elif kind == Event.DONE:
             self._finish(ev, step)
         else:
             return
@@ -140,8 +141,8 @@ class TBLogger:
 def flops_figure(events: list[dict[str, Any]], best_id: str | None) -> Figure | None:
     """The paper's Figure 4b: GMACs per stage (subnets included) of the start net, the serial result and the
     found net, from the journal's ``stage_gmacs``; None where the journal has none (an older run)."""
-    proposed = {e["id"]: e for e in events if e.get("event") == "proposed"}
-    serial = [e["id"] for e in events if e.get("event") == "best" and e.get("phase") in ("serial", "reignite")]
+    proposed = {e["id"]: e for e in events if e.get("event") == Event.PROPOSED}
+    serial = [e["id"] for e in events if e.get("event") == Event.BEST and e.get("phase") in ("serial", "reignite")]
     rows = [("start net", "start"), ("serial level", serial[-1] if serial else None), ("found net", best_id)]
     rows = [(label, proposed[cid]) for label, cid in rows if cid in proposed and proposed[cid].get("stage_gmacs")]
     unique: list[tuple[str, dict[str, Any]]] = []

@@ -7,28 +7,28 @@ candidate's id is listed.
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from spnas.search.evaluator import evaluate_candidate
+from spnas.search.records import EvalRequest, EvalResult, Outcome
 
 FAULTS = {"g001c0": "raise", "g001c1": "nan", "g002c0": "kill"}
 
 
-def stopping_evaluate(req: dict[str, Any]) -> dict[str, Any]:
+def stopping_evaluate(req: EvalRequest) -> EvalResult:
     """Candidate g001c0's worker stops itself (SIGSTOP) the first time: a hung worker, not a dead one."""
     import signal
 
-    marker = f"{req['dir']}/stopped-once"
-    if req["id"] == "g001c0" and not os.path.exists(marker):
+    marker = f"{req.dir}/stopped-once"
+    if req.id == "g001c0" and not os.path.exists(marker):
         open(marker, "w").close()
         os.kill(os.getpid(), signal.SIGSTOP)
     return evaluate_candidate(req)
 
 
-def faulty_evaluate(req: dict[str, Any]) -> dict[str, Any]:
-    fault = FAULTS.get(req["id"])
+def faulty_evaluate(req: EvalRequest) -> EvalResult:
+    fault = FAULTS.get(req.id)
     if fault == "kill":  # the worker process dies mid-candidate, the first time only (a lost worker, not the candidate's fault)
-        marker = f"{req['dir']}/killed-once"
+        marker = f"{req.dir}/killed-once"
         if not os.path.exists(marker):
             open(marker, "w").close()
             os._exit(9)
@@ -39,20 +39,20 @@ def faulty_evaluate(req: dict[str, Any]) -> dict[str, Any]:
 
         from spnas.ir import load, save
 
-        arch = load(f"{req['dir']}/input")
+        arch = load(f"{req.dir}/input")
         arch = arch.with_weights({k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in arch.weights.items()})
-        save(arch, f"{req['dir']}/input")
+        save(arch, f"{req.dir}/input")
     return evaluate_candidate(req)
 
 
-def node_marking_evaluate(req: dict[str, Any]) -> dict[str, Any]:
+def node_marking_evaluate(req: EvalRequest) -> EvalResult:
     """For the Ray cluster test: candidate g001c0's first attempt names its node in ``$SPNAS_TEST_MARKS`` and waits there,
     so the test can remove that node mid-candidate; a later attempt (on another node) evaluates at once."""
     import time
 
     marks = os.environ.get("SPNAS_TEST_MARKS")
-    mark = os.path.join(marks, req["id"]) if marks else None
-    if mark and req["id"] == "g001c0" and not os.path.exists(mark):
+    mark = os.path.join(marks, req.id) if marks else None
+    if mark and req.id == "g001c0" and not os.path.exists(mark):
         import ray
 
         with open(mark + ".tmp", "w") as f:
@@ -77,25 +77,25 @@ class _StopsItself:
         return i
 
 
-def hang_with_loader_worker(req: dict[str, Any]) -> dict[str, Any]:
+def hang_with_loader_worker(req: EvalRequest) -> EvalResult:
     """A candidate whose training hangs on a stopped DataLoader worker (a forked child, holding stderr)."""
     import torch
     from torch.utils.data import DataLoader
 
     for _ in DataLoader(_StopsItself(), batch_size=1, num_workers=1, multiprocessing_context="fork"):
         pass
-    return {"id": req["id"], "status": "ok", "metric": float(torch.zeros(1))}
+    return EvalResult(req.id, Outcome.OK, metric=float(torch.zeros(1)))
 
 
-def loader_killing_evaluate(req: dict[str, Any]) -> dict[str, Any]:
+def loader_killing_evaluate(req: EvalRequest) -> EvalResult:
     """The first attempt of each candidate named in ``$SPNAS_TEST_LOADER_KILLS`` (comma-separated ids)
     loses a DataLoader worker mid-candidate: a thread SIGKILLs the first child process of this
     evaluator once the training has started one, as the kernel's OOM killer does. A later attempt runs clean."""
     import threading
 
     wanted = set(filter(None, os.environ.get("SPNAS_TEST_LOADER_KILLS", "").split(",")))
-    marker = f"{req['dir']}/loader-killed-once"
-    if req["id"] in wanted and not os.path.exists(marker):
+    marker = f"{req.dir}/loader-killed-once"
+    if req.id in wanted and not os.path.exists(marker):
         open(marker, "w").close()
         threading.Thread(target=_kill_first_child, daemon=True).start()
     return evaluate_candidate(req)
@@ -137,15 +137,15 @@ def _kill_first_child(timeout: float = 300.0) -> None:
         time.sleep(0.02)
 
 
-def rank_killing_evaluate(req: dict[str, Any]) -> dict[str, Any]:
+def rank_killing_evaluate(req: EvalRequest) -> EvalResult:
     """Candidate g001c0 trains as several ranks; the first time, its last rank is SIGKILLed mid-candidate
     (a lost rank: the machine's failure, which the search retries)."""
     import threading
 
-    marker = f"{req['dir']}/rank-killed-once"
-    if req["id"] == "g001c0" and "," in str(req.get("device")) and not os.path.exists(marker):
+    marker = f"{req.dir}/rank-killed-once"
+    if req.id == "g001c0" and "," in str(req.device) and not os.path.exists(marker):
         open(marker, "w").close()
-        threading.Thread(target=_kill_last_rank, args=(os.getpid(), f"{req['dir']}/rank-killed-pid"), daemon=True).start()
+        threading.Thread(target=_kill_last_rank, args=(os.getpid(), f"{req.dir}/rank-killed-pid"), daemon=True).start()
     return evaluate_candidate(req)
 
 

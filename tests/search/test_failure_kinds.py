@@ -11,8 +11,11 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+
+from spnas.search.records import Outcome
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -21,9 +24,10 @@ def run_in_child(body: str) -> dict:
     code = textwrap.dedent(f"""
         import json, sys
         sys.path.insert(0, {str(ROOT)!r})
+        from types import SimpleNamespace
         from spnas.search.evaluator import _call
         {textwrap.indent(textwrap.dedent(body), '        ').strip()}
-        print(json.dumps(_call(fn, {{"id": "g001c0"}})))
+        print(json.dumps(_call(fn, SimpleNamespace(id="g001c0")).as_dict()))
     """)
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
@@ -70,8 +74,10 @@ def test_the_candidates_own_errors_stay_its_own():
     assert machine_cause(EvalError("non-finite loss at epoch 1")) is None
     assert machine_cause(RuntimeError("mat1 and mat2 shapes cannot be multiplied")) is None
     assert machine_cause(RuntimeError("DataLoader worker raised ValueError: bad box")) is None  # the data's, not the machine's
-    assert failure({"id": "x"}, RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling cublasCreate"), 0.0)["kind"] == "machine"
-    assert failure({"id": "x"}, RuntimeError("cuDNN error: CUDNN_STATUS_ALLOC_FAILED"), 0.0)["cause"] == "out of memory"
+    req = SimpleNamespace(id="x")  # a failure reads only the request's id
+    assert failure(req, RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling cublasCreate"), 0.0).outcome is Outcome.MACHINE
+    assert failure(req, RuntimeError("cuDNN error: CUDNN_STATUS_ALLOC_FAILED"), 0.0).cause == "out of memory"
+    assert failure(req, EvalError("non-finite loss at epoch 1"), 0.0).outcome is Outcome.CANDIDATE
 
 
 def test_a_connection_reset_read_from_the_data_loader_is_the_machines():

@@ -29,8 +29,8 @@ def test_each_rung_is_fair_and_the_parent_runs_every_rung(tmp_path):
         parent = f"g{e['generation']:03d}p" + (f".{e['rung']}" if e["rung"] > 1 else "")
         assert parent in ids  # the continued parent is in every rung's race
         # fair: every contestant of a rung trained the rung's epochs with one seed, and its line as long
-        assert {prop[i]["epochs"] for i in ids} == {e["epochs"]} == {ev.requests[i]["train"]["epochs"] for i in ids}
-        assert len({ev.requests[i]["seed"] for i in ids}) == 1
+        assert {prop[i]["epochs"] for i in ids} == {e["epochs"]} == {ev.requests[i].train.epochs for i in ids}
+        assert len({ev.requests[i].seed for i in ids}) == 1
         assert len({line_epochs(tmp_path / "race", i) for i in ids}) == 1
         n_children = len(ids) - 1
         assert n_children == {1: 4, 2: 2, 3: 1}[e["rung"]]
@@ -42,7 +42,7 @@ def test_each_rung_is_fair_and_the_parent_runs_every_rung(tmp_path):
         else:
             assert e["promoted"] == []
     # the rungs have seeds of their own
-    assert len({ev.requests[f"g001p{s}"]["seed"] for s in ("", ".2", ".3")}) == 3
+    assert len({ev.requests[f"g001p{s}"].seed for s in ("", ".2", ".3")}) == 3
     # decisions are made at the last rung, against the continued parent trained as long
     for e in of(evs, "accepted", rule="fair") + of(evs, "rejected", phase="serial"):
         assert e["id"].endswith(".3") and e["baseline"] == f"g{e['generation']:03d}p.3"

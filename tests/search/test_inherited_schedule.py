@@ -41,10 +41,10 @@ def test_the_config_validates_the_option():
 class Recorder(FakeEvaluator):
     def __init__(self) -> None:
         super().__init__()
-        self.requests: dict[str, dict] = {}
+        self.requests: dict = {}
 
     def __call__(self, req):
-        self.requests[req["id"]] = req
+        self.requests[req.id] = req
         return super().__call__(req)
 
 
@@ -52,7 +52,7 @@ def test_every_candidate_that_starts_from_trained_weights_is_marked_and_only_tho
     ev = Recorder()
     run(tmp_path, evaluator=ev, search={"noise_seeds": 2, "n_reignite": 1, "n_stuck": 2, "max_generations": 3},
         parallel={"enabled": True, "K": 1, "n_stuck_p": 1, "max_candidates": 1})
-    roles = {cid: (req["inherits"], cid) for cid, req in ev.requests.items()}
+    roles = {cid: (req.inherits, cid) for cid, req in ev.requests.items()}
     assert roles["start"][0] is False
     assert any(cid.startswith("n") for cid in roles) and all(v for cid, (v, _) in roles.items() if cid.startswith(("n", "g", "p")))
     assert all(not v for cid, (v, _) in roles.items() if cid.startswith("r"))  # reignite: pre-trained anew, then trained
@@ -65,26 +65,27 @@ def test_a_real_child_continues_at_the_lowered_rate(tmp_path):
 
     from spnas.detect.data import generate_shapes
     from spnas.ir import parse, save
+    from spnas.detect.detector import resolve_options
     from spnas.search.evaluator import evaluate_candidate
+    from spnas.search.records import DetectorSpec, EvalRequest
 
     tr = generate_shapes(tmp_path / "data", n_images=4, size=64, seed=0, split="train")
     va = generate_shapes(tmp_path / "data", n_images=2, size=64, seed=1, split="val")
     images = str(tmp_path / "data" / "images")
     data = {"format": "coco", "train": {"json": str(tr), "images": images}, "val": {"json": str(va), "images": images}}
     arch = parse("BB(1,1,1,1)", seed=0)
-    train = {**dataclasses.asdict(TrainConfig(epochs=1, batch_size=2, base_lr=0.08, warmup_iters=5, loader_workers=0)),
-             "inherited": "continue", "inherited_lr": 0.1}
-    train["steps"] = list(train["steps"])
+    train = TrainConfig(epochs=1, batch_size=2, base_lr=0.08, warmup_iters=5, loader_workers=0, inherited="continue",
+                        inherited_lr=0.1)
+    detector = DetectorSpec("faster", resolve_options("lean", min_size=64, max_size=64))
     lrs = {}
     for cid, inherits in (("start", False), ("g001c0", True)):
         save(arch, tmp_path / "run" / "candidates" / cid / "input")
-        req = {"id": cid, "dir": str(tmp_path / "run" / "candidates" / cid), "parent_head": None, "data": data,
-               "detector": {"head": "faster", "preset": "lean", "options": {"min_size": 64, "max_size": 64}},
-               "train": train, "inherits": inherits, "metric": "AP", "seed": 0, "device": "cpu", "threads": 1}
+        req = EvalRequest(id=cid, dir=str(tmp_path / "run" / "candidates" / cid), data=data, detector=detector, train=train,
+                          inherits=inherits, metric="AP", device="cpu", threads=1)
         torch.manual_seed(0)
         res = evaluate_candidate(req)
-        assert res["status"] == "ok", res
-        lrs[cid] = res["curve"]["lr"]
+        assert res.ok, res
+        lrs[cid] = res.curve["lr"]
     scale = 2 / 16
     assert lrs["g001c0"][0] == pytest.approx(0.08 * 0.1 * scale, rel=1e-5)  # no warm-up, a tenth of the rate
     assert lrs["start"][0] < 0.08 * scale * 0.01  # the start warms up from ~0

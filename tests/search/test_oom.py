@@ -22,9 +22,9 @@ def test_a_repeated_out_of_memory_halves_the_batch(tmp_path):
     retried = of(evs, "retried", id="g001c0")
     assert retried[0]["attempt"] == 1 and "batch_size" not in retried[0]  # the first: as it was (the machine may recover)
     assert retried[1]["batch_size"] == 2 and retried[1]["accumulate"] == 2  # the repeat: half the batch, twice the steps
-    assert [r["train"]["batch_size"] for r in [ev.requests["g001c0"]]] == [2] and ev.requests["g001c0"]["train"]["accumulate"] == 2
+    assert [r.train.batch_size for r in [ev.requests["g001c0"]]] == [2] and ev.requests["g001c0"].train.accumulate == 2
     assert of(evs, "evaluated", id="g001c0") and ev.calls.count("g001c0") == 3
-    assert ev.requests["g001c1"]["train"]["batch_size"] == 4  # only that candidate
+    assert ev.requests["g001c1"].train.batch_size == 4  # only that candidate
 
 
 def test_out_of_memory_at_half_the_batch_is_the_candidates_own_and_the_search_goes_on(tmp_path):
@@ -53,5 +53,5 @@ def test_a_resume_keeps_the_halving(tmp_path):
     with pytest.raises(Killed):
         run(tmp_path, "run", FakeEvaluator(fail={"g001c0": "oom-above-2"}), listeners=(kill,), **KW)
     _, evs, ev = run(tmp_path, "run", FakeEvaluator(fail={"g001c0": "oom-above-2"}), resume=True, **KW)
-    assert ev.calls[0] == "g001c0" and ev.requests["g001c0"]["train"]["batch_size"] == 2  # at once at half: no more failures
+    assert ev.calls[0] == "g001c0" and ev.requests["g001c0"].train.batch_size == 2  # at once at half: no more failures
     assert of(evs, "evaluated", id="g001c0") and of(evs, "done")

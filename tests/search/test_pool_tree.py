@@ -18,12 +18,17 @@ def test_a_timed_out_candidate_leaves_no_process_holding_the_output(tmp_path):
     code = textwrap.dedent(f"""
         import json, sys
         sys.path.insert(0, {str(ROOT)!r})
+        from spnas.detect.detector import resolve_options
+        from spnas.detect.train import FAST
         from spnas.search.evaluator import LocalPool
+        from spnas.search.records import DetectorSpec, EvalRequest
         from tests.search.faults import hang_with_loader_worker
         pool = LocalPool(["cpu"], threads=1, timeout_s=8)
-        res = pool.map(hang_with_loader_worker, [{{"id": "g001c0", "dir": {str(tmp_path)!r}}}])
+        req = EvalRequest(id="g001c0", dir={str(tmp_path)!r}, data={{}}, detector=DetectorSpec("faster", resolve_options("lean")),
+                          train=FAST, metric="AP")
+        res = pool.map(hang_with_loader_worker, [req])
         pool.close()
-        print(json.dumps(res))
+        print(json.dumps([r.as_dict() for r in res]))
     """)
     p = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          start_new_session=True)

@@ -3,23 +3,29 @@
     python benchmarks/anytime.py --size quick     # this machine: 2 cores; resumable, cached per trained net
     python benchmarks/anytime.py --size full      # a GPU machine
 
-Per seed, from the shared start (the start net trained with the full scheme on the training split):
+Per seed (the size's ``anytime.seeds``, 5; ``--seeds`` overrides), from the shared start (the start
+net trained with the full scheme on the training split), each arm with the size's fast scheme and
+``anytime.train`` over it (at the quick size: one pass over the training tiles, an "epoch" being
+half a pass):
 
 - search (fixed): spnas's search, the fixed fast scheme (every child trains ``fast.epochs``), sized
   by the size's ``anytime.search`` so that it trains at least 30 candidates at the quick size;
 - search (multi-fidelity): the same search with ``search.fidelity`` (successive halving in each
-  generation, the size's ``anytime.fidelity``);
+  generation, the size's ``anytime.fidelity``), run for ``anytime.fidelity_generations`` so that it
+  spends about the fixed search's compute;
 - random search: as many random walks from the start net (the search's rules and bounds), each
   trained once with the fast scheme from the start's weights: the best so far on validation;
 - random sampling: one random draw (the random search's first net) trained on, from the weights
-  it inherited, for the search's whole compute (validation every ``fast.epochs`` epochs);
+  it inherited, for the search's whole compute in one schedule (validation every ``anytime.curve_every``
+  epochs; its backbone saved at each budget);
 - train longer: the start net trained on for the search's whole compute, the same way.
 
 The curves: the best validation metric so far against cumulative training epochs and seconds (the
 searches' and random search's from their journals, the two single nets' from their training
 histories). The table: at three budgets (a third, two thirds and all of the fixed search's epochs),
-each arm's incumbent by validation, and its test metric after the same final training (the full
-scheme from the weights it has; the single nets: trained on to the budget, then the full scheme).
+each arm's incumbent by validation, and its test metric after the same final training: the full
+scheme (``full_epochs``, a fresh head) from the backbone it has at that budget (a search's incumbent
+as trained; a single net as its curve left it at the budget).
 Mean ± std over the seeds; figure ``anytime`` (PNG and PDF), spread shaded. Printed: the table and
 one JSON line.
 """
@@ -43,10 +49,17 @@ BUDGETS = (1 / 3, 2 / 3, 1.0)
 
 
 # ------------------------------------------------------------------------------ the runs
+def seeds_of(ctx: dict[str, Any]) -> list[int]:
+    return list(ctx["size"]["seeds"]) if ctx.get("seeds_given") else list(ctx["size"]["anytime"]["seeds"])
+
+
 def anytime_config(ctx: dict[str, Any], seed: int, fidelity: bool) -> dict[str, Any]:
     cfg = ev.search_config(ctx, seed)
     a = ctx["size"]["anytime"]
-    cfg["search"] = {**cfg["search"], **a["search"], **({"fidelity": a["fidelity"]} if fidelity else {})}
+    cfg["train"] = {**cfg["train"], **a["train"]}
+    cfg["search"] = {**cfg["search"], **a["search"],
+                     **({"fidelity": a["fidelity"], "max_generations": a["fidelity_generations"]} if fidelity else {})}
+    cfg["parallel"] = {**cfg["parallel"], **a["parallel"]}
     return cfg
 
 
@@ -74,18 +87,26 @@ def job_anytime_random(ctx: dict[str, Any], seed: int, n: int) -> dict[str, Any]
     return Search(cfg, out, strategy=RandomSampling(n), resume=RunDir(out).is_run(), quiet=True).run()
 
 
-def job_curve(ctx: dict[str, Any], seed: int, arch_dir: str, head: str | None, epochs: int, tag: str) -> dict[str, Any]:
-    """One net trained on for ``epochs`` with the fast scheme's settings in one schedule, validated every
-    ``fast.epochs`` epochs: the curve of a single net (cached in ``<cache>/anytime_curves/<tag>.json``)."""
+def checkpoint(ctx: dict[str, Any], tag: str, epochs: int) -> Path:
+    """Where a single net's curve keeps its backbone as it was after ``epochs``."""
+    return Path(ctx["cache"]) / "anytime_curves" / f"{tag}_e{epochs}" / "arch"
+
+
+def job_curve(ctx: dict[str, Any], seed: int, arch_dir: str, head: str | None, epochs: int, tag: str,
+              save_at: tuple[int, ...] = ()) -> dict[str, Any]:
+    """One net trained on for ``epochs`` with the anytime scheme's settings in one schedule, validated every
+    ``anytime.curve_every`` epochs, its backbone saved after each epoch of ``save_at``: the curve of a single
+    net (cached in ``<cache>/anytime_curves/<tag>.json``)."""
     import dataclasses
 
     import torch
     from safetensors.torch import load_file
 
+    from spnas.detect import lift
     from spnas.detect.datasets import load_datasets
     from spnas.detect.detector import build_detector, carry_over
     from spnas.detect.train import FAST, train_detector
-    from spnas.ir import load
+    from spnas.ir import load, save
 
     out = Path(ctx["cache"]) / "anytime_curves" / f"{tag}.json"
     done = ev._read(out)
@@ -95,14 +116,20 @@ def job_curve(ctx: dict[str, Any], seed: int, arch_dir: str, head: str | None, e
     torch.manual_seed(seed)
     train_ds, val_ds = load_datasets(ev.data_section(ctx))
     det = ev.detector_section(ctx)
-    model = build_detector(load(arch_dir), train_ds.num_classes, det["head"], preset=det["preset"], **det["options"])
+    arch = load(arch_dir)
+    model = build_detector(arch, train_ds.num_classes, det["head"], preset=det["preset"], **det["options"])
     if head is not None and Path(head).is_file():
         carry_over(load_file(head), model)
-    fast = ctx["size"]["fast"]
-    cfg = dataclasses.replace(FAST, **{**fast, "epochs": epochs, "eval_every": fast["epochs"], "seed": seed})
+    a = ctx["size"]["anytime"]
+    cfg = dataclasses.replace(FAST, **{**ctx["size"]["fast"], **a["train"], "epochs": epochs, "eval_every": a["curve_every"], "seed": seed})
     t0, stamps = time.perf_counter(), {}
-    res = train_detector(model, train_ds, val_ds, cfg, device=ev._device_of_process(ctx), quiet=True,
-                         on_epoch=lambda e, rec: stamps.__setitem__(e, time.perf_counter() - t0))
+
+    def on_epoch(e: int, rec: dict[str, Any]) -> None:
+        if e in save_at:
+            save(lift(arch, model.backbone.body), checkpoint(ctx, tag, e))
+        stamps[e] = time.perf_counter() - t0  # the checkpoint's writing is no training: after it
+
+    res = train_detector(model, train_ds, val_ds, cfg, device=ev._device_of_process(ctx), quiet=True, on_epoch=on_epoch)
     points = [{"epochs": r["epoch"], "seconds": round(stamps[r["epoch"]], 1), "metric": r[ev.METRIC]} for r in res.history if ev.METRIC in r]
     result = {"tag": tag, "arch": arch_dir, "epochs": epochs, "points": points}
     ev._write(out, result)
@@ -147,10 +174,8 @@ def job_final(ctx: dict[str, Any], arm: str, seed: int, b: int) -> dict[str, Any
             arch = RunDir(ev.run_dir(ctx, SEARCHES[arm], seed)).candidate(base) / "trained"
         res = ev.job_full(ctx, str(arch), seed, f"anytime_{SEARCHES[arm]}_s{seed}_{best['id']}")
         return {**res, "id": best["id"], "val": best["metric"]}
-    start = str(Path(ctx["cache"]) / "start" / "arch")
-    src = start if arm == "train longer" else draw_arch(ctx, seed)
-    tag = f"anytime_{'longer' if arm == 'train longer' else 'draw'}_s{seed}_e{b}"
-    res = ev.train_and_measure(ctx, src, None, b + full, Path(ctx["cache"]) / "full" / tag, seed=seed)
+    tag = f"{'longer' if arm == 'train longer' else 'draw'}_s{seed}"
+    res = ev.job_full(ctx, str(checkpoint(ctx, tag, b)), seed, f"anytime_{tag}_e{b}")
     return {**res, "id": arm}
 
 
@@ -165,20 +190,21 @@ def jobs(ctx: dict[str, Any]) -> list[ev.Job]:
     start = str(Path(ctx["cache"]) / "start" / "arch")
     head = str(Path(ctx["cache"]) / "start" / "head.safetensors")  # what the start's children inherit besides the backbone
     fast = ctx["size"]["fast"]["epochs"]
-    for s in ctx["size"]["seeds"]:
+    for s in seeds_of(ctx):
         total = lambda r, s=s: ev.compute_epochs(ev.run_dir(ctx, SEARCHES["fixed"], s), fast)  # noqa: E731
         out += [
             ev.Job(f"fixed{s}", job_anytime_search, (s, False), deps=("start",)),
             ev.Job(f"mf{s}", job_anytime_search, (s, True), deps=("start",)),
             ev.Job(f"random{s}", job_anytime_random, (), deps=(f"fixed{s}",),
                    make_args=lambda r, s=s: (s, r[f"fixed{s}"]["candidates"] - 1)),
-            ev.Job(f"longer{s}", job_curve, (), deps=(f"fixed{s}",), make_args=lambda r, s=s, t=total: (s, start, head, t(r), f"longer_s{s}")),
+            ev.Job(f"longer{s}", job_curve, (), deps=(f"fixed{s}",),
+                   make_args=lambda r, s=s, t=total: (s, start, head, t(r), f"longer_s{s}", tuple(budgets(ctx, s)))),
             ev.Job(f"draw{s}", job_curve, (), deps=(f"random{s}", f"fixed{s}"),
-                   make_args=lambda r, s=s, t=total: (s, draw_arch(ctx, s), head, t(r), f"draw_s{s}")),
+                   make_args=lambda r, s=s, t=total: (s, draw_arch(ctx, s), head, t(r), f"draw_s{s}", tuple(budgets(ctx, s)))),
         ]
         for i in range(len(BUDGETS)):
             for arm, dep in (("fixed", "fixed"), ("multi-fidelity", "mf"), ("random search", "random"), ("random sampling", "draw"),
-                             ("train longer", "longer")):
+                             ("train longer", "longer")):  # the single nets' finals need their curves' checkpoints
                 out.append(ev.Job(f"final:{arm}:{s}:{i}", job_final, (), deps=(f"{dep}{s}", f"fixed{s}", f"random{s}"),
                                   make_args=lambda r, s=s, i=i, arm=arm: (arm, s, budgets(ctx, s)[min(i, len(budgets(ctx, s)) - 1)])))
     return out
@@ -207,7 +233,7 @@ def figure(ctx: dict[str, Any], res: dict[str, Any]) -> list[str]:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    seeds = ctx["size"]["seeds"]
+    seeds = seeds_of(ctx)
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.4))
     colours = dict(zip(ARMS, ("tab:blue", "tab:purple", "tab:gray", "tab:olive", "tab:orange")))
     for ax, key, label in ((axes[0], "epochs", "cumulative training epochs"), (axes[1], "seconds", "cumulative training seconds")):
@@ -232,7 +258,7 @@ def figure(ctx: dict[str, Any], res: dict[str, Any]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     ctx, res, args, t0 = ev.start(__doc__, jobs, argv)
-    seeds = ctx["size"]["seeds"]
+    seeds = seeds_of(ctx)
     rows = []
     for i, frac in enumerate(BUDGETS):
         for arm in ARMS:

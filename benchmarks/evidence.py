@@ -53,8 +53,15 @@ SIZES: dict[str, dict[str, Any]] = {
         "parallel": {"enabled": True, "K": 1, "max_candidates": 2, "n_stuck_p": 2},
         "reignite": {"data": "fashion-mnist", "epochs": 1, "n_images": 2048, "image_size": 64, "batch_size": 64},
         "ranking_nets": 10, "device": "cpu",
-        # anytime.py: searches of at least 30 trained candidates (8 generations of 3 children and the continued parent)
-        "anytime": {"search": {"lam": 3, "max_generations": 8, "n_stuck": 12}, "fidelity": {"rungs": [1, 1], "eta": 2}},
+        # anytime.py (5 seeds, about 4.5 hours on 2 cores): searches of at least 30 trained candidates (8 generations of
+        # 3 children and the continued parent), the serial level only, 2 noise runs setting min_gain (auto). Its fast scheme is one pass over the 45 training
+        # tiles (12 iterations; an "epoch" is half a pass, so a race's rung can be one), the rest of the scheme as above;
+        # the final training is the full scheme (full_epochs passes) as everywhere else. The multi-fidelity search runs
+        # more generations (11: about the fixed search's epochs), so both curves span the same compute.
+        "anytime": {"seeds": [0, 1, 2, 3, 4], "train": {"max_iters_per_epoch": 6, "warmup_iters": 4},
+                    "search": {"lam": 3, "max_generations": 8, "n_stuck": 12, "final_reignite": False, "noise_seeds": 2},
+                    "parallel": {"enabled": False}, "fidelity": {"rungs": [1, 1], "eta": 3}, "fidelity_generations": 11,
+                    "curve_every": 4},
     },
     "smoke": {  # seconds: the benchmarks' own test (tests/test_benchmarks.py), not a measurement
         "start_code": "BB(1,d1,d1,d1)", "tile": 128, "image": 128, "seeds": [0, 1],
@@ -65,7 +72,8 @@ SIZES: dict[str, dict[str, Any]] = {
         "parallel": {"enabled": True, "K": 1, "max_candidates": 1, "n_stuck_p": 1},
         "reignite": {"data": "generated", "epochs": 1, "n_images": 16, "image_size": 32, "batch_size": 8},
         "ranking_nets": 3, "device": "cpu",
-        "anytime": {"search": {"lam": 2, "max_generations": 1}, "fidelity": {"rungs": [1, 1], "eta": 2}},
+        "anytime": {"seeds": [0, 1], "train": {}, "search": {"lam": 2, "max_generations": 1, "final_reignite": False},
+                    "parallel": {"enabled": False}, "fidelity": {"rungs": [1, 1], "eta": 2}, "fidelity_generations": 1, "curve_every": 1},
     },
     "full": {
         "start_code": "BB(11,d1,d1,d1)", "tile": 512, "image": 512, "seeds": [0, 1, 2],
@@ -76,7 +84,8 @@ SIZES: dict[str, dict[str, Any]] = {
         "parallel": {"enabled": True, "K": 3, "max_candidates": 12, "n_stuck_p": 6},
         "reignite": {"data": "fashion-mnist", "epochs": 4, "n_images": 60000, "image_size": 64, "batch_size": 128},
         "ranking_nets": 12, "device": "cuda",
-        "anytime": {"search": {"lam": 3, "max_generations": 12, "n_stuck": 12}, "fidelity": {"rungs": [1, 2], "eta": 3}},
+        "anytime": {"seeds": [0, 1, 2, 3, 4], "train": {}, "search": {"lam": 3, "max_generations": 12, "n_stuck": 12, "noise_seeds": 2},
+                    "parallel": {"enabled": True}, "fidelity": {"rungs": [1, 2], "eta": 3}, "fidelity_generations": 15, "curve_every": 3},
     },
 }
 METRIC = "AP50"  # the search's metric on trees (DeepForest's own evaluation is at IoU 0.4; AP50 is the nearest COCO one)
@@ -118,6 +127,7 @@ def context(args: argparse.Namespace) -> dict[str, Any]:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     procs = args.procs or (max(1, _gpus()) if device == "cuda" else 2)
     return {"name": args.size, "size": size, "cache": str(cache), "split": split, "device": device, "procs": procs,
+            "seeds_given": bool(args.seeds),
             "boxes": trees.box_counts(cache.parent / "trees"), "figures": args.figures}
 
 

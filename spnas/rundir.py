@@ -24,7 +24,9 @@ and what it names) and never a run's layout. ::
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
+from typing import IO
 
 from spnas.errors import ConfigError
 
@@ -32,7 +34,9 @@ __all__ = ["RunDir", "found_net"]
 
 
 class RunDir:
-    """The paths of one run directory (nothing is created or read here)."""
+    """The paths of one run directory, and the three operations that keep it whole: :meth:`hold` (the
+    lock of the one search that writes it), :meth:`clean_partial_writes` (what a kill left half-written)
+    and :meth:`commit_best` (the atomic replacement of ``best/``). Nothing else is created or read here."""
 
     JOURNAL = "journal.jsonl"
     CONFIG = "config.yaml"
@@ -113,6 +117,51 @@ class RunDir:
 
     def is_run(self) -> bool:
         return self.journal.is_file()
+
+    def hold(self) -> IO[str]:
+        """An exclusive lock on ``.lock`` for the life of the returned file (released on close, exit and kill).
+        A second search on the same directory stops with one line naming the holder."""
+        import fcntl
+        import socket
+        import time
+
+        f = open(self.lock, "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            f.close()
+            raise ConfigError(f"{self.root}: another search holds this run directory ({holder}); wait for it to end or choose "
+                              "another --out") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        f.flush()
+        return f
+
+    def clean_partial_writes(self) -> None:
+        """Remove what a killed run left half-written: ``best.partial``, ``best.old`` and ``*.tmp`` files."""
+        if not self.best.exists() and self.best_old.exists():  # killed between the two renames of commit_best
+            os.replace(self.best_old, self.best)
+        for d in (self.best_partial, self.best_old):
+            shutil.rmtree(d, ignore_errors=True)
+        for f in self.candidates.glob("*/**/*.tmp"):  # ** matches no folder too: head.safetensors.tmp and trained/*.tmp
+            f.unlink(missing_ok=True)
+
+    def start_best(self) -> Path:
+        """An empty ``best.partial`` to build the next ``best/`` in (see :meth:`commit_best`)."""
+        for d in (self.best_partial, self.best_old):
+            shutil.rmtree(d, ignore_errors=True)
+        return self.best_partial
+
+    def commit_best(self) -> None:
+        """Move the built ``best.partial`` in as ``best/``: the old one aside, the new one in, the old one
+        removed, so a kill at any point leaves one whole ``best/`` (or its ``best.old``, restored on resume)."""
+        if self.best.exists():
+            os.replace(self.best, self.best_old)
+        os.replace(self.best_partial, self.best)
+        shutil.rmtree(self.best_old, ignore_errors=True)
 
 
 def found_net(path: str | os.PathLike) -> str | os.PathLike:

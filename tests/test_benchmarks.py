@@ -67,6 +67,9 @@ def test_evidence_scripts_print_a_table_a_json_line_and_figures(cache, script):
         for r in out["rows"]:  # every arm has a validation incumbent and a final test metric at every budget, per seed
             assert len(r["_val"]) == len(r["_test"]) == 1 and all(v is not None for v in r["_val"] + r["_test"]), r
         assert out["trained"]["random search"] == out["trained"]["fixed"]  # as many nets as the search trained
+        for tag in ("longer_s0", "draw_s0"):  # the single nets' finals start from their curves' backbones at each budget
+            saved = sorted((cache / "smoke" / "anytime_curves").glob(f"{tag}_e*/arch/weights.safetensors"))
+            assert len(saved) == len({r["epochs"] for r in out["rows"]}), saved
         last = [r for r in out["rows"] if r["budget"] == "1.00"]
         best = {r["arm"]: r["_val"] for r in last}
         for arm in ("fixed", "multi-fidelity", "random search"):  # a best so far never falls: at the end it is the run's best

@@ -211,9 +211,9 @@ class SerialConfig(Section):
     metric: Literal[METRICS] = "AP"  # type: ignore[valid-type]
     acceptance: Literal["fair", "paper"] = "fair"  # fair: a child must beat its parent trained on as long
     noise_seeds: Annotated[StrictInt, Field(ge=0, le=64)] = 0  # continue the start net under N seeds: the metric's spread
-    # a child must beat its baseline by more than this; "auto": min_gain_sigmas x the std of the noise runs
-    # (noise_seeds >= 2), so the measured seed spread decides, not only reports
-    min_gain: Annotated[Float, Field(ge=0.0, le=1e6)] | Literal["auto"] = 0.0
+    # a child must beat its baseline by more than this; "auto" (the default): min_gain_sigmas x the std of the
+    # noise runs, so the measured seed spread decides, not only reports (0 where no noise runs are asked for)
+    min_gain: Annotated[Float, Field(ge=0.0, le=1e6)] | Literal["auto"] = "auto"
     min_gain_sigmas: Annotated[Float, Field(ge=0.0, le=100.0)] = 2.0
     lam: Annotated[StrictInt, Field(ge=1, le=256)] = 3
     # the paper's swap and expand, and add_stage: without it no net leaves its start's stage count, while the
@@ -254,7 +254,7 @@ class SerialConfig(Section):
         if self.fidelity is not None and self.acceptance != "fair":
             raise ValueError("fidelity: successive halving races the children against the continued parent; "
                              "it needs acceptance: fair")
-        if self.min_gain == "auto" and self.noise_seeds < 2:
+        if self.min_gain == "auto" and self.noise_seeds < 2 and "min_gain" in self.model_fields_set:
             raise ValueError(f"min_gain: auto sets the bar from the spread of the noise runs; set search.noise_seeds to 2 "
                              f"or more (got {self.noise_seeds}), or give min_gain a number")
         return self

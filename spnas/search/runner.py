@@ -31,8 +31,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -126,10 +124,10 @@ class Search:
             self.data = resolve_data(cfg, self.out)
             check_data(self.data, cfg.search.metric, keep=cfg.workers.backend == "inline")
         self.out.mkdir(parents=True, exist_ok=True)
-        self._lock = _lock(self.run_dir)
+        self._lock = self.run_dir.hold()
         try:
             if resume:
-                _clean_partial_writes(self.run_dir)
+                self.run_dir.clean_partial_writes()
             cfg_file.write_text(resolved)
             self.journal = Journal(jpath)
         except BaseException:
@@ -508,40 +506,6 @@ class _Progress:
 
     def close(self) -> None:
         self.bar.close()
-
-
-def _lock(run: RunDir):
-    """Hold an exclusive lock on the run's ``.lock`` for the life of this search (released on exit and on kill).
-
-    A second search on the same directory stops with one line naming the holder.
-    """
-    import fcntl
-    import socket
-
-    out = run.root
-    f = open(run.lock, "a+")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        f.seek(0)
-        holder = f.read().strip() or "another process"
-        f.close()
-        raise ConfigError(f"{out}: another search holds this run directory ({holder}); wait for it to end or choose another --out") from None
-    f.seek(0)
-    f.truncate()
-    f.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
-    f.flush()
-    return f
-
-
-def _clean_partial_writes(run: RunDir) -> None:
-    """Remove what a killed run left half-written: ``best.partial``, ``best.old`` and ``*.tmp`` files."""
-    if not run.best.exists() and run.best_old.exists():  # killed between the two renames
-        os.replace(run.best_old, run.best)
-    for d in (run.best_partial, run.best_old):
-        shutil.rmtree(d, ignore_errors=True)
-    for f in run.candidates.glob("*/**/*.tmp"):  # ** matches no folder too: head.safetensors.tmp and trained/*.tmp
-        f.unlink(missing_ok=True)
 
 
 def _finite(x: float | None) -> float | None:

@@ -103,9 +103,7 @@ def _describe(loop: Search, best: Candidate) -> dict[str, Any]:
 def write_best(loop: Search, best: Candidate) -> None:
     """``best/``: arch + weights, the whole detector, and the hall of fame in ``top/``; built beside, then moved in."""
     run = loop.run_dir
-    tmp, final, old = run.best_partial, run.best, run.best_old
-    for d in (tmp, old):
-        shutil.rmtree(d, ignore_errors=True)
+    tmp = run.start_best()
     shutil.copytree(run.candidate(best.id) / "trained", tmp / "arch")
     head = load_file(str(run.candidate(best.id) / HEAD_FILE))
     body = load_file(str(tmp / "arch" / WEIGHTS_FILE))
@@ -116,10 +114,7 @@ def write_best(loop: Search, best: Candidate) -> None:
         shutil.copytree(run.candidate(ind["id"]) / "trained", dst / "arch", copy_function=_link)
         _link(run.candidate(ind["id"]) / HEAD_FILE, dst / HEAD_FILE)
         (dst / "metric.json").write_text(json.dumps({"id": ind["id"], "code": ind["encoding"], "metric": ind.fitness.values[0]}))
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
+    run.commit_best()
 
 
 def _link(src: str | Path, dst: str | Path) -> None:

@@ -20,23 +20,33 @@ def decided(evs, kind):
 
 def test_min_gain_auto_lets_the_measured_noise_decide(tmp_path):
     search = {"noise_seeds": 4, "max_generations": 3, "n_stuck": 100}
-    _, fixed, _ = run(tmp_path, "fixed", evaluator=FakeEvaluator(deeper, per_epoch=0.0, noise=0.01), search=search)
+    _, fixed, _ = run(tmp_path, "fixed", evaluator=FakeEvaluator(deeper, per_epoch=0.0, noise=0.01), search={**search, "min_gain": 0.0})
     assert decided(fixed, "accepted"), "with min_gain 0 a 1e-4 gain is accepted: the test would show nothing"
-    _, auto, _ = run(tmp_path, "auto", evaluator=FakeEvaluator(deeper, per_epoch=0.0, noise=0.01), search={**search, "min_gain": "auto"})
+    _, auto, _ = run(tmp_path, "auto", evaluator=FakeEvaluator(deeper, per_epoch=0.0, noise=0.01), search=search)  # the default
     noise = next(e for e in auto if e["event"] == "noise")
     assert noise["min_gain"] == pytest.approx(2.0 * noise["std"]) and noise["min_gain"] > 1e-3
     assert not decided(auto, "accepted")
     assert all(e["metric"] - e["baseline_metric"] <= noise["min_gain"] for e in decided(auto, "rejected"))
     # resumed, the bar is the same (the noise runs come from the journal)
     _, again, ev = run(tmp_path, "auto", evaluator=FakeEvaluator(deeper, per_epoch=0.0, noise=0.01), resume=True,
-                       search={**search, "min_gain": "auto"})
+                       search={**search, "min_gain": "auto"})  # the default, spelled out: the same config
     assert ev.calls == [] and again == auto
 
 
-def test_min_gain_auto_needs_noise_runs():
+def test_min_gain_auto_needs_noise_runs_where_it_is_asked_for():
+    """Asked for, auto needs noise runs; as the default without them, the bar is 0 (nothing was measured)."""
     with pytest.raises(ConfigError, match=r"min_gain: auto sets the bar from the spread of the noise runs; set search.noise_seeds to 2"):
         config(search={"min_gain": "auto", "noise_seeds": 1})
     assert config(search={"min_gain": 0.01}).search.min_gain == 0.01
+    assert config(search={"noise_seeds": 0}).search.min_gain == "auto"
+
+
+def test_without_noise_runs_the_default_decides_as_min_gain_zero(tmp_path):
+    search = {"max_generations": 3, "n_stuck": 100}
+    _, default, _ = run(tmp_path, "default", evaluator=FakeEvaluator(deeper, per_epoch=0.0, noise=0.01), search=search)
+    _, zero, _ = run(tmp_path, "zero", evaluator=FakeEvaluator(deeper, per_epoch=0.0, noise=0.01), search={**search, "min_gain": 0.0})
+    strip = lambda evs: [{k: v for k, v in e.items() if k != "time"} for e in evs if e["event"] not in ("start", "done")]  # noqa: E731
+    assert strip(default) == strip(zero) and decided(default, "accepted")
 
 
 def test_the_summary_says_which_net_to_take(tmp_path):

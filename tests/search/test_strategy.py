@@ -18,7 +18,8 @@ from tests.search.test_loop import config, events
 
 GOLDEN = Path(__file__).with_name("golden")
 ROOT = Path(__file__).resolve().parents[2]
-HILL = {"search": {"noise_seeds": 2, "n_stuck": 2, "n_reignite": 1, "max_generations": 6, "final_reignite": True},
+# min_gain 0.0: the golden journals were written when it was the default (now auto: 2 x the noise runs' std)
+HILL = {"search": {"noise_seeds": 2, "min_gain": 0.0, "n_stuck": 2, "n_reignite": 1, "max_generations": 6, "final_reignite": True},
         "parallel": {"enabled": True, "max_candidates": 3, "n_stuck_p": 3}}
 RAND = {"search": {"mutations": [1, 2], "max_generations": 2}, "parallel": {"enabled": True, "max_candidates": 3}}
 

@@ -172,7 +172,7 @@ def _number(v: float | None, signed: bool = False) -> str:
     return f"{float(v):+.4f}" if signed else f"{float(v):.4f}"
 
 
-def _decision(s: Step, metric: str) -> str:
+def _decision(s: Step, metric: str, min_gain: float | None = None) -> str:
     if s.how == "start":
         return "the start net"
     if s.how == "converged":
@@ -181,6 +181,9 @@ def _decision(s: Step, metric: str) -> str:
         return f"accepted: {_number(s.gain, True)} over {s.baseline} ({_number(s.baseline_metric)})"
     if s.how == "continued":
         lost_id, lost_metric = s.lost or ("?", None)
+        m = Metric(metric)
+        if min_gain and lost_metric is not None and s.metric is not None and m.score(lost_metric) > m.score(s.metric):
+            return f"kept: its best child {lost_id} ({_number(lost_metric)}) did not beat it by more than min_gain {_number(min_gain)}"
         return f"kept: its best child {lost_id} ({_number(lost_metric)}) did not beat it"
     return "reignited (re-pretrained)" + (" after the serial level" if s.final else "")
 
@@ -192,6 +195,7 @@ def lineage_text(events: list[dict[str, Any]], metric: str | None = None, **epoc
     steps = lineage(events, metric, **epochs)
     if not steps:
         return "(no decision in this journal yet)"
+    min_gain = next((e.get("min_gain") for e in events if e.get("event") == Event.NOISE), None)  # journaled under auto
     kids: dict[str | None, list[Step]] = {}
     for s in steps:
         kids.setdefault(s.parent, []).append(s)
@@ -216,7 +220,7 @@ def lineage_text(events: list[dict[str, Any]], metric: str | None = None, **epoc
     for label, s in zip(labels, steps):
         mark = "  <- best/ (the run's result)" if s.result else ("  <- best/top/1 (higher once, not confirmed)" if s.top else "")
         lines.append(f"{label:<{w_id}}  {s.code:<{w_code}}  {s.morphisms or '-':<{w_m}}  {_number(s.metric):>8}  "
-                     f"{s.epochs if s.epochs is not None else '-':>6}  {_decision(s, metric)}{mark}")
+                     f"{s.epochs if s.epochs is not None else '-':>6}  {_decision(s, metric, min_gain)}{mark}")
     done = next((e for e in reversed(events) if e.get("event") == Event.DONE), None)
     top = _top(events, Metric(metric))
     if done is not None and top not in (None, done.get("id")) and top not in {s.id for s in steps}:

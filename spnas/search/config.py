@@ -254,9 +254,9 @@ class SerialConfig(Section):
         if self.fidelity is not None and self.acceptance != "fair":
             raise ValueError("fidelity: successive halving races the children against the continued parent; "
                              "it needs acceptance: fair")
-        if self.min_gain == "auto" and self.noise_seeds < 2 and "min_gain" in self.model_fields_set:
-            raise ValueError(f"min_gain: auto sets the bar from the spread of the noise runs; set search.noise_seeds to 2 "
-                             f"or more (got {self.noise_seeds}), or give min_gain a number")
+        if self.min_gain == "auto" and self.noise_seeds == 1:  # 0: no noise runs, a bar of 0; 1 run has no spread
+            raise ValueError("min_gain: auto sets the bar from the spread of the noise runs, and one run has none; set "
+                             "search.noise_seeds to 2 or more (or 0: no noise runs, a bar of 0), or give min_gain a number")
         return self
 
 

@@ -33,12 +33,13 @@ def test_min_gain_auto_lets_the_measured_noise_decide(tmp_path):
     assert ev.calls == [] and again == auto
 
 
-def test_min_gain_auto_needs_noise_runs_where_it_is_asked_for():
-    """Asked for, auto needs noise runs; as the default without them, the bar is 0 (nothing was measured)."""
-    with pytest.raises(ConfigError, match=r"min_gain: auto sets the bar from the spread of the noise runs; set search.noise_seeds to 2"):
+def test_min_gain_auto_refuses_a_single_noise_run():
+    """One noise run has no spread; none means no bar (nothing was measured). A saved config (min_gain: auto
+    spelled out) loads again."""
+    with pytest.raises(ConfigError, match=r"min_gain: auto sets the bar from the spread of the noise runs, and one run has none"):
         config(search={"min_gain": "auto", "noise_seeds": 1})
     assert config(search={"min_gain": 0.01}).search.min_gain == 0.01
-    assert config(search={"noise_seeds": 0}).search.min_gain == "auto"
+    assert config(search={"noise_seeds": 0}).search.min_gain == config(search={"min_gain": "auto", "noise_seeds": 0}).search.min_gain == "auto"
 
 
 def test_without_noise_runs_the_default_decides_as_min_gain_zero(tmp_path):

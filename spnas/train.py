@@ -66,15 +66,25 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:
     import torch
+    from pydantic import ValidationError
 
     from spnas.detect.datasets import load_datasets, read_data_file
     from spnas.detect.infer import resolve_source
+    from spnas.detect.train import FAST, FULL, checked_config
     from spnas.rundir import found_net
-    from spnas.detect.train import FAST, FULL
 
     source = args.source or args.ir
     if not source:
         p.error("SOURCE (a run directory, an Arch directory or a code) is required")
+    flags = {"epochs": "--epochs", "batch_size": "--batch-size", "base_lr": "--lr", "eval_every": "--eval-every", "seed": "--seed",
+             "accumulate": "--accumulate"}
+    changes = {k: v for k, v in {"epochs": args.epochs, "batch_size": args.batch_size, "base_lr": args.lr, "eval_every": args.eval_every,
+                                 "seed": args.seed, "accumulate": args.accumulate}.items() if v is not None}
+    try:  # within the bounds a search's train: section has; checked before anything is written
+        tc = checked_config(FULL if args.scheme == "full" else FAST, **changes)
+    except ValidationError as e:
+        err = e.errors(include_url=False)[0]
+        p.error(f"{flags.get(str(err['loc'][0]), err['loc'][0])}: {err['msg']}, got {err.get('input')!r}")
     given, source = source, found_net(source)  # a run directory trains its best/; the output names what was given
     _, run_meta = resolve_source(source, plugins=args.plugin, seed=args.seed)
     out = Path(args.out)
@@ -101,10 +111,6 @@ def run(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:
         options["train_scales"] = _scales(args.train_scales, p)
     if args.norm is not None:
         options["norm"] = args.norm
-    tc = FULL if args.scheme == "full" else FAST
-    changes = {k: v for k, v in {"epochs": args.epochs, "batch_size": args.batch_size, "base_lr": args.lr, "eval_every": args.eval_every,
-                                 "seed": args.seed, "accumulate": args.accumulate}.items() if v is not None}
-    tc = dataclasses.replace(tc, **changes)
     if args.devices:
         devices = [d.strip() for d in args.devices.split(",") if d.strip()]
         if not devices or not all(d == "cpu" or d.startswith("cuda") for d in devices):

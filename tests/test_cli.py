@@ -25,6 +25,18 @@ def test_ir_show_bad_code_one_line():
     assert p.returncode == 2 and "position 6" in p.stderr and "Traceback" not in p.stderr
 
 
+def test_train_flags_are_held_to_the_search_configs_bounds(tmp_path):
+    """Issue 24: spnas train's schedule is checked against the bounds a search's train: section has (one place)."""
+    data = tmp_path / "data.yaml"
+    data.write_text("data:\n  format: shapes\n  n_train: 4\n  n_val: 2\n  size: 64\n")
+    for flag, value, said in (("--epochs", "0", "--epochs: Input should be greater than or equal to 1, got 0"),
+                              ("--lr", "-0.1", "--lr: Input should be greater than 0, got -0.1"),
+                              ("--accumulate", "0", "--accumulate: Input should be greater than or equal to 1, got 0")):
+        p = run("spnas.train", "--ir", "BB(1,d1,d1,d1)", "--data", str(data), "--out", str(tmp_path / "out"), flag, value)
+        assert p.returncode == 2 and said in p.stderr and "Traceback" not in p.stderr, p.stderr[-1000:]
+        assert not (tmp_path / "out").exists()
+
+
 def test_train_cli(tmp_path):
     data = tmp_path / "data.yaml"
     data.write_text("data:\n  format: shapes\n  n_train: 4\n  n_val: 2\n  size: 64\n")

@@ -15,12 +15,13 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
+from pydantic import BaseModel, Field, StrictInt, create_model
 from safetensors.torch import load_file
 from torch import nn
 from torch.utils.data import DataLoader
@@ -28,10 +29,11 @@ from tqdm import tqdm
 
 from spnas.detect.data import AugmentSampler, DetectionDataset, collate
 from spnas.detect.metrics import LAMR_METRICS, citypersons_lamr, coco_evaluate, detections_to_coco, ecp_lamr, voc_eval
-from spnas.errors import EvalError
+from spnas.errors import EvalError, SpnasError
 from spnas.ir.io import write_tensors
+from spnas.schema import Bool, Float, Section
 
-__all__ = ["TrainConfig", "FAST", "FULL", "train_detector", "evaluate", "save_checkpoint", "load_checkpoint", "TrainResult"]
+__all__ = ["TrainConfig", "TrainSection", "checked_config", "FAST", "FULL", "train_detector", "evaluate", "save_checkpoint", "load_checkpoint", "TrainResult"]
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,50 @@ class TrainConfig:
 
 FAST = TrainConfig(epochs=3, schedule="cosine")
 FULL = TrainConfig(epochs=24, schedule="step")
+
+
+# the bounds of every TrainConfig field: the search's train: section and spnas train's flags are checked against them
+_TRAIN_BOUNDS: dict[str, Any] = {
+    "epochs": Annotated[StrictInt, Field(ge=1, le=1000)],
+    "batch_size": Annotated[StrictInt, Field(ge=1, le=4096)],
+    "base_lr": Annotated[Float, Field(gt=0.0, le=100.0)],
+    "min_lr": Annotated[Float, Field(ge=0.0, le=100.0)],
+    "momentum": Annotated[Float, Field(ge=0.0, lt=1.0)],
+    "weight_decay": Annotated[Float, Field(ge=0.0, le=1.0)],
+    "schedule": Literal["cosine", "step"],
+    "steps": Annotated[tuple[Annotated[Float, Field(gt=0.0, lt=1.0)], ...], Field(max_length=8)],
+    "warmup_iters": Annotated[StrictInt, Field(ge=0, le=1_000_000)],
+    "warmup_factor": Annotated[Float, Field(gt=0.0, le=1.0)],
+    "flip": Bool,
+    "amp": Bool,
+    "eval_every": Annotated[StrictInt, Field(ge=0, le=1000)],
+    "max_iters_per_epoch": Annotated[StrictInt, Field(ge=0, le=10_000_000)],
+    "grad_clip": Annotated[Float, Field(ge=0.0, le=1e6)],
+    "seed": Annotated[StrictInt, Field(ge=0, le=2**31 - 1)],
+    "loader_workers": Annotated[StrictInt, Field(ge=-1, le=256)],
+    "inherited": Literal["restart", "continue"],
+    "inherited_lr": Annotated[Float, Field(gt=0.0, le=1.0)],
+    "accumulate": Annotated[StrictInt, Field(ge=1, le=1024)],
+}
+
+
+def _train_model() -> type[BaseModel]:
+    """The settings of a :class:`TrainConfig`, bounded (the search's ``train:`` section), defaults from ``FAST``."""
+    missing = {f.name for f in fields(FAST)} ^ set(_TRAIN_BOUNDS)
+    if missing:  # a TrainConfig field without a bound here (or the reverse): a bug, caught on import
+        raise SpnasError(f"spnas.detect.train: TrainConfig fields and _TRAIN_BOUNDS differ: {sorted(missing)}")
+    return create_model("TrainSection", __base__=Section, **{f.name: (_TRAIN_BOUNDS[f.name], getattr(FAST, f.name)) for f in fields(FAST)})
+
+
+TrainSection = _train_model()
+
+
+def checked_config(base: TrainConfig, **changes: Any) -> TrainConfig:
+    """``base`` with ``changes``, every value inside the bounds the search's ``train:`` section has
+    (``ValidationError`` otherwise; :func:`spnas.schema.one_line` words it)."""
+    values = TrainSection.model_validate({**asdict(base), **changes}).model_dump()
+    return replace(base, **{**values, "steps": tuple(values["steps"])})
+
 
 
 @dataclass

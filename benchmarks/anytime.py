@@ -163,7 +163,6 @@ def budgets(ctx: dict[str, Any], seed: int) -> list[int]:
 
 def job_final(ctx: dict[str, Any], arm: str, seed: int, b: int) -> dict[str, Any] | None:
     """The test metric of ``arm``'s incumbent at budget ``b`` epochs, after the same final training."""
-    full = ctx["size"]["full_epochs"]
     if arm in SEARCHES:
         best = incumbent(search_points(ctx, arm, seed), b)
         if best is None:

@@ -53,7 +53,7 @@ SIZES: dict[str, dict[str, Any]] = {
         "parallel": {"enabled": True, "K": 1, "max_candidates": 2, "n_stuck_p": 2},
         "reignite": {"data": "fashion-mnist", "epochs": 1, "n_images": 2048, "image_size": 64, "batch_size": 64},
         "ranking_nets": 10, "device": "cpu",
-        # anytime.py (5 seeds, about 4.5 hours on 2 cores): searches of at least 30 trained candidates (8 generations of
+        # anytime.py (5 seeds, an estimated 4.5 hours on 2 cores): searches of at least 30 trained candidates (8 generations of
         # 3 children and the continued parent), the serial level only, 2 noise runs setting min_gain (auto). Its fast scheme is one pass over the 45 training
         # tiles (12 iterations; an "epoch" is half a pass, so a race's rung can be one), the rest of the scheme as above;
         # the final training is the full scheme (full_epochs passes) as everywhere else. The multi-fidelity search runs

@@ -15,7 +15,7 @@ from spnas.errors import SpnasError
 from spnas.ir import Arch
 from spnas.search.records import EvalResult
 
-__all__ = ["Candidate", "stage_flops", "stage_gmacs", "sample_parallel_code", "code_of", "individual", "hall_of_fame"]
+__all__ = ["Candidate", "stage_flops", "stage_gmacs", "sample_parallel_code", "code_of", "individual", "hall_of_fame", "finite"]
 
 if not hasattr(creator, "SpnasFitnessMax"):  # DEAP's way to say a metric's direction: AP up, miss rates down
     creator.create("SpnasFitnessMax", base.Fitness, weights=(1.0,))
@@ -60,6 +60,11 @@ class Candidate:
     @property
     def metric(self) -> float:
         return float(self.result.metric) if self.ok else -math.inf
+
+
+def finite(x: float | None) -> float | None:
+    """A metric as the journal and the summary write it: rounded to 6 places, None where not finite."""
+    return None if x is None or not math.isfinite(x) else round(float(x), 6)
 
 
 def stage_flops(arch: Arch, size: tuple[int, int]) -> list[int]:

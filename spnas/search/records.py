@@ -164,7 +164,7 @@ class EvalResult:
         if ev["event"] == Event.EVALUATED:
             outcome = Outcome.OK
         elif ev["event"] == Event.FAILED:
-            outcome = Outcome.MACHINE if ev.get("kind") == Outcome.MACHINE else Outcome.CANDIDATE
+            outcome = _failure(ev)
         else:
             raise ValueError(f"a {ev['event']!r} event records no result")
         return cls._make(ev["id"], outcome, ev)
@@ -182,11 +182,7 @@ class EvalResult:
         if not isinstance(r, Mapping) or "id" not in r or r.get("status") not in ("ok", "failed"):
             raise TypeError(f"an evaluation function returned {type(r).__name__} {str(r)[:80]!r}; expected an EvalResult "
                             "(or a dict with 'id' and 'status' 'ok' or 'failed')")
-        if r["status"] == "ok":
-            outcome = Outcome.OK
-        else:
-            outcome = Outcome.MACHINE if r.get("kind") == Outcome.MACHINE else Outcome.CANDIDATE
-        return cls._make(r["id"], outcome, r)
+        return cls._make(r["id"], Outcome.OK if r["status"] == "ok" else _failure(r), r)
 
     @classmethod
     def _make(cls, cid: str, outcome: Outcome, d: Mapping[str, Any]) -> EvalResult:
@@ -198,6 +194,11 @@ class EvalResult:
 
     def with_seconds(self, seconds: float) -> EvalResult:
         return dataclasses.replace(self, seconds=round(seconds, 3))
+
+
+def _failure(d: Mapping[str, Any]) -> Outcome:
+    """A failure's outcome by its ``kind`` (the candidate's own where none is given)."""
+    return Outcome.MACHINE if d.get("kind") == Outcome.MACHINE else Outcome.CANDIDATE
 
 
 def _plain(v: Any) -> Any:

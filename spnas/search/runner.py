@@ -46,6 +46,7 @@ from spnas.ir import Arch, load, save
 from spnas.ops import Space, get_morphism
 from spnas.detect.metrics import Metric
 from spnas.search.candidate import Candidate, code_of, hall_of_fame, individual, sample_parallel_code, stage_flops, stage_gmacs
+from spnas.search.candidate import finite as _finite
 from spnas.search.config import SearchConfig
 from spnas.search.evaluations import Evaluations, auto_timeout
 from spnas.search.evaluator import HEAD_FILE, Evaluate, candidate_seed, evaluate_candidate
@@ -101,7 +102,6 @@ class Search:
         self.out = Path(out)
         self.run_dir = RunDir(self.out)  # every path inside the run directory
         self.quiet = (not sys.stderr.isatty()) if quiet is None else quiet
-        self.evaluate_fn = evaluate
         cfg_file, jpath = self.run_dir.config, self.run_dir.journal
         self.rules = [get_morphism(n) for n in cfg.search.morphisms]  # the config checked the names
         resolved = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
@@ -506,10 +506,6 @@ class _Progress:
 
     def close(self) -> None:
         self.bar.close()
-
-
-def _finite(x: float | None) -> float | None:
-    return None if x is None or not math.isfinite(x) else round(float(x), 6)
 
 
 def resolve_data(cfg: SearchConfig, out: Path) -> dict[str, Any]:

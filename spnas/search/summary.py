@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 from pathlib import Path
@@ -20,6 +19,7 @@ from spnas.detect.infer import DETECTOR_WEIGHTS, describe_detector, write_descri
 from spnas.ir.io import WEIGHTS_FILE, write_tensors
 from spnas.rundir import RunDir
 from spnas.search.candidate import Candidate, code_of
+from spnas.search.candidate import finite as _finite
 from spnas.search.evaluator import HEAD_FILE, detector_state
 from spnas.search.records import Event
 
@@ -123,7 +123,3 @@ def _link(src: str | Path, dst: str | Path) -> None:
         os.link(src, dst)
     except OSError:
         shutil.copy2(src, dst)
-
-
-def _finite(x: float | None) -> float | None:
-    return None if x is None or not math.isfinite(x) else round(float(x), 6)

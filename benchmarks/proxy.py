@@ -3,6 +3,7 @@
     python benchmarks/proxy.py --size quick                 # this machine: 2 cores, resumable in chunks
     python benchmarks/proxy.py --size quick --report-only   # the table, figure and JSON from what is cached
     python benchmarks/proxy.py --size full                  # a GPU machine (see README, Results)
+    python benchmarks/proxy.py --size quick --from-table    # a new machine: the shipped table's results kept, the rest trained
 
 Every decision of the search trusts one premise (the paper's section 4.1, Figure 4a): a child trained
 a few epochs from its parent's weights ranks as it would after full training. This script measures it
@@ -41,7 +42,11 @@ policies can be replayed against without training.
 
 Every trained net is cached under ``<cache>/proxy/`` (the evidence cache: the start net is shared
 with the other evidence scripts), so a killed run resumes where it stopped, and ``--report-only``
-reports what is there at any time.
+reports what is there at any time. The cache is not committed; the shipped table is. With
+``--from-table`` a run on another machine (or after the cache is gone) counts what the shipped table
+holds as measured and trains only what it lacks, plus what that needs (the start net, a parent's
+arm-``a`` weights); its plan must be the table's, net for net (checked by fingerprint). A result in
+the cache wins over the table's.
 """
 
 from __future__ import annotations
@@ -305,8 +310,55 @@ def job_truth(ctx: dict[str, Any], name: str, kind: str, seed: int) -> dict[str,
     return ev.train_net(ctx, out, seed=seed, arch=fresh, train={"epochs": STUDY[ctx["name"]]["scratch_epochs"], "schedule": "step"})
 
 
-def jobs(ctx: dict[str, Any], plan_seed: int = 0) -> list[ev.Job]:
-    """In priority order (the scheduler starts the first job whose dependencies are done)."""
+def shipped(ctx: dict[str, Any]) -> Path:
+    return TABLES / f"proxy_trees_{ctx['name']}.json"
+
+
+def read_table(ctx: dict[str, Any], path: str | Path, plan_seed: int = 0) -> dict[str, Any]:
+    """A shipped table whose nets are this plan's (the same names and fingerprints, the same arms' epochs), or a clear error."""
+    path = Path(path)
+    try:
+        table = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"{path}: cannot read the table ({e})") from None
+    mine = {n["name"]: n["fingerprint"] for n in plan(ctx, plan_seed)["nets"]}
+    theirs = {n["name"]: n["fingerprint"] for n in table.get("nets", [])}
+    if mine != theirs:
+        diff = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
+        raise SystemExit(f"{path}: its nets are not this plan's (net {diff[0]} differs); use its --plan-seed and size")
+    for key in ("fast", "full_epochs", "scratch_epochs"):
+        want = {"fast": ctx["size"]["fast"], "full_epochs": ctx["size"]["full_epochs"],
+                "scratch_epochs": STUDY[ctx["name"]]["scratch_epochs"]}[key]
+        if table.get(key) != want:
+            raise SystemExit(f"{path}: field {key} is {table.get(key)!r}, this size trains {want!r}")
+    return table
+
+
+def held_keys(table: dict[str, Any]) -> set[str]:
+    """The job keys whose results ``table`` holds."""
+    out = {"start"} if table["start"].get("val") is not None else set()
+    for n in table["nets"]:
+        out |= {f"arm:{n['name']}:{arm}:{s[1:]}" for arm, by_seed in n["arms"].items() for s in by_seed}
+        out |= {f"truth:{n['name']}:{kind}:{s[1:]}" for kind, by_seed in n["truth"].items() for s in by_seed}
+    return out
+
+
+def still_to_train(all_jobs: list[ev.Job], held: set[str]) -> list[ev.Job]:
+    """The jobs whose results are not ``held``, with every job they depend on (its weights are needed), in order."""
+    by_key = {j.key: j for j in all_jobs}
+    need: set[str] = set()
+    todo = [j.key for j in all_jobs if j.key not in held]
+    while todo:
+        k = todo.pop()
+        if k not in need:
+            need.add(k)
+            todo.extend(by_key[k].deps)
+    return [j for j in all_jobs if j.key in need]
+
+
+def jobs(ctx: dict[str, Any], plan_seed: int = 0, table: dict[str, Any] | None = None) -> list[ev.Job]:
+    """In priority order (the scheduler starts the first job whose dependencies are done); with ``table``,
+    only what it does not hold (and what that needs)."""
     st = STUDY[ctx["name"]]
     nets = plan(ctx, plan_seed)["nets"]
 
@@ -324,7 +376,7 @@ def jobs(ctx: dict[str, Any], plan_seed: int = 0) -> list[ev.Job]:
     for s in st["truth_seeds"][1:]:  # then the truth's other seeds: the ceiling
         out += truth(s)
     out += [ev.Job(f"truth:{n['name']}:scratch:0", job_truth, (n["name"], "scratch", 0)) for n in nets]
-    return out
+    return out if table is None else still_to_train(out, held_keys(table))
 
 
 # ------------------------------------------------------------------------------ statistics
@@ -333,11 +385,15 @@ def agreement(proxy: list[float], truth: list[float]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------ the report
-def collect(ctx: dict[str, Any], plan_seed: int = 0) -> dict[str, Any]:
-    """Every net's cached results (what is not trained yet is absent): the shipped table's rows."""
+def collect(ctx: dict[str, Any], plan_seed: int = 0, table: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every net's cached results (what is not trained yet is absent): the shipped table's rows. With
+    ``table`` (an earlier shipped table of this plan), its results stand where the cache has none."""
     st, metric = STUDY[ctx["name"]], ev.METRIC
     p = plan(ctx, plan_seed)
     start = ev._read(Path(ctx["cache"]) / "start" / "result.json")
+    if start is None and table is not None and table["start"].get("val") is not None:
+        start = {"val": {metric: table["start"]["val"]}, "test": {metric: table["start"]["test"]}}
+    old = {n["name"]: n for n in table["nets"]} if table is not None else {}
     rows = []
     for n in p["nets"]:
         row = {k: n[k] for k in ("name", "level", "parent", "code", "fingerprint", "gmacs", "params_m", "ops")}
@@ -354,6 +410,18 @@ def collect(ctx: dict[str, Any], plan_seed: int = 0) -> dict[str, Any]:
                 if (r := ev._read(_out(ctx, n["name"], f"truth_{kind}", s) / "result.json")) is not None:
                     row["truth"][kind][f"s{s}"] = {split: r[split][metric] for split in ("val", "test", "other")}
                     row["seconds"][f"truth_{kind}_s{s}"] = r["seconds"]
+        if n["name"] in old:  # what only the earlier table holds
+            o = old[n["name"]]
+            for arm, by_seed in o["arms"].items():
+                for s, v in by_seed.items():
+                    if s not in row["arms"].get(arm, {}):
+                        row["arms"].setdefault(arm, {})[s] = v
+                        row["seconds"][f"{arm}_{s}"] = o["seconds"][f"{arm}_{s}"]
+            for kind, by_seed in o["truth"].items():
+                for s, v in by_seed.items():
+                    if s not in row["truth"][kind]:
+                        row["truth"][kind][s] = v
+                        row["seconds"][f"truth_{kind}_{s}"] = o["seconds"][f"truth_{kind}_{s}"]
         rows.append(row)
     by_name = {r["name"]: r for r in rows}
     for r in rows:
@@ -473,8 +541,8 @@ def figure(ctx: dict[str, Any], table: dict[str, Any], summary: dict[str, Any]) 
     return ev.save_figure(fig, Path(ctx["figures"]) / "proxy")
 
 
-def report(ctx: dict[str, Any], plan_seed: int, t0: float, ship: bool) -> dict[str, Any]:
-    table = collect(ctx, plan_seed)
+def report(ctx: dict[str, Any], plan_seed: int, t0: float, ship: bool, old: dict[str, Any] | None = None) -> dict[str, Any]:
+    table = collect(ctx, plan_seed, old)
     summary = summarize(table)
     table["summary"] = summary
     rows = table_rows(table, summary)
@@ -483,7 +551,7 @@ def report(ctx: dict[str, Any], plan_seed: int, t0: float, ship: bool) -> dict[s
     ev.write_results(ctx, "proxy", markdown(table), table)
     if ship:
         TABLES.mkdir(parents=True, exist_ok=True)
-        (TABLES / f"proxy_trees_{ctx['name']}.json").write_text(json.dumps(table, indent=1) + "\n")
+        shipped(ctx).write_text(json.dumps(table, indent=1) + "\n")
     done = sum(1 for r in table["nets"] for v in (r["arms"], r["truth"]["inherited"], r["truth"]["scratch"]) for _ in v)
     emit_json("proxy", rows, size=ctx["name"], metric=ev.METRIC, nets=len(table["nets"]), results=done,
               summary=summary, figures=figs, seconds=round(time.time() - t0))
@@ -495,6 +563,8 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--plan-seed", type=int, default=0, help="the seed the nets are drawn with")
         p.add_argument("--report-only", action="store_true", help="train nothing: report what is cached")
         p.add_argument("--ship", action="store_true", help="also write benchmarks/tables/proxy_trees_<size>.json (the repo's table)")
+        p.add_argument("--from-table", nargs="?", const="", default=None, metavar="JSON",
+                       help="count what this table (default: the shipped one) holds as measured; train only the rest")
 
     import argparse
 
@@ -504,9 +574,12 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     t0 = time.time()
     ctx = ev.context(args)
+    old = None
+    if args.from_table is not None:
+        old = read_table(ctx, args.from_table or shipped(ctx), args.plan_seed)
     if not args.report_only:
-        ev.run_jobs(ctx, jobs(ctx, args.plan_seed))
-    report(ctx, args.plan_seed, t0, args.ship)
+        ev.run_jobs(ctx, jobs(ctx, args.plan_seed, old))
+    report(ctx, args.plan_seed, t0, args.ship, old)
     print(f"# proxy --size {ctx['name']}: {time.time() - t0:.0f} s", file=sys.stderr)
 
 

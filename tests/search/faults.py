@@ -158,7 +158,10 @@ def _kill_last_rank(parent: int, note: str) -> None:
     while time.time() < deadline:
         pids = sorted(pid for pid, cmd in _children(parent) if b"spawn_main" in cmd)
         if len(pids) >= 2:
-            time.sleep(6)  # past the imports and the rendezvous: into the training
+            # a second in: alive for certain (a rank's imports alone take longer), whatever the machine's speed.
+            # Six seconds (into the training) let a fast machine finish the candidate first: CI's did, and the
+            # kill then hit a rank that had already exited
+            time.sleep(1)
             with open(note, "w") as f:
                 f.write(str(pids[-1]))
             os.kill(pids[-1], signal.SIGKILL)

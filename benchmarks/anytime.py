@@ -2,6 +2,7 @@
 
     python benchmarks/anytime.py --size quick     # this machine: 2 cores; resumable, cached per trained net
     python benchmarks/anytime.py --size full      # a GPU machine
+    python benchmarks/anytime.py --size quick --ship --from-table   # resumable across machines (below)
 
 Per seed (the size's ``anytime.seeds``, 5; ``--seeds`` overrides), from the shared start (the start
 net trained with the full scheme on the training split), each arm with the size's fast scheme and
@@ -28,6 +29,12 @@ scheme (``full_epochs``, a fresh head) from the backbone it has at that budget (
 as trained; a single net as its curve left it at the budget).
 Mean ± std over the seeds; figure ``anytime`` (PNG and PDF), spread shaded. Printed: the table and
 one JSON line.
+
+A seed is the unit of the shipped table (``benchmarks/tables/anytime_trees_<size>.json``, with
+``--ship``): the moment all of a seed's jobs are done, its record (each arm's curve, the budgets,
+each arm's incumbent and final test metric per budget, the nets trained) is written there. The cache
+is not committed; with ``--from-table`` a run on another machine (or after the cache is gone) takes
+the seeds the table holds as measured and trains only the others.
 """
 
 from __future__ import annotations
@@ -39,6 +46,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import json  # noqa: E402
+
 from benchmarks import evidence as ev  # noqa: E402
 from benchmarks.common import emit_json, print_table  # noqa: E402
 from spnas.rundir import RunDir  # noqa: E402
@@ -46,6 +55,7 @@ from spnas.rundir import RunDir  # noqa: E402
 ARMS = ("fixed", "multi-fidelity", "random search", "random sampling", "train longer")
 SEARCHES = {"fixed": "anytime_fixed", "multi-fidelity": "anytime_mf", "random search": "anytime_random"}
 BUDGETS = (1 / 3, 2 / 3, 1.0)
+TABLES = Path(__file__).resolve().parent / "tables"
 
 
 # ------------------------------------------------------------------------------ the runs
@@ -156,8 +166,14 @@ def incumbent(points: list[dict[str, Any]], epochs: float) -> dict[str, Any] | N
     return max(reached, key=lambda p: p["metric"]) if reached else None
 
 
+def total_epochs(ctx: dict[str, Any], seed: int) -> int:
+    """The fixed search's compute in epochs, after the shared start (as its curve counts them)."""
+    pts = search_points(ctx, "fixed", seed)
+    return pts[-1]["epochs"] if pts else 0
+
+
 def budgets(ctx: dict[str, Any], seed: int) -> list[int]:
-    total = ev.compute_epochs(ev.run_dir(ctx, SEARCHES["fixed"], seed), ctx["size"]["fast"]["epochs"])
+    total = total_epochs(ctx, seed)
     return sorted({max(1, round(total * f)) for f in BUDGETS})
 
 
@@ -184,13 +200,14 @@ def draw_arch(ctx: dict[str, Any], seed: int) -> str:
     return str(RunDir(ev.run_dir(ctx, SEARCHES["random search"], seed)).candidate(first["id"]) / "input")
 
 
-def jobs(ctx: dict[str, Any]) -> list[ev.Job]:
-    out = [ev.Job("start", ev.job_start, ())]
+def jobs(ctx: dict[str, Any], seeds: list[int] | None = None) -> list[ev.Job]:
+    """Every job of ``seeds`` (default: the size's), the shared start first."""
+    seeds = seeds_of(ctx) if seeds is None else seeds
+    out = [ev.Job("start", ev.job_start, ())] if seeds else []
     start = str(Path(ctx["cache"]) / "start" / "arch")
     head = str(Path(ctx["cache"]) / "start" / "head.safetensors")  # what the start's children inherit besides the backbone
-    fast = ctx["size"]["fast"]["epochs"]
-    for s in seeds_of(ctx):
-        total = lambda r, s=s: ev.compute_epochs(ev.run_dir(ctx, SEARCHES["fixed"], s), fast)  # noqa: E731
+    for s in seeds:
+        total = lambda r, s=s: total_epochs(ctx, s)  # noqa: E731
         out += [
             ev.Job(f"fixed{s}", job_anytime_search, (s, False), deps=("start",)),
             ev.Job(f"mf{s}", job_anytime_search, (s, True), deps=("start",)),
@@ -209,7 +226,7 @@ def jobs(ctx: dict[str, Any]) -> list[ev.Job]:
     return out
 
 
-# ------------------------------------------------------------------------------ reading the curves
+# ------------------------------------------------------------------------------ a seed's record
 def curve(ctx: dict[str, Any], res: dict[str, Any], arm: str, seed: int) -> list[dict[str, Any]]:
     """``arm``'s best-so-far validation metric after each trained net (or each validation of a single net)."""
     if arm in SEARCHES:
@@ -223,27 +240,87 @@ def curve(ctx: dict[str, Any], res: dict[str, Any], arm: str, seed: int) -> list
     return out
 
 
+def record(ctx: dict[str, Any], res: dict[str, Any], seed: int) -> dict[str, Any]:
+    """What the report needs of one finished seed (the shipped table's unit): budgets, curves, finals, counts."""
+    bs = budgets(ctx, seed)
+    finals: dict[str, list[dict[str, Any] | None]] = {}
+    for arm in ARMS:
+        finals[arm] = []
+        for i in range(len(BUDGETS)):
+            f = res.get(f"final:{arm}:{seed}:{i}")
+            finals[arm].append(None if not f else {"id": f["id"], "val": f.get("val") if arm in SEARCHES else None,
+                                                   "test": f["test"][ev.METRIC], "seconds": f.get("seconds")})
+    return {"seed": seed, "budgets": [bs[min(i, len(bs) - 1)] for i in range(len(BUDGETS))],
+            "curves": {arm: curve(ctx, res, arm, seed) for arm in ARMS}, "finals": finals,
+            "trained": {arm: len(search_points(ctx, arm, seed)) for arm in SEARCHES}}
+
+
+def seed_keys(ctx: dict[str, Any], seed: int) -> set[str]:
+    return {j.key for j in jobs(ctx, [seed])} - {"start"}
+
+
+def table_path(ctx: dict[str, Any]) -> Path:
+    return TABLES / f"anytime_trees_{ctx['name']}.json"
+
+
+def settings(ctx: dict[str, Any]) -> dict[str, Any]:
+    """What a seed's numbers depend on: a table made under other settings is refused."""
+    z = ctx["size"]
+    return {"start_code": z["start_code"], "start_epochs": z["start_epochs"], "fast": z["fast"], "full_epochs": z["full_epochs"],
+            "anytime": {k: v for k, v in z["anytime"].items() if k != "seeds"}}
+
+
+def read_table(ctx: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The shipped table (empty where there is none), refused if its settings are not this size's."""
+    if not path.is_file():
+        return {"study": "anytime", "size": ctx["name"], "metric": ev.METRIC, "settings": settings(ctx), "seeds": {}}
+    try:
+        table = json.loads(path.read_text())
+    except ValueError as e:
+        raise SystemExit(f"{path}: not JSON ({e})") from None
+    if table.get("settings") != json.loads(json.dumps(settings(ctx))):
+        raise SystemExit(f"{path}: made with other settings than --size {ctx['name']}'s (field settings); move it away, or use its size")
+    return table
+
+
 def at(points: list[dict[str, Any]], x: float, key: str = "epochs") -> float | None:
     reached = [p["best"] for p in points if p[key] <= x + 1e-9]
     return reached[-1] if reached else None
 
 
-def figure(ctx: dict[str, Any], res: dict[str, Any]) -> list[str]:
+# ------------------------------------------------------------------------------ the report
+def rows_of(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for i, frac in enumerate(BUDGETS):
+        for arm in ARMS:
+            finals = [r["finals"][arm][i] for r in records]
+            vals = [at(r["curves"][arm], r["budgets"][i]) for r in records]
+            rows.append({"budget": f"{frac:.2f}", "arm": arm, "seeds": len(records),
+                         f"val {ev.METRIC} (best so far)": ev.pm([v for v in vals if v is not None]),
+                         f"test {ev.METRIC} (final training)": ev.pm([f["test"] for f in finals if f]),
+                         "epochs": ev.pm([r["budgets"][i] for r in records], 0),
+                         "_test": [f["test"] if f else None for f in finals], "_val": vals})
+    return rows
+
+
+def figure(ctx: dict[str, Any], records: list[dict[str, Any]]) -> list[str]:
+    import warnings
+
     import matplotlib.pyplot as plt
     import numpy as np
 
-    seeds = seeds_of(ctx)
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.4))
     colours = dict(zip(ARMS, ("tab:blue", "tab:purple", "tab:gray", "tab:olive", "tab:orange")))
     for ax, key, label in ((axes[0], "epochs", "cumulative training epochs"), (axes[1], "seconds", "cumulative training seconds")):
         for arm in ARMS:
-            curves = [curve(ctx, res, arm, s) for s in seeds]
+            curves = [r["curves"][arm] for r in records]
             top = max((c[-1][key] for c in curves if c), default=0)
             if not top:
                 continue
             xs = np.linspace(0, top, 60)
             ys = np.array([[at(c, x, key) if at(c, x, key) is not None else np.nan for x in xs] for c in curves], dtype=float)
-            with np.errstate(all="ignore"):
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # a budget no seed has reached yet: a gap
                 m, sd = np.nanmean(ys, 0), np.nanstd(ys, 0)
             ax.plot(xs, m, color=colours[arm], label=arm)
             ax.fill_between(xs, m - sd, m + sd, color=colours[arm], alpha=0.15)
@@ -251,31 +328,52 @@ def figure(ctx: dict[str, Any], res: dict[str, Any]) -> list[str]:
         ax.set_ylabel(f"best validation {ev.METRIC} so far")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"Anytime: the incumbent against compute, mean ± std over {len(seeds)} seeds")
+    fig.suptitle(f"Anytime: the incumbent against compute, mean ± std over {len(records)} seeds "
+                 f"({', '.join(str(r['seed']) for r in records)})")
     return ev.save_figure(fig, Path(ctx["figures"]) / "anytime")
 
 
 def main(argv: list[str] | None = None) -> None:
-    ctx, res, args, t0 = ev.start(__doc__, jobs, argv)
-    seeds = seeds_of(ctx)
-    rows = []
-    for i, frac in enumerate(BUDGETS):
-        for arm in ARMS:
-            finals = [res.get(f"final:{arm}:{s}:{i}") for s in seeds]
-            vals = [at(curve(ctx, res, arm, s), budgets(ctx, s)[min(i, len(budgets(ctx, s)) - 1)]) for s in seeds]
-            rows.append({"budget": f"{frac:.2f}", "arm": arm, "seeds": len(seeds),
-                         f"val {ev.METRIC} (best so far)": ev.pm([v for v in vals if v is not None]),
-                         f"test {ev.METRIC} (final training)": ev.pm([f["test"][ev.METRIC] for f in finals if f]),
-                         "epochs": ev.pm([budgets(ctx, s)[min(i, len(budgets(ctx, s)) - 1)] for s in seeds], 0),
-                         "_test": [f["test"][ev.METRIC] if f else None for f in finals], "_val": vals})
+    import argparse
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ev.add_arguments(p)
+    p.add_argument("--ship", action="store_true", help="write each finished seed into benchmarks/tables/anytime_trees_<size>.json")
+    p.add_argument("--from-table", action="store_true", help="take the seeds the shipped table holds as measured; train the others")
+    p.add_argument("--report-only", action="store_true", help="train nothing: report the seeds the shipped table holds")
+    p.add_argument("--table", default=None, help="the table's file (default benchmarks/tables/anytime_trees_<size>.json)")
+    args = p.parse_args(argv)
+    t0 = time.time()
+    ctx = ev.context(args)
+    path = Path(args.table) if args.table else table_path(ctx)
+    table = read_table(ctx, path) if (args.ship or args.from_table or args.report_only) else None
+    held = {int(k) for k in table["seeds"]} if table is not None and (args.from_table or args.report_only) else set()
+    todo = [] if args.report_only else [s for s in seeds_of(ctx) if s not in held]
+    fresh: dict[int, dict[str, Any]] = {}
+
+    def on_done(results: dict[str, Any]) -> None:
+        for s in todo:
+            if s not in fresh and seed_keys(ctx, s) <= results.keys():
+                fresh[s] = record(ctx, results, s)
+                if args.ship:  # the seed is safe the moment it is whole
+                    table["seeds"][str(s)] = fresh[s]
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_text(json.dumps(table, indent=1) + "\n")
+                    print(f"# seed {s} shipped to {path}", file=sys.stderr)
+
+    ev.run_jobs(ctx, jobs(ctx, todo), on_done=on_done)
+    records = [table["seeds"][str(s)] if s in held else fresh[s] for s in seeds_of(ctx) if s in held or s in fresh]
+    if not records:
+        raise SystemExit(f"no seed measured yet ({path} holds none)")
+    rows = rows_of(records)
     shown = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
     print(f"anytime ({ctx['name']}): the incumbent at a third, two thirds and all of the fixed search's epochs")
     print_table(shown, list(shown[0]))
-    figs = figure(ctx, res)
-    ev.write_results(ctx, "anytime", ev.markdown_table(shown), {"rows": rows, "seeds": seeds})
-    counts = {arm: [len(search_points(ctx, arm, s)) for s in seeds] for arm in SEARCHES}
-    emit_json("anytime", rows, size=ctx["name"], seeds=seeds, metric=ev.METRIC, trained=counts, figures=figs,
-              seconds=round(time.time() - t0, 1))
+    figs = figure(ctx, records)
+    ev.write_results(ctx, "anytime", ev.markdown_table(shown), {"rows": rows, "seeds": [r["seed"] for r in records]})
+    counts = {arm: [r["trained"][arm] for r in records] for arm in SEARCHES}
+    emit_json("anytime", rows, size=ctx["name"], seeds=[r["seed"] for r in records], metric=ev.METRIC, trained=counts,
+              figures=figs, seconds=round(time.time() - t0, 1))
 
 
 if __name__ == "__main__":

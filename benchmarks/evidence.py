@@ -376,8 +376,10 @@ class Job:
     make_args: Callable[[dict[str, Any]], tuple] | None = None  # args from the dependencies' results
 
 
-def run_jobs(ctx: dict[str, Any], jobs: list[Job], log: Callable[[str], None] = lambda s: print(s, file=sys.stderr)) -> dict[str, Any]:
-    """Run ``jobs`` in ``ctx['procs']`` processes (spawned), each when its dependencies are done."""
+def run_jobs(ctx: dict[str, Any], jobs: list[Job], log: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
+             on_done: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Run ``jobs`` in ``ctx['procs']`` processes (spawned), each when its dependencies are done;
+    ``on_done(results)`` after each (a script ships what is whole)."""
     results: dict[str, Any] = {}
     pending = {j.key: j for j in jobs}
     running: dict[Any, Job] = {}
@@ -398,6 +400,8 @@ def run_jobs(ctx: dict[str, Any], jobs: list[Job], log: Callable[[str], None] = 
                 j = running.pop(f)
                 results[j.key] = f.result()
                 log(f"# {time.time() - t0:7.0f} s  done {j.key}")
+                if on_done is not None:
+                    on_done(results)
     return results
 
 

@@ -46,8 +46,9 @@ def test_the_tree_split_does_not_leak(cache):
 
 @pytest.mark.parametrize("script", ["search_vs_random.py", "searched_nets.py", "ranking.py", "search_ablation.py", "anytime.py"])
 def test_evidence_scripts_print_a_table_a_json_line_and_figures(cache, script):
-    seeds = ("--seeds", "0") if script == "anytime.py" else ()  # one seed: its 15 final trainings a seed are the group's longest part
-    out = bench(script, "--size", "smoke", "--cache", cache / "smoke", "--figures", cache / "figures", *seeds)
+    # anytime: one seed (its 15 final trainings a seed are the group's longest part), shipped to a table as it finishes
+    more = ("--seeds", "0", "--ship", "--table", cache / "anytime.json") if script == "anytime.py" else ()
+    out = bench(script, "--size", "smoke", "--cache", cache / "smoke", "--figures", cache / "figures", *more)
     assert out["benchmark"] == script[:-3] and out["rows"]
     for f in out["figures"]:
         assert Path(f).is_file() and Path(f).stat().st_size > 5000
@@ -74,6 +75,11 @@ def test_evidence_scripts_print_a_table_a_json_line_and_figures(cache, script):
         best = {r["arm"]: r["_val"] for r in last}
         for arm in ("fixed", "multi-fidelity", "random search"):  # a best so far never falls: at the end it is the run's best
             assert all(v >= w for v, w in zip(best[arm], [r["_val"] for r in out["rows"] if r["arm"] == arm][0]))
+        # the shipped seed, on a machine without the cache: taken from the table, nothing trained, the same report
+        assert set(json.loads((cache / "anytime.json").read_text())["seeds"]) == {"0"}
+        again = bench(script, "--size", "smoke", "--cache", cache / "elsewhere", "--figures", cache / "figures", *more, "--from-table")
+        assert again["rows"] == json.loads(json.dumps(out["rows"])) and again["trained"] == out["trained"]
+        assert not (cache / "elsewhere" / "start").exists() and not (cache / "elsewhere" / "anytime_fixed").exists()
 
 
 def test_data_benchmark(tmp_path):

@@ -97,3 +97,24 @@ def test_every_child_applies_to_its_parent_after_training(table):
             site = tuple(op["site"]) if isinstance(op["site"], list) else op["site"]
             cur = get_morphism(op["rule"]).apply(cur, site, rng, sp)
         assert cur.fingerprint() == n["fingerprint"], n["name"]
+
+
+def test_a_new_machine_trains_only_what_the_table_lacks_and_what_that_needs():
+    """--from-table: the shipped results are held; a missing job comes back with the jobs whose weights it needs."""
+    from benchmarks.evidence import Job
+
+    table = json.loads(TABLE.read_text())
+    held = proxy.held_keys(table)
+    n = len(table["nets"])
+    arms = sum(len(v) for r in table["nets"] for v in r["arms"].values())
+    truths = sum(len(v) for r in table["nets"] for v in r["truth"].values())
+    assert "start" in held and len(held) == 1 + arms + truths
+    child = next(r for r in table["nets"] if r["parent"] != "start")
+    jobs = [Job("start", None, ()), Job(f"arm:{child['parent']}:a:0", None, (), deps=("start",)),
+            Job(f"truth:{child['name']}:inherited:0", None, (), deps=(f"arm:{child['parent']}:a:0",)),
+            Job(f"truth:{child['name']}:scratch:0", None, ())]
+    assert [j.key for j in proxy.still_to_train(jobs, {j.key for j in jobs})] == []
+    # its inherited truth lost: the parent's arm-a weights and the start come back with it, the scratch truth does not
+    lost = held - {jobs[2].key}
+    assert [j.key for j in proxy.still_to_train(jobs, lost & {j.key for j in jobs})] == [j.key for j in jobs[:3]]
+    assert n >= 30

@@ -75,6 +75,9 @@ def test_evidence_scripts_print_a_table_a_json_line_and_figures(cache, script):
         best = {r["arm"]: r["_val"] for r in last}
         for arm in ("fixed", "multi-fidelity", "random search"):  # a best so far never falls: at the end it is the run's best
             assert all(v >= w for v, w in zip(best[arm], [r["_val"] for r in out["rows"] if r["arm"] == arm][0]))
+        (m,) = out["mf_reach"]  # the fixed search's best, and when (if ever) the multi-fidelity search reached it
+        assert m["seed"] == 0 and m["fixed_best"] == best["fixed"][0] and 0 < m["fixed_epochs"] <= m["fixed_total"]
+        assert m["ratio"] is None or m["ratio"] == pytest.approx(m["mf_epochs"] / m["fixed_epochs"], abs=1e-3)
         # the shipped seed, on a machine without the cache: taken from the table, nothing trained, the same report
         assert set(json.loads((cache / "anytime.json").read_text())["seeds"]) == {"0"}
         again = bench(script, "--size", "smoke", "--cache", cache / "elsewhere", "--figures", cache / "figures", *more, "--from-table")

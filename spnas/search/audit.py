@@ -157,9 +157,10 @@ def _request(run: Path, st: dict[str, Any], net: dict[str, Any], epochs: int, se
 
 def _cached(d: Path) -> EvalResult | None:
     p = d / "metrics.json"
-    if not p.is_file():
+    try:
+        r = EvalResult.of(json.loads(p.read_text()))
+    except (OSError, ValueError):  # absent, or unreadable (a file written before results were written whole): train it
         return None
-    r = EvalResult.of(json.loads(p.read_text()))
     return r if r.ok else None
 
 

@@ -75,6 +75,10 @@ class StartConfig(Section):
     ir: Str | None = None  # a directory written by spnas.ir.save
     stem: Literal["resnet", "deep"] = "resnet"
     weights: Str | None = None  # torchvision checkpoint (.pth/.pt, loaded weights_only) or .safetensors
+    # a detector's weights outside the backbone (FPN, RPN, RoI heads) as safetensors: a run's
+    # candidates/<id>/head.safetensors or a detector you trained on this data; carried over into the start's
+    # detector where the shapes fit (else the start's detector head starts fresh)
+    head: Str | None = None
     # the start net's own training (default: train.epochs); "auto": train cycles of train.epochs (the first from
     # the start's weights, each next one from the last one's, as the inherited nets train) until the validation
     # metric has not improved for `patience` cycles or `max_epochs` are spent; the best cycle is the start
@@ -367,7 +371,7 @@ def _check_environment(cfg: SearchConfig, where: str, text: str | None) -> None:
                 n, k = torch.cuda.device_count(), int(d.split(":")[1]) if ":" in d else 0
                 if k >= n:
                     raise fail(("workers", "devices", i), f"{d} is not on this machine, which has {n} CUDA device(s)")
-    for loc, p in (("start", "ir"), cfg.start.ir), (("start", "weights"), cfg.start.weights):
+    for loc, p in (("start", "ir"), cfg.start.ir), (("start", "weights"), cfg.start.weights), (("start", "head"), cfg.start.head):
         if p is not None and not cfg.path(p).exists():
             raise fail(loc, f"no such file or directory: {cfg.path(p)}")
     bad = check_data_files(cfg.data, cfg.path)

@@ -276,7 +276,9 @@ def _evaluate(req: EvalRequest, t0: float) -> EvalResult:
         weights=str((d / "trained" / "weights.safetensors").relative_to(d.parent.parent)),
         sha256=sha256_file(d / "trained" / "weights.safetensors"),
     )
-    (d / "metrics.json").write_text(json.dumps(out.as_dict(), indent=1))
+    tmp = d / "metrics.json.tmp"  # whole or absent: a kill mid-write never leaves a half file that reads as a result
+    tmp.write_text(json.dumps(out.as_dict(), indent=1))
+    os.replace(tmp, d / "metrics.json")
     return out
 
 

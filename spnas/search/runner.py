@@ -455,6 +455,8 @@ class Search:
         divided by it and the accumulation multiplied (as many images a step)."""
         parent = self.candidates.get(c.parent) if c.parent else None
         head = self._dir(parent.id) / HEAD_FILE if parent is not None and parent.ok else None
+        if c.role == "start" and self.cfg.start.head:  # a detector head the user brings (checked before the run)
+            head = self.cfg.path(self.cfg.start.head)
         # common random numbers: the candidates of one serial generation and its continued parent train with one
         # seed (the same batches and flips), and so do the parallel level's candidates and its baseline; each
         # rung of a multi-fidelity race has a seed of its own, shared by its contestants

@@ -2,7 +2,9 @@
 
 :func:`start_arch` builds the start from ``start.code`` (or reads ``start.ir``) and imports
 ``start.weights``: a torchvision checkpoint (plain tensors, ``weights_only``) or an spnas
-safetensors store. :func:`check_start` refuses a start the search's own bounds would refuse,
+safetensors store; ``start.head`` names the detector weights outside the backbone that the start's
+detector carries over (checked here, used by the start's request). :func:`check_start` refuses a
+start the search's own bounds would refuse, or a ``start.head`` that is no safetensors file,
 :func:`check_reignite` a reignite data source that cannot be had, each in one line, before the run.
 """
 
@@ -38,6 +40,16 @@ def check_start(arch: Arch, cfg: SearchConfig) -> None:
                           f"({s.min_blocks}..{s.max_blocks}); widen the bounds or choose another start")
     if stages > s.max_stages:
         raise ConfigError(f"start: the start net has {stages} stages, more than search.max_stages ({s.max_stages})")
+    if cfg.start.head:
+        path = cfg.path(cfg.start.head)
+        try:
+            tensors = load_file(str(path))
+        except FileNotFoundError:
+            raise ConfigError(f"start.head: {path}: no such file") from None
+        except Exception as e:  # safetensors' own error: a header or a dtype it cannot read
+            raise ConfigError(f"start.head: {path}: not a safetensors file ({e})") from None
+        if not any(k.startswith(("backbone.fpn.", "rpn.", "roi_heads.")) for k in tensors):
+            raise ConfigError(f"start.head: {path}: holds no detector weights (no backbone.fpn., rpn. or roi_heads. tensors)")
 
 
 def check_reignite(cfg: SearchConfig) -> None:

@@ -49,6 +49,7 @@ CASES = [
     ("a bad code", "start: {code: 'BB(1x)'}", "start.code: at position 4 of 'BB(1x)'"),
     ("code and ir", "start: {code: 'BB(1,1,1,1)', ir: somewhere}", "start.code: expected exactly one of start.code and start.ir"),
     ("missing weights", "start: {code: 'BB(1,d1,d1,d1)', weights: nowhere.pth}", "start.weights: no such file or directory"),
+    ("a missing head", "start: {code: 'BB(1,d1,d1,d1)', head: nowhere.safetensors}", "start.head: no such file or directory"),
     ("missing annotations", "data: {format: coco, train: {json: a.json}, val: {json: b.json}}", "data.train.json: no such file or directory"),
     ("voc without xml", "data: {format: voc, train: {json: a.json}, val: {xml: b}}", "data.train.xml: expected the path of the voc annotations"),
     ("ecp without labels", "data: {format: ecp, train: {xml: a}, val: {labels: b}}", "data.train.labels: expected the path of the ecp annotations"),

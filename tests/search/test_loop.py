@@ -371,3 +371,30 @@ def test_run_log_has_a_line_per_result_and_decision(tmp_path, capsys):
     assert "evaluated start BB(1,1,1,1) AP=" in err
     Search(config(), tmp_path / "quiet", evaluate=FakeEvaluator(), quiet=True, tensorboard=False).run()
     assert (tmp_path / "quiet" / "run.log").is_file() and "evaluated" not in capsys.readouterr().err
+
+
+def test_start_head_reaches_the_start_only_and_is_checked(tmp_path):
+    """start.head: the user's detector weights go to the start's request; its children inherit the start's trained
+    head as always; a file without detector weights is refused in one line before anything is written."""
+    import torch
+    from safetensors.torch import save_file
+
+    head = tmp_path / "head.safetensors"
+    save_file({"rpn.head.conv.0.0.weight": torch.zeros(1)}, str(head))
+    seen = {}
+    fake = FakeEvaluator(flat)
+
+    def evaluate(req):
+        seen[req.id] = req.parent_head
+        return fake(req)
+
+    Search(config(start={"code": "BB(1,1,1,1)", "head": str(head)}, search={"max_generations": 1}), tmp_path / "run",
+           evaluate=evaluate, quiet=True, tensorboard=False).run()
+    assert seen["start"] == str(head)
+    children = [k for k in seen if k.startswith("g001")]
+    assert children and all(seen[k] == str(tmp_path / "run" / "candidates" / "start" / "head.safetensors") for k in children)
+    bad = tmp_path / "bad.safetensors"
+    save_file({"backbone.body.stem.conv.weight": torch.zeros(1)}, str(bad))
+    with pytest.raises(SpnasError, match="start.head: .*bad.safetensors: holds no detector weights"):
+        Search(config(start={"code": "BB(1,1,1,1)", "head": str(bad)}), tmp_path / "bad", evaluate=evaluate, quiet=True, tensorboard=False)
+    assert not (tmp_path / "bad").exists()

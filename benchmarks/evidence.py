@@ -54,13 +54,14 @@ SIZES: dict[str, dict[str, Any]] = {
         "reignite": {"data": "fashion-mnist", "epochs": 1, "n_images": 2048, "image_size": 64, "batch_size": 64},
         "ranking_nets": 10, "device": "cpu",
         # anytime.py (5 seeds, an estimated 4.5 hours on 2 cores): searches of at least 30 trained candidates (8 generations of
-        # 3 children and the continued parent), the serial level only, 2 noise runs setting min_gain (auto). Its fast scheme is one pass over the 45 training
+        # 3 children and the continued parent: n_stuck 100 lets them run their budget; with 12 a first try stopped after 4
+        # generations, 18 nets, as no child beat min_gain), the serial level only, 2 noise runs setting min_gain (auto). Its fast scheme is one pass over the 45 training
         # tiles (12 iterations; an "epoch" is half a pass, so a race's rung can be one; warm-up is capped at a fifth of a
         # run's iterations either way), the rest of the scheme as above;
         # the final training is the full scheme (full_epochs passes) as everywhere else. The multi-fidelity search runs
         # more generations (11: about the fixed search's epochs), so both curves span the same compute.
         "anytime": {"seeds": [0, 1, 2, 3, 4], "train": {"max_iters_per_epoch": 6, "warmup_iters": 4},
-                    "search": {"lam": 3, "max_generations": 8, "n_stuck": 12, "final_reignite": False, "noise_seeds": 2},
+                    "search": {"lam": 3, "max_generations": 8, "n_stuck": 100, "final_reignite": False, "noise_seeds": 2},
                     "parallel": {"enabled": False}, "fidelity": {"rungs": [1, 1], "eta": 3}, "fidelity_generations": 11,
                     "curve_every": 4},
     },

@@ -294,6 +294,11 @@ def at(points: list[dict[str, Any]], x: float, key: str = "epochs") -> float | N
 
 
 # ------------------------------------------------------------------------------ the report
+def _pm(xs: list[float], digits: int = 3) -> str:
+    """Mean ± std over the seeds; one seed's value alone (it has no spread to show)."""
+    return ev.pm(xs, digits) if len(xs) > 1 else (f"{xs[0]:.{digits}f}" if xs else "-")
+
+
 def rows_of(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for i, frac in enumerate(BUDGETS):
@@ -301,9 +306,9 @@ def rows_of(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             finals = [r["finals"][arm][i] for r in records]
             vals = [at(r["curves"][arm], r["budgets"][i]) for r in records]
             rows.append({"budget": f"{frac:.2f}", "arm": arm, "seeds": len(records),
-                         f"val {ev.METRIC} (best so far)": ev.pm([v for v in vals if v is not None]),
-                         f"test {ev.METRIC} (final training)": ev.pm([f["test"] for f in finals if f]),
-                         "epochs": ev.pm([r["budgets"][i] for r in records], 0),
+                         f"val {ev.METRIC} (best so far)": _pm([v for v in vals if v is not None]),
+                         f"test {ev.METRIC} (final training)": _pm([f["test"] for f in finals if f]),
+                         "epochs": _pm([r["budgets"][i] for r in records], 0),
                          "_test": [f["test"] if f else None for f in finals], "_val": vals})
     return rows
 

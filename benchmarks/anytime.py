@@ -68,7 +68,7 @@ def anytime_config(ctx: dict[str, Any], seed: int, fidelity: bool) -> dict[str, 
     cfg = ev.search_config(ctx, seed)
     a = ctx["size"]["anytime"]
     # the start's detector head too, as the single nets' curves carry it: without it the searches' first fast run
-    # re-learns a fresh head (the start's validation AP50 0.36 fell to 0.05 in a first try) and every search arm
+    # re-learns a fresh head (the start's validation AP50 0.34 fell to 0.05 in a first try) and every search arm
     # pays for it while the controls do not
     cfg["start"] = {**cfg["start"], "head": str(Path(ctx["cache"]) / "start" / "head.safetensors")}
     cfg["train"] = {**cfg["train"], **a["train"]}

@@ -45,8 +45,9 @@ with the other evidence scripts), so a killed run resumes where it stopped, and 
 reports what is there at any time. The cache is not committed; the shipped table is. With
 ``--from-table`` a run on another machine (or after the cache is gone) counts what the shipped table
 holds as measured and trains only what it lacks, plus what that needs (the start net, a parent's
-arm-``a`` weights); its plan must be the table's, net for net (checked by fingerprint). A result in
-the cache wins over the table's.
+arm-``a`` weights); its plan must be the table's, net for net (checked by fingerprint). The table's
+results stand and the cache adds only what the table lacks: a net trained again here (a start net
+retrained by another study on a machine without the cache) is not the one the table's nets descend from.
 """
 
 from __future__ import annotations
@@ -326,9 +327,8 @@ def read_table(ctx: dict[str, Any], path: str | Path, plan_seed: int = 0) -> dic
     if mine != theirs:
         diff = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
         raise SystemExit(f"{path}: its nets are not this plan's (net {diff[0]} differs); use its --plan-seed and size")
-    for key in ("fast", "full_epochs", "scratch_epochs"):
-        want = {"fast": ctx["size"]["fast"], "full_epochs": ctx["size"]["full_epochs"],
-                "scratch_epochs": STUDY[ctx["name"]]["scratch_epochs"]}[key]
+    wanted = {"fast": ctx["size"]["fast"], "full_epochs": ctx["size"]["full_epochs"], "scratch_epochs": STUDY[ctx["name"]]["scratch_epochs"]}
+    for key, want in wanted.items():
         if table.get(key) != want:
             raise SystemExit(f"{path}: field {key} is {table.get(key)!r}, this size trains {want!r}")
     return table
@@ -387,11 +387,11 @@ def agreement(proxy: list[float], truth: list[float]) -> dict[str, Any]:
 # ------------------------------------------------------------------------------ the report
 def collect(ctx: dict[str, Any], plan_seed: int = 0, table: dict[str, Any] | None = None) -> dict[str, Any]:
     """Every net's cached results (what is not trained yet is absent): the shipped table's rows. With
-    ``table`` (an earlier shipped table of this plan), its results stand where the cache has none."""
+    ``table`` (an earlier shipped table of this plan), its results stand, and the cache adds what it lacks."""
     st, metric = STUDY[ctx["name"]], ev.METRIC
     p = plan(ctx, plan_seed)
     start = ev._read(Path(ctx["cache"]) / "start" / "result.json")
-    if start is None and table is not None and table["start"].get("val") is not None:
+    if table is not None and table["start"].get("val") is not None:
         start = {"val": {metric: table["start"]["val"]}, "test": {metric: table["start"]["test"]}}
     old = {n["name"]: n for n in table["nets"]} if table is not None else {}
     rows = []
@@ -410,18 +410,13 @@ def collect(ctx: dict[str, Any], plan_seed: int = 0, table: dict[str, Any] | Non
                 if (r := ev._read(_out(ctx, n["name"], f"truth_{kind}", s) / "result.json")) is not None:
                     row["truth"][kind][f"s{s}"] = {split: r[split][metric] for split in ("val", "test", "other")}
                     row["seconds"][f"truth_{kind}_s{s}"] = r["seconds"]
-        if n["name"] in old:  # what only the earlier table holds
+        if n["name"] in old:  # the earlier table's results stand over the cache's
             o = old[n["name"]]
-            for arm, by_seed in o["arms"].items():
-                for s, v in by_seed.items():
-                    if s not in row["arms"].get(arm, {}):
-                        row["arms"].setdefault(arm, {})[s] = v
-                        row["seconds"][f"{arm}_{s}"] = o["seconds"][f"{arm}_{s}"]
-            for kind, by_seed in o["truth"].items():
-                for s, v in by_seed.items():
-                    if s not in row["truth"][kind]:
-                        row["truth"][kind][s] = v
-                        row["seconds"][f"truth_{kind}_{s}"] = o["seconds"][f"truth_{kind}_{s}"]
+            for field, prefix in (("arms", ""), ("truth", "truth_")):
+                for tag, by_seed in o[field].items():
+                    for s, v in by_seed.items():
+                        row[field].setdefault(tag, {})[s] = v
+                        row["seconds"][f"{prefix}{tag}_{s}"] = o["seconds"][f"{prefix}{tag}_{s}"]
         rows.append(row)
     by_name = {r["name"]: r for r in rows}
     for r in rows:

@@ -146,8 +146,16 @@ def test_spnas_train_on_two_devices_trains_as_one_with_the_doubled_batch(tmp_pat
         assert abs(out["two"]["metrics"][k] - v) <= 1e-3, k
     a, b = (load_file(str(tmp_path / n / "detector.safetensors")) for n in ("one", "two"))
     assert a.keys() == b.keys()
-    worst = max(float((a[k].double() - b[k].double()).abs().max() / (a[k].double().abs().max() + 1e-12)) for k in a if a[k].is_floating_point())
-    assert worst < 1e-3, worst
+    # All the weights as one vector: how far apart the two runs are, relative to the weights' size. Measured here:
+    # 7e-6 for the two devices, 1.1e-3 for the one device at half the learning rate (the error a wrong batch scaling
+    # makes), so 1e-4 tells them apart. The worst single tensor is no measure: in float32 a proposal crossing an IoU
+    # threshold turns rounding into a jump of 0.33 % (max-abs) in one small tensor, which failed CI; the exactness
+    # itself is the float64 test's above.
+    keys = [k for k in a if a[k].is_floating_point()]
+    apart = sum(float((a[k].double() - b[k].double()).pow(2).sum()) for k in keys) ** 0.5
+    size = sum(float(a[k].double().pow(2).sum()) for k in keys) ** 0.5
+    worst = max(float((a[k].double() - b[k].double()).abs().max() / (a[k].double().abs().max() + 1e-12)) for k in keys)
+    assert apart / size < 1e-4, (apart / size, worst)
     for f in ("arch/arch.yaml", "detector.json", "metrics.json", "checkpoint/state.json"):
         assert (tmp_path / "two" / f).is_file()
     assert not list((tmp_path / "two").glob(".rank*.json"))

@@ -4,9 +4,11 @@
     python benchmarks/anytime.py --size full      # a GPU machine
     python benchmarks/anytime.py --size quick --ship --from-table   # resumable across machines (below)
 
-Per seed (the size's ``anytime.seeds``, 5; ``--seeds`` overrides), from the shared start (the start
-net trained with the full scheme on the training split: its backbone and its detector head, which
-every arm carries over), each arm with the size's fast scheme and
+Per seed (the size's ``anytime.seeds``, 5; ``--seeds`` overrides), from the shared converged start
+(the start net trained with the full scheme on the training split for ``start_epochs``, then trained
+on by spnas's ``start.train_epochs: auto`` in cycles of the anytime scheme until the validation
+metric stops improving, ``anytime.converge``: its backbone and its detector head, which every arm
+carries over; its learning curve is the shipped table's ``start``), each arm with the size's fast scheme and
 ``anytime.train`` over it (at the quick size: one pass over the training tiles, an "epoch" being
 half a pass):
 
@@ -20,7 +22,7 @@ half a pass):
 - random sampling: one random draw (the random search's first net) trained on, from the weights
   it inherited, for the search's whole compute in one schedule (validation every ``anytime.curve_every``
   epochs; its backbone saved at each budget);
-- train longer: the start net trained on for the search's whole compute, the same way.
+- train longer: the converged start trained on for the search's whole compute, the same way.
 
 The curves: the best validation metric so far against cumulative training epochs and seconds (the
 searches' and random search's from their journals, the two single nets' from their training
@@ -48,6 +50,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import json  # noqa: E402
+import os  # noqa: E402
 
 from benchmarks import evidence as ev  # noqa: E402
 from benchmarks.common import emit_json, print_table  # noqa: E402
@@ -56,6 +59,7 @@ from spnas.rundir import RunDir  # noqa: E402
 ARMS = ("fixed", "multi-fidelity", "random search", "random sampling", "train longer")
 SEARCHES = {"fixed": "anytime_fixed", "multi-fidelity": "anytime_mf", "random search": "anytime_random"}
 BUDGETS = (1 / 3, 2 / 3, 1.0)
+SHARED = {"start", "converge"}  # the jobs every seed begins after
 TABLES = Path(__file__).resolve().parent / "tables"
 
 
@@ -64,18 +68,64 @@ def seeds_of(ctx: dict[str, Any]) -> list[int]:
     return list(ctx["size"]["seeds"]) if ctx.get("seeds_given") else list(ctx["size"]["anytime"]["seeds"])
 
 
+def start_paths(ctx: dict[str, Any]) -> tuple[str, str]:
+    """The converged start every arm begins from: its backbone (an Arch directory) and its detector head."""
+    d = Path(ctx["cache"]) / "anytime_start"
+    return str(d / "arch"), str(d / "head.safetensors")
+
+
 def anytime_config(ctx: dict[str, Any], seed: int, fidelity: bool) -> dict[str, Any]:
     cfg = ev.search_config(ctx, seed)
     a = ctx["size"]["anytime"]
     # the start's detector head too, as the single nets' curves carry it: without it the searches' first fast run
     # re-learns a fresh head (the start's validation AP50 0.34 fell to 0.05 in a first try) and every search arm
     # pays for it while the controls do not
-    cfg["start"] = {**cfg["start"], "head": str(Path(ctx["cache"]) / "start" / "head.safetensors")}
+    arch, head = start_paths(ctx)
+    cfg["start"] = {**cfg["start"], "ir": arch, "head": head}
     cfg["train"] = {**cfg["train"], **a["train"]}
     cfg["search"] = {**cfg["search"], **a["search"],
                      **({"fidelity": a["fidelity"], "max_generations": a["fidelity_generations"]} if fidelity else {})}
     cfg["parallel"] = {**cfg["parallel"], **a["parallel"]}
     return cfg
+
+
+def job_converge(ctx: dict[str, Any]) -> dict[str, Any]:
+    """The converged start: the documented start (``start_epochs`` of the full scheme, its head carried over)
+    trained on by spnas's own ``start.train_epochs: auto`` (cycles of the anytime scheme until the validation
+    metric has not improved for ``anytime.converge.patience`` cycles or ``max_epochs`` are spent), then its
+    noise runs; no generation. Its best cycle's backbone and head are copied to :func:`start_paths`. Returns
+    the learning curve, the epochs it took, why it stopped, and the noise around it."""
+    import shutil
+
+    from spnas.search import Search, config_from_dict
+
+    out = ev.run_dir(ctx, "anytime_converge", 0)
+    arch, head = start_paths(ctx)
+    done = ev._read(RunDir(out).summary)
+    if done is None or not Path(head).is_file():
+        ev._setup(ctx)
+        cfg = anytime_config(ctx, 0, False)
+        c = ctx["size"]["anytime"]["converge"]
+        cfg["start"] = {**cfg["start"], "ir": str(Path(ctx["cache"]) / "start" / "arch"),
+                        "head": str(Path(ctx["cache"]) / "start" / "head.safetensors"),
+                        "train_epochs": "auto", "patience": c["patience"], "max_epochs": c["max_epochs"]}
+        cfg["search"] = {**cfg["search"], "max_generations": 0}
+        cfg = config_from_dict(cfg, where="anytime converge")
+        done = Search(cfg, out, resume=RunDir(out).is_run(), quiet=True).run()
+        events = ev.journal(out)
+        best = next(e for e in events if e["event"] == "converged")["id"]
+        cand = RunDir(out).candidate(best)
+        Path(arch).parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(arch, ignore_errors=True)
+        shutil.copytree(cand / "trained", arch)
+        shutil.copyfile(cand / "head.safetensors", head + ".tmp")
+        os.replace(head + ".tmp", head)  # last: the head's presence says the copy is whole
+    events = ev.journal(out)
+    conv = next(e for e in events if e["event"] == "converged")
+    noise = next((e for e in events if e["event"] == "noise"), {})
+    return {"id": conv["id"], "epochs": conv["epochs"], "trained_epochs": conv["trained_epochs"], "reason": conv.get("reason"),
+            "metric": conv["metric"], "curve": conv["curve"], "noise": {k: noise.get(k) for k in ("metrics", "mean", "std")},
+            "before_epochs": ctx["size"]["start_epochs"]}
 
 
 def job_anytime_search(ctx: dict[str, Any], seed: int, fidelity: bool) -> dict[str, Any]:
@@ -208,14 +258,13 @@ def draw_arch(ctx: dict[str, Any], seed: int) -> str:
 def jobs(ctx: dict[str, Any], seeds: list[int] | None = None) -> list[ev.Job]:
     """Every job of ``seeds`` (default: the size's), the shared start first."""
     seeds = seeds_of(ctx) if seeds is None else seeds
-    out = [ev.Job("start", ev.job_start, ())] if seeds else []
-    start = str(Path(ctx["cache"]) / "start" / "arch")
-    head = str(Path(ctx["cache"]) / "start" / "head.safetensors")  # what the start's children inherit besides the backbone
+    out = [ev.Job("start", ev.job_start, ()), ev.Job("converge", job_converge, (), deps=("start",))] if seeds else []
+    start, head = start_paths(ctx)  # the converged start: its backbone, and the head its children inherit besides it
     for s in seeds:
         total = lambda r, s=s: total_epochs(ctx, s)  # noqa: E731
         out += [
-            ev.Job(f"fixed{s}", job_anytime_search, (s, False), deps=("start",)),
-            ev.Job(f"mf{s}", job_anytime_search, (s, True), deps=("start",)),
+            ev.Job(f"fixed{s}", job_anytime_search, (s, False), deps=("converge",)),
+            ev.Job(f"mf{s}", job_anytime_search, (s, True), deps=("converge",)),
             ev.Job(f"random{s}", job_anytime_random, (), deps=(f"fixed{s}",),
                    make_args=lambda r, s=s: (s, r[f"fixed{s}"]["candidates"] - 1)),
             ev.Job(f"longer{s}", job_curve, (), deps=(f"fixed{s}",),
@@ -255,13 +304,15 @@ def record(ctx: dict[str, Any], res: dict[str, Any], seed: int) -> dict[str, Any
             f = res.get(f"final:{arm}:{seed}:{i}")
             finals[arm].append(None if not f else {"id": f["id"], "val": f.get("val") if arm in SEARCHES else None,
                                                    "test": f["test"][ev.METRIC], "seconds": f.get("seconds")})
-    return {"seed": seed, "budgets": [bs[min(i, len(bs) - 1)] for i in range(len(BUDGETS))],
+    start = res["converge"]  # which start the seed began from: a start retrained elsewhere would show here
+    return {"seed": seed, "start": {k: start[k] for k in ("id", "epochs", "metric")},
+            "budgets": [bs[min(i, len(bs) - 1)] for i in range(len(BUDGETS))],
             "curves": {arm: curve(ctx, res, arm, seed) for arm in ARMS}, "finals": finals,
             "trained": {arm: len(search_points(ctx, arm, seed)) for arm in SEARCHES}}
 
 
 def seed_keys(ctx: dict[str, Any], seed: int) -> set[str]:
-    return {j.key for j in jobs(ctx, [seed])} - {"start"}
+    return {j.key for j in jobs(ctx, [seed])} - SHARED
 
 
 def table_path(ctx: dict[str, Any]) -> Path:
@@ -379,6 +430,10 @@ def main(argv: list[str] | None = None) -> None:
     fresh: dict[int, dict[str, Any]] = {}
 
     def on_done(results: dict[str, Any]) -> None:
+        if args.ship and "converge" in results and "start" not in table:  # the converged start's learning curve
+            table["start"] = results["converge"]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(table, indent=1) + "\n")
         for s in todo:
             if s not in fresh and seed_keys(ctx, s) <= results.keys():
                 fresh[s] = record(ctx, results, s)

@@ -63,7 +63,7 @@ SIZES: dict[str, dict[str, Any]] = {
         "anytime": {"seeds": [0, 1, 2, 3, 4], "train": {"max_iters_per_epoch": 6, "warmup_iters": 4},
                     "search": {"lam": 3, "max_generations": 8, "n_stuck": 100, "final_reignite": False, "noise_seeds": 2},
                     "parallel": {"enabled": False}, "fidelity": {"rungs": [1, 1], "eta": 3}, "fidelity_generations": 11,
-                    "curve_every": 4},
+                    "curve_every": 4, "converge": {"patience": 5, "max_epochs": 120}},
     },
     "smoke": {  # seconds: the benchmarks' own test (tests/test_benchmarks.py), not a measurement
         "start_code": "BB(1,d1,d1,d1)", "tile": 128, "image": 128, "seeds": [0, 1],
@@ -75,7 +75,8 @@ SIZES: dict[str, dict[str, Any]] = {
         "reignite": {"data": "generated", "epochs": 1, "n_images": 16, "image_size": 32, "batch_size": 8},
         "ranking_nets": 3, "device": "cpu",
         "anytime": {"seeds": [0, 1], "train": {}, "search": {"lam": 2, "max_generations": 1, "final_reignite": False},
-                    "parallel": {"enabled": False}, "fidelity": {"rungs": [1, 1], "eta": 2}, "fidelity_generations": 1, "curve_every": 1},
+                    "parallel": {"enabled": False}, "fidelity": {"rungs": [1, 1], "eta": 2}, "fidelity_generations": 1, "curve_every": 1,
+                    "converge": {"patience": 1, "max_epochs": 3}},
     },
     "full": {
         "start_code": "BB(11,d1,d1,d1)", "tile": 512, "image": 512, "seeds": [0, 1, 2],
@@ -87,7 +88,8 @@ SIZES: dict[str, dict[str, Any]] = {
         "reignite": {"data": "fashion-mnist", "epochs": 4, "n_images": 60000, "image_size": 64, "batch_size": 128},
         "ranking_nets": 12, "device": "cuda",
         "anytime": {"seeds": [0, 1, 2, 3, 4], "train": {}, "search": {"lam": 3, "max_generations": 12, "n_stuck": 12, "noise_seeds": 2},
-                    "parallel": {"enabled": True}, "fidelity": {"rungs": [1, 2], "eta": 3}, "fidelity_generations": 15, "curve_every": 3},
+                    "parallel": {"enabled": True}, "fidelity": {"rungs": [1, 2], "eta": 3}, "fidelity_generations": 15, "curve_every": 3,
+                    "converge": {"patience": 4, "max_epochs": 120}},
     },
 }
 METRIC = "AP50"  # the search's metric on trees (DeepForest's own evaluation is at IoU 0.4; AP50 is the nearest COCO one)

@@ -78,11 +78,20 @@ def test_evidence_scripts_print_a_table_a_json_line_and_figures(cache, script):
         (m,) = out["mf_reach"]  # the fixed search's best, and when (if ever) the multi-fidelity search reached it
         assert m["seed"] == 0 and m["fixed_best"] == best["fixed"][0] and 0 < m["fixed_epochs"] <= m["fixed_total"]
         assert m["ratio"] is None or m["ratio"] == pytest.approx(m["mf_epochs"] / m["fixed_epochs"], abs=1e-3)
+        # every arm began from the converged start (start.train_epochs: auto on the documented start): its learning
+        # curve is in the table, its best cycle is the start the seed used, and the searches' configs name it
+        table = json.loads((cache / "anytime.json").read_text())
+        conv = table["start"]
+        assert conv["curve"] and conv["metric"] == max(p["metric"] for p in conv["curve"])
+        assert conv["epochs"] == next(p["epochs"] for p in conv["curve"] if p["id"] == conv["id"]) <= conv["trained_epochs"]
+        assert conv["reason"] and table["seeds"]["0"]["start"] == {k: conv[k] for k in ("id", "epochs", "metric")}
+        for arm in ("anytime_fixed", "anytime_mf", "anytime_random"):
+            assert (cache / "smoke" / "anytime_start" / "arch").as_posix() in (cache / "smoke" / arm / "s0" / "config.yaml").read_text()
         # the shipped seed, on a machine without the cache: taken from the table, nothing trained, the same report
-        assert set(json.loads((cache / "anytime.json").read_text())["seeds"]) == {"0"}
+        assert set(table["seeds"]) == {"0"}
         again = bench(script, "--size", "smoke", "--cache", cache / "elsewhere", "--figures", cache / "figures", *more, "--from-table")
         assert again["rows"] == json.loads(json.dumps(out["rows"])) and again["trained"] == out["trained"]
-        assert not (cache / "elsewhere" / "start").exists() and not (cache / "elsewhere" / "anytime_fixed").exists()
+        assert not any((cache / "elsewhere" / d).exists() for d in ("start", "anytime_converge", "anytime_fixed"))
 
 
 def test_data_benchmark(tmp_path):

@@ -108,7 +108,7 @@ def job_converge(ctx: dict[str, Any]) -> dict[str, Any]:
         c = ctx["size"]["anytime"]["converge"]
         cfg["start"] = {**cfg["start"], "ir": str(Path(ctx["cache"]) / "start" / "arch"),
                         "head": str(Path(ctx["cache"]) / "start" / "head.safetensors"),
-                        "train_epochs": "auto", "patience": c["patience"], "max_epochs": c["max_epochs"]}
+                        "train_epochs": "auto", **c}
         cfg["search"] = {**cfg["search"], "max_generations": 0}
         cfg = config_from_dict(cfg, where="anytime converge")
         done = Search(cfg, out, resume=RunDir(out).is_run(), quiet=True).run()

@@ -223,20 +223,26 @@ class Search:
         return start
 
     def converge(self, first: Candidate) -> Candidate:
-        """``start.train_epochs: auto``: train the start net on in cycles of ``train.epochs`` (``start2``,
-        ``start3``, ... each from the last one's weights, as inherited nets train: with ``train.inherited``
-        "restart", warm restarts) until the validation metric has not improved for ``start.patience``
-        cycles or ``start.max_epochs`` are spent. The best cycle is the converged start; the learning
-        curve is journaled (``converged``) and the summary says how many epochs it took."""
-        st, e = self.cfg.start, self.cfg.train.epochs
+        """``start.train_epochs: auto``: train the start net on in cycles (``start2``, ``start3``, ... each
+        from the last one's weights, as inherited nets train: with ``train.inherited`` "restart", warm
+        restarts) until the validation metric has not improved for ``start.patience`` cycles or
+        ``start.max_epochs`` are spent. The first cycle is the start's own ``train.epochs``; each next
+        one ``start.cycle_growth`` times as long as the one before. The best cycle is the converged
+        start; the learning curve (cumulative epochs) is journaled (``converged``) and the summary says
+        how many epochs it took."""
+        st = self.cfg.start
+        lengths = [self.epochs_of(first)]
         cycles, best, k = [first], first, 1
         reason = "max_epochs reached"
-        while (k + 1) * e <= st.max_epochs:
+        while sum(lengths) + lengths[-1] * st.cycle_growth <= st.max_epochs:
             if cycles.index(best) + 1 + st.patience <= k:
                 reason = f"no gain for {st.patience} cycles"
                 break
             k += 1
-            c = self.propose(Candidate(f"start{k}", "serial", "converge", cycles[-1].id, cycles[-1].arch, [], 0))
+            e = lengths[-1] * st.cycle_growth
+            c = self.propose(Candidate(f"start{k}", "serial", "converge", cycles[-1].id, cycles[-1].arch, [], 0,
+                                       epochs=None if st.cycle_growth == 1 else e))
+            lengths.append(e)
             self.evaluate([c])
             if not c.ok:
                 reason = f"cycle {k} failed: {c.result.reason}"
@@ -245,9 +251,10 @@ class Search:
             cycles.append(c)
             if self.score(c) > self.score(best):
                 best = c
-        curve = [{"id": c.id, "epochs": (i + 1) * e, "metric": _finite(c.metric)} for i, c in enumerate(cycles)]
-        self.emit(Event.CONVERGED, once=True, id=best.id, generation=0, phase="serial", epochs=(cycles.index(best) + 1) * e,
-                   trained_epochs=len(cycles) * e, curve=curve, reason=reason, metric=_finite(best.metric))
+        upto = [sum(lengths[:i + 1]) for i in range(len(cycles))]  # a failed last cycle has no point
+        curve = [{"id": c.id, "epochs": upto[i], "metric": _finite(c.metric)} for i, c in enumerate(cycles)]
+        self.emit(Event.CONVERGED, once=True, id=best.id, generation=0, phase="serial", epochs=upto[cycles.index(best)],
+                   trained_epochs=upto[-1], curve=curve, reason=reason, metric=_finite(best.metric))
         return best
 
     def children(self, parent: Candidate, gen: int, *, epochs: int | None = None, rung: int = 0) -> list[Candidate]:

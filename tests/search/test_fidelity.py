@@ -125,6 +125,23 @@ def test_auto_trains_the_start_until_it_stops_improving(tmp_path):
     assert line_epochs(tmp_path / "conv", "start3") == 9
 
 
+def test_growing_cycles_double_and_stop_at_the_bound(tmp_path):
+    """``cycle_growth: 2``: cycles of 3, 6, 12 epochs (SGDR's doubling), each a proposal with its own epochs;
+    the flattening curve gains nothing after 9, so with patience 1 the third cycle ends it; a bound of 20 epochs
+    leaves no room for the 12-epoch cycle after 9."""
+    ev = FakeEvaluator(curve=flattening, noise=0.0)
+    start = {"train_epochs": "auto", "patience": 1, "cycle_growth": 2, "max_epochs": 100}
+    summary, evs, _ = run(tmp_path, "grow", ev, start=start, search={"max_generations": 0})
+    conv = of(evs, "converged")[0]
+    assert [(c["id"], c["epochs"]) for c in conv["curve"]] == [("start", 3), ("start2", 9), ("start3", 21)]
+    assert conv["id"] == "start2" and conv["epochs"] == 9 and conv["trained_epochs"] == 21 and "no gain for 1" in conv["reason"]
+    assert [ev.requests[c].train.epochs for c in ("start", "start2", "start3")] == [3, 6, 12]
+    assert line_epochs(tmp_path / "grow", "start3") == 21 and summary["start_epochs"] == 9
+    _, evs, _ = run(tmp_path, "bound", FakeEvaluator(), start={**start, "max_epochs": 20}, search={"max_generations": 0})
+    conv = of(evs, "converged")[0]
+    assert [c["epochs"] for c in conv["curve"]] == [3, 9] and conv["reason"] == "max_epochs reached"
+
+
 def test_auto_stops_at_max_epochs_and_resumes_mid_curve(tmp_path):
     kw = dict(start={"train_epochs": "auto", "max_epochs": 12}, search={"max_generations": 1})
     _, ref, _ = run(tmp_path, "ref", FakeEvaluator(), **kw)  # linear: every cycle gains
@@ -146,6 +163,8 @@ def test_auto_stops_at_max_epochs_and_resumes_mid_curve(tmp_path):
 def test_patience_without_auto_is_refused():
     with pytest.raises(ConfigError, match=r"start.patience: only train_epochs: auto trains until convergence"):
         config(start={"patience": 3})
+    with pytest.raises(ConfigError, match=r"start.cycle_growth: only train_epochs: auto"):
+        config(start={"train_epochs": 4, "cycle_growth": 2})
     with pytest.raises(ConfigError, match=r"start.train_epochs: expected a number of epochs or 'auto'"):
         config(start={"train_epochs": "long"})
 

@@ -249,6 +249,12 @@ def job_final(ctx: dict[str, Any], arm: str, seed: int, b: int) -> dict[str, Any
     return {**res, "id": arm}
 
 
+def job_final_start(ctx: dict[str, Any], seed: int) -> dict[str, Any]:
+    """The converged start itself after the same final training: every arm's budget 0, so the train-longer
+    control's gain at each budget is measured on the test split too, with the seed's own final training."""
+    return {**ev.job_full(ctx, start_paths(ctx)[0], seed, f"anytime_start_s{seed}"), "id": "start"}
+
+
 def draw_arch(ctx: dict[str, Any], seed: int) -> str:
     """Random sampling's one draw: random search's first trained net, with the weights it inherited."""
     first = next(p for p in search_points(ctx, "random search", seed) if p["role"] != "noise")
@@ -272,6 +278,7 @@ def jobs(ctx: dict[str, Any], seeds: list[int] | None = None) -> list[ev.Job]:
             ev.Job(f"draw{s}", job_curve, (), deps=(f"random{s}", f"fixed{s}"),
                    make_args=lambda r, s=s, t=total: (s, draw_arch(ctx, s), head, t(r), f"draw_s{s}", tuple(budgets(ctx, s)))),
         ]
+        out.append(ev.Job(f"final:start:{s}", job_final_start, (s,), deps=("converge",)))
         for i in range(len(BUDGETS)):
             for arm, dep in (("fixed", "fixed"), ("multi-fidelity", "mf"), ("random search", "random"), ("random sampling", "draw"),
                              ("train longer", "longer")):  # the single nets' finals need their curves' checkpoints
@@ -305,7 +312,8 @@ def record(ctx: dict[str, Any], res: dict[str, Any], seed: int) -> dict[str, Any
             finals[arm].append(None if not f else {"id": f["id"], "val": f.get("val") if arm in SEARCHES else None,
                                                    "test": f["test"][ev.METRIC], "seconds": f.get("seconds")})
     start = res["converge"]  # which start the seed began from: a start retrained elsewhere would show here
-    return {"seed": seed, "start": {k: start[k] for k in ("id", "epochs", "metric")},
+    return {"seed": seed, "start": {**{k: start[k] for k in ("id", "epochs", "metric")},
+                                    "test": res[f"final:start:{seed}"]["test"][ev.METRIC]},
             "budgets": [bs[min(i, len(bs) - 1)] for i in range(len(BUDGETS))],
             "curves": {arm: curve(ctx, res, arm, seed) for arm in ARMS}, "finals": finals,
             "trained": {arm: len(search_points(ctx, arm, seed)) for arm in SEARCHES}}
@@ -378,6 +386,18 @@ def reach(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out.append({"seed": r["seed"], "fixed_best": target, "fixed_epochs": at_best, "fixed_total": fixed[-1]["epochs"],
                     "mf_epochs": got, "mf_total": mf[-1]["epochs"] if mf else 0, "mf_best": mf[-1]["best"] if mf else None,
                     "ratio": round(got / at_best, 3) if got is not None else None})
+    return out
+
+
+def start_gain(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per budget: the train-longer control's test metric minus the converged start's (both after the same final
+    training, the same seed), mean and std over the seeds that record the start's (the first try's do not)."""
+    with_start = [r for r in records if "test" in r.get("start", {})]
+    out = []
+    for i, frac in enumerate(BUDGETS):
+        gains = [r["finals"]["train longer"][i]["test"] - r["start"]["test"] for r in with_start if r["finals"]["train longer"][i]]
+        if gains:
+            out.append({"budget": f"{frac:.2f}", "seeds": len(gains), "gain": _pm(gains), "gains": [round(g, 4) for g in gains]})
     return out
 
 
@@ -459,8 +479,13 @@ def main(argv: list[str] | None = None) -> None:
         print(f"seed {m['seed']}: the fixed search's best {m['fixed_best']:.4f} after {m['fixed_epochs']} of {m['fixed_total']} epochs; "
               + (f"multi-fidelity reached it after {m['mf_epochs']} ({m['ratio']:.2f}x)" if m["ratio"] is not None
                  else f"multi-fidelity never reached it in {m['mf_total']} epochs (its best {m['mf_best']:.4f})"))
+    gain = start_gain(records)
+    if gain:
+        tests = [r["start"]["test"] for r in records if "test" in r.get("start", {})]
+        print(f"the converged start: test {ev.METRIC} {_pm(tests)} after the final training; train longer's gain over it: "
+              + "; ".join(f"{g['gain']} at budget {g['budget']}" for g in gain))
     emit_json("anytime", rows, size=ctx["name"], seeds=[r["seed"] for r in records], metric=ev.METRIC, trained=counts,
-              mf_reach=mf, figures=figs, seconds=round(time.time() - t0, 1))
+              mf_reach=mf, start_gain=gain, figures=figs, seconds=round(time.time() - t0, 1))
 
 
 if __name__ == "__main__":

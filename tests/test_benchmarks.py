@@ -84,7 +84,12 @@ def test_evidence_scripts_print_a_table_a_json_line_and_figures(cache, script):
         conv = table["start"]
         assert conv["curve"] and conv["metric"] == max(p["metric"] for p in conv["curve"])
         assert conv["epochs"] == next(p["epochs"] for p in conv["curve"] if p["id"] == conv["id"]) <= conv["trained_epochs"]
-        assert conv["reason"] and table["seeds"]["0"]["start"] == {k: conv[k] for k in ("id", "epochs", "metric")}
+        assert conv["reason"] and {k: table["seeds"]["0"]["start"][k] for k in ("id", "epochs", "metric")} == {
+            k: conv[k] for k in ("id", "epochs", "metric")}
+        # the start itself after the final training: budget 0, and train longer's gain over it at each budget
+        start_test = table["seeds"]["0"]["start"]["test"]
+        assert [g["gains"] for g in out["start_gain"]] == [[round(f["test"] - start_test, 4)]
+                                                         for f in table["seeds"]["0"]["finals"]["train longer"]]
         for arm in ("anytime_fixed", "anytime_mf", "anytime_random"):
             assert (cache / "smoke" / "anytime_start" / "arch").as_posix() in (cache / "smoke" / arm / "s0" / "config.yaml").read_text()
         # the shipped seed, on a machine without the cache: taken from the table, nothing trained, the same report

@@ -334,8 +334,9 @@ def settings(ctx: dict[str, Any]) -> dict[str, Any]:
             "anytime": {k: v for k, v in z["anytime"].items() if k != "seeds"}}
 
 
-def read_table(ctx: dict[str, Any], path: Path) -> dict[str, Any]:
-    """The shipped table (empty where there is none), refused if its settings are not this size's."""
+def read_table(ctx: dict[str, Any], path: Path, strict: bool = True) -> dict[str, Any]:
+    """The shipped table (empty where there is none), refused if its settings are not this size's (``strict``;
+    a report of a table made under other settings, which trains nothing, is only told so)."""
     if not path.is_file():
         return {"study": "anytime", "size": ctx["name"], "metric": ev.METRIC, "settings": settings(ctx), "seeds": {}}
     try:
@@ -343,6 +344,9 @@ def read_table(ctx: dict[str, Any], path: Path) -> dict[str, Any]:
     except ValueError as e:
         raise SystemExit(f"{path}: not JSON ({e})") from None
     if table.get("settings") != json.loads(json.dumps(settings(ctx))):
+        if not strict:
+            print(f"# {path}: made with other settings than --size {ctx['name']}'s; reported as it is", file=sys.stderr)
+            return table
         raise SystemExit(f"{path}: made with other settings than --size {ctx['name']}'s (field settings); move it away, or use its size")
     return table
 
@@ -386,6 +390,27 @@ def reach(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out.append({"seed": r["seed"], "fixed_best": target, "fixed_epochs": at_best, "fixed_total": fixed[-1]["epochs"],
                     "mf_epochs": got, "mf_total": mf[-1]["epochs"] if mf else 0, "mf_best": mf[-1]["best"] if mf else None,
                     "ratio": round(got / at_best, 3) if got is not None else None})
+    return out
+
+
+def verdict(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """At each budget, each search against each control on the test split after the final training, paired by
+    seed: the mean difference, its std over the seeds and 95 % t interval; "search better" or "control better"
+    only where the interval excludes 0 (beyond the seed spread), else "no difference"."""
+    from spnas.search.stats import paired_difference
+
+    out = []
+    for i, frac in enumerate(BUDGETS):
+        for search in ("fixed", "multi-fidelity"):
+            for control in ("random search", "random sampling", "train longer"):
+                pairs = [(r["finals"][search][i]["test"], r["finals"][control][i]["test"]) for r in records
+                         if r["finals"][search][i] and r["finals"][control][i]]
+                d = paired_difference([a for a, _ in pairs], [b for _, b in pairs])
+                out.append({"budget": f"{frac:.2f}", "search": search, "against": control, "seeds": d["n"],
+                            f"difference (test {ev.METRIC})": "-" if d["mean"] is None else
+                            (f"{d['mean']:+.3f} ± {d['std']:.3f}" if d["std"] is not None else f"{d['mean']:+.3f}"),
+                            "95% interval": "-" if d["ci95"][0] is None else f"[{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]",
+                            "verdict": {"a better": "search better", "b better": "control better"}.get(d["verdict"], d["verdict"])})
     return out
 
 
@@ -444,7 +469,7 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.time()
     ctx = ev.context(args)
     path = Path(args.table) if args.table else table_path(ctx)
-    table = read_table(ctx, path) if (args.ship or args.from_table or args.report_only) else None
+    table = read_table(ctx, path, strict=not args.report_only) if (args.ship or args.from_table or args.report_only) else None
     held = {int(k) for k in table["seeds"]} if table is not None and (args.from_table or args.report_only) else set()
     todo = [] if args.report_only else [s for s in seeds_of(ctx) if s not in held]
     fresh: dict[int, dict[str, Any]] = {}
@@ -479,13 +504,17 @@ def main(argv: list[str] | None = None) -> None:
         print(f"seed {m['seed']}: the fixed search's best {m['fixed_best']:.4f} after {m['fixed_epochs']} of {m['fixed_total']} epochs; "
               + (f"multi-fidelity reached it after {m['mf_epochs']} ({m['ratio']:.2f}x)" if m["ratio"] is not None
                  else f"multi-fidelity never reached it in {m['mf_total']} epochs (its best {m['mf_best']:.4f})"))
+    judged = verdict(records)
+    print("each search against each control, test metric after the final training, paired by seed:")
+    print_table(judged, list(judged[0]))
+    ev.write_results(ctx, "anytime_verdict", ev.markdown_table(judged), {"rows": judged})
     gain = start_gain(records)
     if gain:
         tests = [r["start"]["test"] for r in records if "test" in r.get("start", {})]
         print(f"the converged start: test {ev.METRIC} {_pm(tests)} after the final training; train longer's gain over it: "
               + "; ".join(f"{g['gain']} at budget {g['budget']}" for g in gain))
     emit_json("anytime", rows, size=ctx["name"], seeds=[r["seed"] for r in records], metric=ev.METRIC, trained=counts,
-              mf_reach=mf, start_gain=gain, figures=figs, seconds=round(time.time() - t0, 1))
+              mf_reach=mf, verdict=judged, start_gain=gain, figures=figs, seconds=round(time.time() - t0, 1))
 
 
 if __name__ == "__main__":

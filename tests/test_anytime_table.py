@@ -41,3 +41,27 @@ def test_the_shipped_seeds_are_whole_and_the_readme_shows_them(name, block):
     assert shown and shown.group(1).strip() == markdown_table(rows).strip()
     for m in anytime.reach(records):  # the README's multi-fidelity figure is the table's
         assert f"after {m['mf_epochs']} epochs against the fixed search's {m['fixed_epochs']}" in readme.replace("\n", " ")
+
+
+def test_the_converged_start_and_the_seeds_so_far_are_the_readmes():
+    """The study from the converged start: its learning curve (cycles doubling from the fast scheme's 2 epochs,
+    the best cycle the start) is the table's and the README's; the README counts the seeds the table holds,
+    and once there are any, its table, its verdict and its multi-fidelity figure are theirs."""
+    table = json.loads((TABLES / "anytime_trees_quick.json").read_text())
+    conv, readme = table["start"], (ROOT / "README.md").read_text()
+    flat = readme.replace("\n", " ")
+    epochs = [p["epochs"] for p in conv["curve"]]
+    assert [b - a for a, b in zip([0] + epochs, epochs)] == [2 * 2 ** i for i in range(len(epochs))]  # 2, 4, 8, ...
+    assert conv["metric"] == max(p["metric"] for p in conv["curve"]) and conv["trained_epochs"] == epochs[-1]
+    assert ", ".join(f"{p['metric']:.3f}" for p in conv["curve"]) in flat and f"30 + {conv['epochs']} epochs" in flat
+    records = [table["seeds"][k] for k in sorted(table["seeds"], key=int)]
+    assert f"**Measured so far: {len(records)} of the 5 seeds**" in flat
+    for r in records:  # every seed began from this start
+        assert {k: r["start"][k] for k in ("id", "epochs", "metric")} == {k: conv[k] for k in ("id", "epochs", "metric")}
+    if records:
+        rows = [{k: v for k, v in row.items() if not k.startswith("_")} for row in anytime.rows_of(records)]
+        for name, shown in (("anytime", rows), ("anytime_verdict", anytime.verdict(records))):
+            block = re.search(rf"<!-- evidence:{name} -->\n(.*?)<!-- /evidence:{name} -->", readme, re.S)
+            assert block and block.group(1).strip() == markdown_table(shown).strip(), name
+        for m in anytime.reach(records):
+            assert f"after {m['mf_epochs']} epochs against the fixed search's {m['fixed_epochs']}" in flat

@@ -92,6 +92,11 @@ def test_evidence_scripts_print_a_table_a_json_line_and_figures(cache, script):
                                                          for f in table["seeds"]["0"]["finals"]["train longer"]]
         for arm in ("anytime_fixed", "anytime_mf", "anytime_random"):
             assert (cache / "smoke" / "anytime_start" / "arch").as_posix() in (cache / "smoke" / arm / "s0" / "config.yaml").read_text()
+        # each search against each control at each budget, paired by seed (one seed: no spread to judge by)
+        assert {(v["budget"], v["search"], v["against"]) for v in out["verdict"]} == {
+            (b, s, c) for b in ("0.33", "0.67", "1.00") for s in ("fixed", "multi-fidelity")
+            for c in ("random search", "random sampling", "train longer")}
+        assert {v["verdict"] for v in out["verdict"]} == {"too few seeds"} and all(v["seeds"] == 1 for v in out["verdict"])
         # the shipped seed, on a machine without the cache: taken from the table, nothing trained, the same report
         assert set(table["seeds"]) == {"0"}
         again = bench(script, "--size", "smoke", "--cache", cache / "elsewhere", "--figures", cache / "figures", *more, "--from-table")

@@ -1,4 +1,5 @@
-"""Rank statistics for judging a proxy: Kendall's tau-b, Spearman's rho, percentile-bootstrap intervals, top-k recall.
+"""Rank statistics for judging a proxy: Kendall's tau-b, Spearman's rho, percentile-bootstrap intervals, top-k recall;
+and a paired difference over seeds with its t interval (is one arm better than another beyond the seed spread?).
 
 ``spnas audit`` and the evidence benchmarks (``benchmarks/``) share these; numpy only.
 """
@@ -10,7 +11,12 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-__all__ = ["kendall_tau", "spearman", "ranks", "bootstrap_ci", "top_recall", "agreement"]
+__all__ = ["kendall_tau", "spearman", "ranks", "bootstrap_ci", "top_recall", "agreement", "paired_difference"]
+
+# Student's t, two-sided 95 %: the 0.975 quantile by degrees of freedom (the standard table); between two rows the
+# smaller df's (wider) value is used, past 30 the normal's
+_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+         12: 2.179, 15: 2.131, 20: 2.086, 25: 2.060, 30: 2.042}
 
 
 def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
@@ -85,3 +91,28 @@ def agreement(proxy: Sequence[float], truth: Sequence[float], *, k: int = 3) -> 
     tau, rho = kendall_tau(proxy, truth), spearman(proxy, truth)
     return {"n": len(proxy), "tau": r(tau), "tau_ci95": [r(v) for v in bootstrap_ci(kendall_tau, proxy, truth)],
             "rho": r(rho), "rho_ci95": [r(v) for v in bootstrap_ci(spearman, proxy, truth)], f"top{k}_recall": top_recall(proxy, truth, k)}
+
+
+def t975(df: int) -> float:
+    """The 0.975 quantile of Student's t with ``df`` degrees of freedom (conservative between table rows)."""
+    if df < 1:
+        raise ValueError("t975: at least 1 degree of freedom")
+    return 1.960 if df > 30 else _T975[max(k for k in _T975 if k <= df)]
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict[str, object]:
+    """``a - b`` paired by seed: the mean, the std over seeds, the 95 % t interval of the mean, and the
+    verdict: "a better" or "b better" when the interval excludes 0, else "no difference"; "too few seeds"
+    with fewer than 2 pairs, where there is no spread to judge by."""
+    d = np.asarray(a, float) - np.asarray(b, float)
+    n = len(d)
+    if n == 0:
+        return {"n": 0, "mean": None, "std": None, "ci95": [None, None], "verdict": "too few seeds"}
+    m = float(d.mean())
+    if n < 2:
+        return {"n": 1, "mean": round(m, 4), "std": None, "ci95": [None, None], "verdict": "too few seeds"}
+    sd = float(d.std(ddof=1))
+    half = t975(n - 1) * sd / math.sqrt(n)
+    lo, hi = m - half, m + half
+    verdict = "a better" if lo > 0 else "b better" if hi < 0 else "no difference"
+    return {"n": n, "mean": round(m, 4), "std": round(sd, 4), "ci95": [round(lo, 4), round(hi, 4)], "verdict": verdict}

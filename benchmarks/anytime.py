@@ -351,6 +351,24 @@ def read_table(ctx: dict[str, Any], path: Path, strict: bool = True) -> dict[str
     return table
 
 
+def prune(ctx: dict[str, Any], seed: int) -> int:
+    """Free the disk a shipped seed holds (its three search runs' candidates, its curves' checkpoints and its final
+    trainings, 8-9 GB a seed at the quick size): the table is its record. The runs' journals, summaries and
+    figures stay. Returns the bytes freed."""
+    import shutil
+
+    cache = Path(ctx["cache"])
+    doomed = [RunDir(ev.run_dir(ctx, arm, seed)).candidates for arm in SEARCHES.values()]
+    doomed += [p for p in (cache / "anytime_curves").glob(f"*_s{seed}_e*")]
+    doomed += [p for p in (cache / "full").glob(f"anytime_*_s{seed}_*")] + [cache / "full" / f"anytime_start_s{seed}"]
+    freed = 0
+    for d in doomed:
+        if d.is_dir():
+            freed += sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
+            shutil.rmtree(d)
+    return freed
+
+
 def at(points: list[dict[str, Any]], x: float, key: str = "epochs") -> float | None:
     reached = [p["best"] for p in points if p[key] <= x + 1e-9]
     return reached[-1] if reached else None
@@ -465,6 +483,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--from-table", action="store_true", help="take the seeds the shipped table holds as measured; train the others")
     p.add_argument("--report-only", action="store_true", help="train nothing: report the seeds the shipped table holds")
     p.add_argument("--table", default=None, help="the table's file (default benchmarks/tables/anytime_trees_<size>.json)")
+    p.add_argument("--prune", action="store_true", help="with --ship: free a seed's trained nets once it is shipped "
+                   "(and those of the seeds the table already holds); the table is the record")
     args = p.parse_args(argv)
     t0 = time.time()
     ctx = ev.context(args)
@@ -473,6 +493,13 @@ def main(argv: list[str] | None = None) -> None:
     held = {int(k) for k in table["seeds"]} if table is not None and (args.from_table or args.report_only) else set()
     todo = [] if args.report_only else [s for s in seeds_of(ctx) if s not in held]
     fresh: dict[int, dict[str, Any]] = {}
+
+    def pruned(s: int) -> None:
+        if args.prune and args.ship:
+            print(f"# seed {s}: {prune(ctx, s) / 2**30:.1f} GiB of trained nets freed (--prune)", file=sys.stderr)
+
+    for s in sorted(held):
+        pruned(s)
 
     def on_done(results: dict[str, Any]) -> None:
         if args.ship and "converge" in results and "start" not in table:  # the converged start's learning curve
@@ -487,6 +514,7 @@ def main(argv: list[str] | None = None) -> None:
                     path.parent.mkdir(parents=True, exist_ok=True)
                     path.write_text(json.dumps(table, indent=1) + "\n")
                     print(f"# seed {s} shipped to {path}", file=sys.stderr)
+                    pruned(s)
 
     ev.run_jobs(ctx, jobs(ctx, todo), on_done=on_done)
     records = [table["seeds"][str(s)] if s in held else fresh[s] for s in seeds_of(ctx) if s in held or s in fresh]

@@ -102,6 +102,13 @@ def test_evidence_scripts_print_a_table_a_json_line_and_figures(cache, script):
         again = bench(script, "--size", "smoke", "--cache", cache / "elsewhere", "--figures", cache / "figures", *more, "--from-table")
         assert again["rows"] == json.loads(json.dumps(out["rows"])) and again["trained"] == out["trained"]
         assert not any((cache / "elsewhere" / d).exists() for d in ("start", "anytime_converge", "anytime_fixed"))
+        # --prune: a shipped seed's trained nets are freed, its journals kept, and the report stays the table's
+        pruned = bench(script, "--size", "smoke", "--cache", cache / "smoke", "--figures", cache / "figures", *more, "--from-table", "--prune")
+        assert pruned["rows"] == again["rows"]
+        for arm in ("anytime_fixed", "anytime_mf", "anytime_random"):
+            assert not (cache / "smoke" / arm / "s0" / "candidates").exists() and (cache / "smoke" / arm / "s0" / "journal.jsonl").is_file()
+        assert not list((cache / "smoke" / "anytime_curves").glob("*_s0_e*")) and not list((cache / "smoke" / "full").glob("anytime_*s0*"))
+        assert (cache / "smoke" / "anytime_start" / "head.safetensors").is_file()  # the shared start stays for the other seeds
 
 
 def test_data_benchmark(tmp_path):

@@ -465,6 +465,9 @@ def figure(ctx: dict[str, Any], records: list[dict[str, Any]]) -> list[str]:
                 m, sd = np.nanmean(ys, 0), np.nanstd(ys, 0)
             ax.plot(xs, m, color=colours[arm], label=arm)
             ax.fill_between(xs, m - sd, m + sd, color=colours[arm], alpha=0.15)
+        starts = [r["start"]["metric"] for r in records if "metric" in r.get("start", {})]
+        if starts:  # where every arm begins: the converged start's validation metric
+            ax.axhline(float(np.mean(starts)), color="0.3", ls="--", lw=1, label="converged start")
         ax.set_xlabel(label)
         ax.set_ylabel(f"best validation {ev.METRIC} so far")
         ax.grid(alpha=0.3)

@@ -101,27 +101,24 @@ def job_converge(ctx: dict[str, Any]) -> dict[str, Any]:
 
     out = ev.run_dir(ctx, "anytime_converge", 0)
     arch, head = start_paths(ctx)
-    done = ev._read(RunDir(out).summary)
-    if done is None or not Path(head).is_file():
+    copied = Path(head).is_file()  # the head is copied last: its presence says the run and the copy are whole
+    if not copied:
         ev._setup(ctx)
         cfg = anytime_config(ctx, 0, False)
-        c = ctx["size"]["anytime"]["converge"]
         cfg["start"] = {**cfg["start"], "ir": str(Path(ctx["cache"]) / "start" / "arch"),
                         "head": str(Path(ctx["cache"]) / "start" / "head.safetensors"),
-                        "train_epochs": "auto", **c}
+                        "train_epochs": "auto", **ctx["size"]["anytime"]["converge"]}
         cfg["search"] = {**cfg["search"], "max_generations": 0}
-        cfg = config_from_dict(cfg, where="anytime converge")
-        done = Search(cfg, out, resume=RunDir(out).is_run(), quiet=True).run()
-        events = ev.journal(out)
-        best = next(e for e in events if e["event"] == "converged")["id"]
-        cand = RunDir(out).candidate(best)
+        Search(config_from_dict(cfg, where="anytime converge"), out, resume=RunDir(out).is_run(), quiet=True).run()
+    events = ev.journal(out)
+    conv = next(e for e in events if e["event"] == "converged")
+    if not copied:
+        cand = RunDir(out).candidate(conv["id"])
         Path(arch).parent.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(arch, ignore_errors=True)
         shutil.copytree(cand / "trained", arch)
         shutil.copyfile(cand / "head.safetensors", head + ".tmp")
-        os.replace(head + ".tmp", head)  # last: the head's presence says the copy is whole
-    events = ev.journal(out)
-    conv = next(e for e in events if e["event"] == "converged")
+        os.replace(head + ".tmp", head)
     noise = next((e for e in events if e["event"] == "noise"), {})
     return {"id": conv["id"], "epochs": conv["epochs"], "trained_epochs": conv["trained_epochs"], "reason": conv.get("reason"),
             "metric": conv["metric"], "curve": conv["curve"], "noise": {k: noise.get(k) for k in ("metrics", "mean", "std")},
@@ -504,18 +501,20 @@ def main(argv: list[str] | None = None) -> None:
     for s in sorted(held):
         pruned(s)
 
+    def write_table() -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(table, indent=1) + "\n")
+
     def on_done(results: dict[str, Any]) -> None:
         if args.ship and "converge" in results and "start" not in table:  # the converged start's learning curve
             table["start"] = results["converge"]
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(table, indent=1) + "\n")
+            write_table()
         for s in todo:
             if s not in fresh and seed_keys(ctx, s) <= results.keys():
                 fresh[s] = record(ctx, results, s)
                 if args.ship:  # the seed is safe the moment it is whole
                     table["seeds"][str(s)] = fresh[s]
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    path.write_text(json.dumps(table, indent=1) + "\n")
+                    write_table()
                     print(f"# seed {s} shipped to {path}", file=sys.stderr)
                     pruned(s)
 

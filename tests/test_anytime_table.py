@@ -19,6 +19,16 @@ TABLES = ROOT / "benchmarks" / "tables"
 STUDIES = [("anytime_trees_quick_start30.json", "anytime_start30")]
 
 
+def shown(readme: str, name: str) -> str | None:
+    """The README's table between ``<!-- evidence:NAME -->`` and its end (None where there is none)."""
+    m = re.search(rf"<!-- evidence:{name} -->\n(.*?)<!-- /evidence:{name} -->", readme, re.S)
+    return m.group(1).strip() if m else None
+
+
+def table_rows(records: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if not k.startswith("_")} for row in anytime.rows_of(records)]
+
+
 @pytest.mark.parametrize("name,block", STUDIES)
 def test_the_shipped_seeds_are_whole_and_the_readme_shows_them(name, block):
     table = json.loads((TABLES / name).read_text())
@@ -35,10 +45,8 @@ def test_the_shipped_seeds_are_whole_and_the_readme_shows_them(name, block):
         # beyond every budget of the table
         assert r["trained"]["random search"] >= r["trained"]["fixed"] >= 30
         assert r["curves"]["random search"][-3]["epochs"] <= r["budgets"][-1]
-    rows = [{k: v for k, v in row.items() if not k.startswith("_")} for row in anytime.rows_of(records)]
     readme = (ROOT / "README.md").read_text()
-    shown = re.search(rf"<!-- evidence:{block} -->\n(.*?)<!-- /evidence:{block} -->", readme, re.S)
-    assert shown and shown.group(1).strip() == markdown_table(rows).strip()
+    assert shown(readme, block) == markdown_table(table_rows(records)).strip()
     for m in anytime.reach(records):  # the README's multi-fidelity figure is the table's
         assert f"after {m['mf_epochs']} epochs against the fixed search's {m['fixed_epochs']}" in readme.replace("\n", " ")
 
@@ -59,9 +67,7 @@ def test_the_converged_start_and_the_seeds_so_far_are_the_readmes():
     for r in records:  # every seed began from this start
         assert {k: r["start"][k] for k in ("id", "epochs", "metric")} == {k: conv[k] for k in ("id", "epochs", "metric")}
     if records:
-        rows = [{k: v for k, v in row.items() if not k.startswith("_")} for row in anytime.rows_of(records)]
-        for name, shown in (("anytime", rows), ("anytime_verdict", anytime.verdict(records))):
-            block = re.search(rf"<!-- evidence:{name} -->\n(.*?)<!-- /evidence:{name} -->", readme, re.S)
-            assert block and block.group(1).strip() == markdown_table(shown).strip(), name
+        for name, rows in (("anytime", table_rows(records)), ("anytime_verdict", anytime.verdict(records))):
+            assert shown(readme, name) == markdown_table(rows).strip(), name
         for m in anytime.reach(records):
             assert f"after {m['mf_epochs']} epochs against the fixed search's {m['fixed_epochs']}" in flat

@@ -106,12 +106,9 @@ def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict[str, objec
     with fewer than 2 pairs, where there is no spread to judge by."""
     d = np.asarray(a, float) - np.asarray(b, float)
     n = len(d)
-    if n == 0:
-        return {"n": 0, "mean": None, "std": None, "ci95": [None, None], "verdict": "too few seeds"}
-    m = float(d.mean())
     if n < 2:
-        return {"n": 1, "mean": round(m, 4), "std": None, "ci95": [None, None], "verdict": "too few seeds"}
-    sd = float(d.std(ddof=1))
+        return {"n": n, "mean": round(float(d[0]), 4) if n else None, "std": None, "ci95": [None, None], "verdict": "too few seeds"}
+    m, sd = float(d.mean()), float(d.std(ddof=1))
     half = t975(n - 1) * sd / math.sqrt(n)
     lo, hi = m - half, m + half
     verdict = "a better" if lo > 0 else "b better" if hi < 0 else "no difference"

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -14,6 +12,7 @@ import numpy as np
 import pytest
 
 from spnas.search.audit import plan
+from tests.procs import kill_group
 from tests.search.test_search import ROOT, run_search
 
 AUDIT = ["--top", "2", "--epochs", "1", "--seeds", "0", "1"]
@@ -53,7 +52,7 @@ def test_audit_killed_midway_resumes_and_trains_nothing_twice(tiny_run):
     deadline = time.time() + 300
     while time.time() < deadline and not finished(tiny_run) and proc.poll() is None:
         time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
+    kill_group(proc.pid)  # and wait: a worker inside a write finishes it after killpg returns
     proc.wait()
     before = finished(tiny_run)
     assert before, "no full training finished before the kill"

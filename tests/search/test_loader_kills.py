@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.procs import kill_group
 from tests.search.test_search import ROOT, TINY, journal, run_search, summary
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds loader workers through /proc")]
@@ -56,7 +56,7 @@ def test_loader_workers_killed_mid_candidate_and_the_search_killed_at_random_res
             time.sleep(0.1)
         time.sleep(float(rng.uniform(0, 1.5)))
         if p.poll() is None:
-            os.killpg(p.pid, signal.SIGKILL)
+            kill_group(p.pid)
             kills += 1
         p.wait()
     assert kills >= 2

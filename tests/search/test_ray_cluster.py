@@ -16,6 +16,7 @@ import time
 
 import pytest
 
+from tests.procs import kill_group
 from tests.search.test_search import ROOT, TINY, journal, run_search
 
 pytestmark = pytest.mark.slow
@@ -143,7 +144,7 @@ def test_a_killed_driver_resumes_on_the_same_cluster(tmp_path, local, monkeypatc
                 break
             time.sleep(0.2)
         assert first.poll() is None, "the first driver ended before it could be killed"
-        os.killpg(first.pid, 9)
+        kill_group(first.pid)
         first.wait()
         p = subprocess.run(cmd + ["--resume"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
         assert p.returncode == 0, p.stderr[-3000:]

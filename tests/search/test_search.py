@@ -2,7 +2,6 @@
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ import pytest
 
 from spnas.ir import parse
 from spnas.search import sample_parallel_code, stage_flops
+from tests.procs import kill_group
 
 TINY = Path(__file__).with_name("tiny.yaml")
 ROOT = Path(__file__).resolve().parents[2]
@@ -134,7 +134,7 @@ def test_resume_after_sigkill_at_random_points(reference, tmp_path):
             time.sleep(0.1)
         time.sleep(float(rng.uniform(0, 1.5)))
         if p.poll() is None:
-            os.killpg(p.pid, signal.SIGKILL)
+            kill_group(p.pid)
             kills += 1
         p.wait()
     assert kills >= 2

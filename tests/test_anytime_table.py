@@ -67,7 +67,20 @@ def test_the_converged_start_and_the_seeds_so_far_are_the_readmes():
     for r in records:  # every seed began from this start
         assert {k: r["start"][k] for k in ("id", "epochs", "metric")} == {k: conv[k] for k in ("id", "epochs", "metric")}
     if records:
-        for name, rows in (("anytime", table_rows(records)), ("anytime_verdict", anytime.verdict(records))):
+        for name, rows in (("anytime", table_rows(records)), ("anytime_verdict", anytime.verdict(records)),
+                           ("anytime_seeds", anytime.per_seed(records))):
             assert shown(readme, name) == markdown_table(rows).strip(), name
-        for m in anytime.reach(records):
-            assert f"after {m['mf_epochs']} epochs against the fixed search's {m['fixed_epochs']}" in flat
+
+
+def test_each_seeds_row_is_its_record():
+    """The per-seed table's cells are the record's numbers: the full budget's finals, train longer minus the
+    start, and the multi-fidelity search's epochs to the fixed search's best (read off the curves here)."""
+    table = json.loads((TABLES / "anytime_trees_quick.json").read_text())
+    for k, r in table["seeds"].items():
+        row = next(x for x in anytime.per_seed([r]))
+        assert row["seed"] == int(k) and float(row["fixed"]) == pytest.approx(r["finals"]["fixed"][-1]["test"], abs=5e-4)
+        assert float(row["train longer - start"]) == pytest.approx(r["finals"]["train longer"][-1]["test"] - r["start"]["test"], abs=5e-4)
+        target = r["curves"]["fixed"][-1]["best"]
+        first = lambda arm: next((p["epochs"] for p in r["curves"][arm] if p["best"] >= target), None)  # noqa: E731
+        got = first("multi-fidelity")
+        assert row["multi-fidelity to the fixed best"].startswith(f"{got} / {first('fixed')} epochs" if got is not None else "never")

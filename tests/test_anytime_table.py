@@ -77,7 +77,7 @@ def test_each_seeds_row_is_its_record():
     start, and the multi-fidelity search's epochs to the fixed search's best (read off the curves here)."""
     table = json.loads((TABLES / "anytime_trees_quick.json").read_text())
     for k, r in table["seeds"].items():
-        row = next(x for x in anytime.per_seed([r]))
+        row = anytime.per_seed([r])[0]
         assert row["seed"] == int(k) and float(row["fixed"]) == pytest.approx(r["finals"]["fixed"][-1]["test"], abs=5e-4)
         assert float(row["train longer - start"]) == pytest.approx(r["finals"]["train longer"][-1]["test"] - r["start"]["test"], abs=5e-4)
         target = r["curves"]["fixed"][-1]["best"]
